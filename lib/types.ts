@@ -1,0 +1,87 @@
+import type { FastifyBaseLogger } from 'fastify'
+
+/** How a task ended; each task logs exactly one of these. */
+export type Outcome = 'completed' | 'failed' | 'timeout' | 'skipped' | 'cancelled' | 'dropped'
+
+/**
+ * How the response closed: `'finished'` when the whole response reached the socket,
+ * `'aborted'` when the client went away first.
+ */
+export type ConnectionStatus = 'finished' | 'aborted'
+
+/** A small copy of the request, safe to keep after the response (the live request is not). */
+export interface RequestSnapshot {
+  readonly id: string
+  readonly method: string
+  readonly url: string
+  /** The route pattern, e.g. `/users/:id`; `undefined` for the not-found handler. */
+  readonly routeUrl: string | undefined
+}
+
+/** The outcome of one of the request's tasks, as `always` tasks see it. */
+export interface TaskOutcome {
+  readonly name: string
+  readonly outcome: Outcome
+  /** The error of a `failed` task. */
+  readonly error?: unknown
+}
+
+/** What a task receives. */
+export interface TaskContext {
+  /** Aborted when the task times out or the shutdown drain runs out. */
+  readonly signal: AbortSignal
+  /** The request's child logger: its lines carry the request's `reqId`. */
+  readonly log: FastifyBaseLogger
+  /** How the response closed. */
+  readonly connection: ConnectionStatus
+  /** The status code the response was sent with. */
+  readonly statusCode: number
+  readonly request: RequestSnapshot
+  /** The task's name, as logged. */
+  readonly name: string
+  /** For `always` tasks only: the outcomes of the request's other tasks. */
+  readonly outcomes?: readonly TaskOutcome[]
+}
+
+/** Deferred work: may return a promise, whose settlement ends the task. */
+export type DeferredTask = (ctx: TaskContext) => unknown
+
+/** Why a task was dropped. */
+export type DropReason = 'queue-full' | 'closing'
+
+/** What `onDropped` receives for a dropped task. */
+export interface DroppedTaskInfo {
+  readonly name: string
+  readonly reason: DropReason
+  readonly reqId: string
+  /** The route pattern. */
+  readonly route: string
+  readonly request: RequestSnapshot
+  /** The task itself, should the application want to run it elsewhere. */
+  readonly task: DeferredTask
+}
+
+/** Counts returned by `fastify.sendAndContinue.stats()`. */
+export interface SendAndContinueStats {
+  /** Tasks registered on requests whose response has not closed yet. */
+  pending: number
+  queued: number
+  running: number
+  completed: number
+  failed: number
+  timeout: number
+  skipped: number
+  cancelled: number
+  dropped: number
+  /** `true` when the next task would be dropped (running and queued tasks fill both bounds). */
+  saturated: boolean
+  /** Milliseconds since the oldest running task started; `0` when none runs. */
+  oldestRunningMs: number
+}
+
+/** `fastify.sendAndContinue` */
+export interface SendAndContinueNamespace {
+  /** Resolves once no deferred task is pending, queued or running. */
+  drain(): Promise<void>
+  stats(): SendAndContinueStats
+}

@@ -1,0 +1,113 @@
+import { AsyncResource } from 'node:async_hooks'
+import type { FastifyBaseLogger, FastifyReply } from 'fastify'
+import type { RouteSettings } from './options'
+import type { Scheduler } from './scheduler'
+import { Task } from './task'
+import type { ConnectionStatus, DeferredTask, RequestSnapshot, TaskContext, TaskOutcome } from './types'
+
+/**
+ * The deferred work of one request. It outlives the request and reply, so it copies what it
+ * needs from them (logger, snapshot, route) and holds neither.
+ */
+export class Work {
+  readonly scheduler: Scheduler
+  readonly log: FastifyBaseLogger
+  readonly request: RequestSnapshot
+  readonly route: string
+  readonly settings: RouteSettings
+  /** How the response closed; `null` until it did, when the tasks are dispatched. */
+  connection: ConnectionStatus | null = null
+  statusCode = 0
+  readonly outcomes: TaskOutcome[] = []
+
+  // Tasks keep the async context of the request that registered them (AsyncLocalStorage).
+  #asyncResource = new AsyncResource('fastify-send-and-continue')
+  #waiting: Task[] = []
+  #always: Task[] = []
+  #unsettled = 0
+  #alwaysStarted = false
+
+  constructor (scheduler: Scheduler, log: FastifyBaseLogger, request: RequestSnapshot, route: string, settings: RouteSettings) {
+    this.scheduler = scheduler
+    this.log = log
+    this.request = request
+    this.route = route
+    this.settings = settings
+  }
+
+  get taskCount (): number {
+    return this.#waiting.length + this.#always.length
+  }
+
+  run (fn: DeferredTask, ctx: TaskContext): unknown {
+    return this.#asyncResource.runInAsyncScope(fn, null, ctx)
+  }
+
+  add (fn: DeferredTask, name: string, timeoutMs: number, always: boolean): void {
+    const task = new Task(this, fn, name, timeoutMs, always)
+    if (this.scheduler.closing) {
+      this.scheduler.drop(task, 'closing')
+      return
+    }
+    this.scheduler.pending++
+    if (this.connection === null) {
+      if (always) this.#always.push(task)
+      else this.#waiting.push(task)
+    } else if (always) {
+      // registered after the response closed
+      this.#always.push(task)
+      if (this.#alwaysStarted || this.#unsettled === 0) this.#startAlways()
+    } else {
+      this.#unsettled++
+      this.#dispatch(task)
+    }
+  }
+
+  /** The response closed: log how, then hand every task over. Runs once per request. */
+  close (reply: FastifyReply, connection: ConnectionStatus): void {
+    this.connection = connection
+    this.statusCode = reply.raw.statusCode
+    this.log.info({
+      deferred: {
+        connection,
+        route: this.route,
+        statusCode: this.statusCode,
+        responseTime: reply.elapsedTime,
+        tasks: this.taskCount
+      }
+    }, connection === 'finished' ? 'response finished, running deferred work' : 'response aborted, running deferred work')
+
+    const tasks = this.#waiting
+    this.#waiting = []
+    this.#unsettled = tasks.length
+    for (const task of tasks) this.#dispatch(task)
+    if (this.#unsettled === 0 && this.#always.length > 0) this.#startAlways()
+  }
+
+  taskSettled (task: Task, error: unknown): void {
+    if (task.always) return
+    this.outcomes.push(error === undefined
+      ? { name: task.name, outcome: task.outcome! }
+      : { name: task.name, outcome: task.outcome!, error })
+    if (!task.dispatched) return
+    this.#unsettled--
+    if (this.#unsettled === 0 && this.#always.length > 0) this.#startAlways()
+  }
+
+  #dispatch (task: Task): void {
+    task.dispatched = true
+    this.scheduler.pending--
+    if (this.connection === 'aborted' && this.settings.onClientAbort === 'skip' && !task.always) {
+      task.settle('skipped')
+    } else {
+      this.scheduler.submit(task)
+    }
+  }
+
+  #startAlways (): void {
+    this.#alwaysStarted = true
+    const tasks = this.#always
+    this.#always = []
+    for (const task of tasks) this.#dispatch(task)
+  }
+}
