@@ -81,14 +81,23 @@ function toTasks (where: string, task: unknown): DeferredTask[] {
   throw new FST_SAC_INVALID_TASK(where, describe(task))
 }
 
+// Whether the whole response reached the client. Each server flavour needs its own reading:
+// - HTTP/1.x: ended and flushed (`writableFinished`) before 'close';
+// - HTTP/2 compatibility API: a reset stream also emits 'finish' and reports `writableFinished`,
+//   so an ended response whose stream was reset (rstCode > 0) counts as aborted;
+// - inject(): light-my-request's Response has no socket to flush, so ended is as finished as it gets.
 function connectionOf (raw: FastifyReply['raw']): ConnectionStatus {
+  if (!raw.writableEnded) return 'aborted'
+  if ('_lightMyRequest' in raw) return 'finished'
+  const stream = (raw as { stream?: { rstCode?: number } }).stream
+  if (stream?.rstCode !== undefined && stream.rstCode > 0) return 'aborted'
   return raw.writableFinished ? 'finished' : 'aborted'
 }
 
 // True once the response emitted (or is about to emit) 'close', so a listener added now would never run.
 function isClosed (raw: FastifyReply['raw']): boolean {
   const stream = (raw as { stream?: { closed?: boolean } }).stream
-  return raw.destroyed || stream?.closed === true
+  return raw.destroyed || (raw as { closed?: boolean }).closed === true || stream?.closed === true
 }
 
 function onResponse (this: FastifyInstance, request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction): void {
@@ -102,7 +111,7 @@ function appendHook<T> (hooks: T | T[] | undefined, hook: T, first: boolean): T[
   return first ? [hook, ...list] : [...list, hook]
 }
 
-function fastifySendAndContinue (fastify: FastifyInstance, options: SendAndContinueOptions, done: (err?: Error) => void): void {
+async function fastifySendAndContinue (fastify: FastifyInstance, options: SendAndContinueOptions): Promise<void> {
   const plugin: PluginSettings = resolvePluginOptions(options)
   const scheduler = new Scheduler(plugin.concurrency, plugin.maxQueued, plugin.onDropped)
   // Route configs are fixed once the route exists: resolve each once, on first use.
@@ -210,7 +219,6 @@ function fastifySendAndContinue (fastify: FastifyInstance, options: SendAndConti
   fastify.addHook('onClose', function onClose (instance) {
     return scheduler.close(plugin.drainTimeout, instance.log)
   })
-  done()
 }
 
 fp(fastifySendAndContinue, {
