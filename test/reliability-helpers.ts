@@ -1,0 +1,108 @@
+import tap from 'tap'
+import { request } from 'node:http'
+import { setImmediate as nextTurn } from 'node:timers/promises'
+import { setFlagsFromString } from 'node:v8'
+import { runInNewContext } from 'node:vm'
+import type { LogLine } from './helpers'
+
+/**
+ * Fails the file on any `unhandledRejection` or `uncaughtException`: a deferred task must never
+ * crash the process, whatever it throws and whenever it settles.
+ */
+export function failOnCrash (): void {
+  const onRejection = (reason: unknown): void => { tap.fail('unhandledRejection', { reason }) }
+  const onException = (err: Error): void => { tap.fail('uncaughtException', { err }) }
+  process.on('unhandledRejection', onRejection)
+  process.on('uncaughtException', onException)
+  tap.teardown(() => {
+    process.off('unhandledRejection', onRejection)
+    process.off('uncaughtException', onException)
+  })
+}
+
+/** A full collection; the flag can be set at run time, the function comes from a fresh context. */
+export function exposeGc (): () => void {
+  setFlagsFromString('--expose-gc')
+  return runInNewContext('gc')
+}
+
+/**
+ * Collects until `collected()` holds, at most `rounds` times. A WeakRef target is kept alive until
+ * the current job ends, so each round first yields to the event loop.
+ */
+export async function collectUntil (gc: () => void, collected: () => boolean, rounds = 20): Promise<boolean> {
+  for (let i = 0; i < rounds; i++) {
+    await nextTurn()
+    gc()
+    if (collected()) return true
+  }
+  return false
+}
+
+export interface AbortedRequest {
+  /** Status code of the response whose first chunk arrived. */
+  statusCode: number
+}
+
+/**
+ * GETs `path` on a new connection and destroys it as soon as the first body chunk arrives: a client
+ * that hangs up mid-response.
+ */
+export function abortMidStream (port: number, path: string, headers: Record<string, string> = {}): Promise<AbortedRequest> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: '127.0.0.1', port, path, agent: false, headers }, (res) => {
+      res.once('data', () => {
+        req.destroy()
+        resolve({ statusCode: res.statusCode ?? 0 })
+      })
+    })
+    // after our own destroy() the promise is settled: a late error changes nothing
+    req.on('error', reject)
+    req.end()
+  })
+}
+
+/**
+ * GETs `path` on a new connection and destroys it once `hangUp` resolves (typically: the handler
+ * is running), before any response arrives. Resolves when the socket is closed.
+ */
+export function abortBeforeResponse (port: number, path: string, hangUp: Promise<unknown>, headers: Record<string, string> = {}): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: '127.0.0.1', port, path, agent: false, headers }, () => {
+      reject(new Error(`${path}: a response arrived before the client hung up`))
+    })
+    req.on('error', () => {}) // the hang-up itself surfaces as 'socket hang up'
+    req.on('close', () => resolve())
+    req.end()
+    hangUp.then(() => req.destroy(), reject)
+  })
+}
+
+/** Runs `jobs` with at most `limit` in flight. */
+export async function inBatches<T> (count: number, limit: number, job: (i: number) => Promise<T>): Promise<T[]> {
+  const results: T[] = new Array(count)
+  let next = 0
+  async function worker (): Promise<void> {
+    while (next < count) {
+      const i = next++
+      results[i] = await job(i)
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(limit, count) }, worker))
+  return results
+}
+
+/** Number of lines per value of `key(line)`. */
+export function countBy (lines: LogLine[], key: (line: LogLine) => unknown): Map<unknown, number> {
+  const counts = new Map<unknown, number>()
+  for (const line of lines) {
+    const value = key(line)
+    counts.set(value, (counts.get(value) ?? 0) + 1)
+  }
+  return counts
+}
+
+/** The values that occur more than once. */
+export function duplicates (lines: LogLine[], key: (line: LogLine) => unknown): unknown[] {
+  return [...countBy(lines, key)].filter(([, n]) => n > 1).map(([value]) => value)
+}
