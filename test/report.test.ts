@@ -1,0 +1,281 @@
+import { test } from 'tap'
+import type { Test } from 'tap'
+import fc from 'fast-check'
+import { createReadStream } from 'node:fs'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { Readable } from 'node:stream'
+import { gzipSync } from 'node:zlib'
+import { Distribution, BUCKET_BOUNDS_MS } from '../lib/report/distribution'
+import { readLines, MAX_LINE_LENGTH } from '../lib/report/read'
+import { Summary, MAX_MESSAGES, OTHER_MESSAGES, RECENT_SHUTDOWNS, SAMPLE_REQ_IDS, SLOWEST } from '../lib/report/summary'
+import type { Report } from '../lib/report/types'
+import { appLogFacts, syntheticLines, writeAppLog } from './fixtures/report/logs'
+
+async function tempDir (t: Test): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'sac-report-'))
+  t.teardown(() => rm(dir, { recursive: true, force: true }))
+  return dir
+}
+
+function summarize (lines: string[], filters = {}): Report {
+  const summary = new Summary(filters)
+  for (const line of lines) summary.add(line)
+  return summary.result()
+}
+
+function task (fields: Record<string, unknown>, extra: Record<string, unknown> = {}): string {
+  return JSON.stringify({
+    level: 30,
+    time: 1000,
+    reqId: 'r',
+    deferred: { task: 't', outcome: 'completed', connection: 'finished', route: '/r', statusCode: 200, durationMs: 1, queuedMs: 0, ...fields },
+    msg: 'deferred task',
+    ...extra
+  })
+}
+
+test('the report of a real app log: every outcome, per route and task, with failures and the shutdown', async (t) => {
+  const dir = await tempDir(t)
+  const file = join(dir, 'app.log')
+  await writeAppLog(file)
+  const summary = new Summary()
+  await readLines(createReadStream(file), (line) => summary.add(line))
+  const report = summary.result()
+
+  t.same(report.totals.outcomes, appLogFacts.outcomes)
+  t.equal(report.totals.tasks, 14)
+  t.equal(report.totals.responses, appLogFacts.responses)
+  t.equal(report.totals.abortedResponses, appLogFacts.abortedResponses)
+  t.same(report.routes.map((route) => route.route), appLogFacts.routes)
+  t.match(report.routes.find((route) => route.route === '/export'), { responses: 1, aborted: 1, abortedRate: 1 })
+  t.match(report.routes.find((route) => route.route === '/signup'), { responses: 4, aborted: 0, abortedRate: 0 })
+
+  const crm = report.groups.find((group) => group.task === 'syncCrm')
+  t.same(crm?.failures.map(({ message, reqIds }) => [message, reqIds]), Object.entries(appLogFacts.failures), 'grouped by message, most frequent first')
+  t.equal(crm?.durationMs.count, 3)
+
+  const resize = report.groups.find((group) => group.task === 'resize')
+  t.same(resize?.failures, [{ outcome: 'timeout', message: 'timed out after 10 ms', count: 1, reqIds: ['thumb-1'] }])
+  t.equal(resize?.slowest[0].reqId, 'thumb-1')
+  t.ok((resize?.durationMs.max ?? 0) >= 10, 'a timed out task ran at least its time limit')
+
+  const exportLink = report.groups.find((group) => group.task === 'emailExportLink')
+  t.match(exportLink, { outcomes: { skipped: 1 }, aborted: 1, durationMs: { count: 0, p50: null }, queuedMs: { count: 0 }, slowest: [], failures: [] })
+
+  const welcome = report.groups.find((group) => group.task === 'sendWelcomeEmail')
+  t.match(welcome?.failures, [{ outcome: 'cancelled', message: 'the shutdown drain ran out', reqIds: ['signup-4'] }])
+  t.equal(welcome?.durationMs.count, 3, 'the task cancelled in the queue never ran: no duration')
+  t.equal(welcome?.queuedMs.count, 4, 'but it waited: its queue time counts')
+  const rebuild = report.groups.find((group) => group.task === 'rebuildIndex')
+  t.equal(rebuild?.durationMs.count, 1, 'a task cancelled while running has a duration')
+  const audit = report.groups.find((group) => group.task === 'audit')
+  t.match(audit?.failures, [{ outcome: 'dropped', message: 'the queue was full', reqIds: ['signup-4'] }])
+
+  t.match(report.shutdowns, { count: 1, undrained: 1, recent: [{ drained: false, drainTimeout: 30, outcomes: appLogFacts.outcomes }] })
+  t.match(report.lines, { used: 14 + 10 + 1, filtered: 0 })
+  t.equal(report.lines.total, report.lines.used + report.lines.skipped, 'the foreign and non-JSON lines are skipped, not fatal')
+  t.ok(report.period.from !== null && report.period.from <= (report.period.to as string))
+})
+
+test('exact counts and percentiles over lines whose numbers the test knows', async (t) => {
+  const lines = [...syntheticLines({ tasks: 1200 })]
+  const report = summarize(lines)
+  t.equal(report.totals.tasks, 1200)
+  t.equal(report.totals.responses, 1200)
+  t.equal(report.totals.abortedResponses, 24, 'one in fifty')
+  t.equal(report.totals.outcomes.failed, 60, 'one in twenty')
+  t.equal(report.groups.length, 12, 'four routes by three tasks')
+  t.equal(report.lines.skipped, 1200, 'the "incoming request" lines')
+
+  for (const group of report.groups) {
+    const durations = lines
+      .map((line) => JSON.parse(line))
+      .filter((line) => line.deferred?.task === group.task && line.deferred?.route === group.route)
+      .map((line) => line.deferred.durationMs as number)
+      .sort((a, b) => a - b)
+    t.equal(group.durationMs.max, durations[durations.length - 1])
+    t.equal(group.slowest.length, SLOWEST)
+    t.same(group.slowest.map((slow) => slow.durationMs), durations.slice(-SLOWEST).reverse())
+    t.equal(group.histogram.reduce((sum, bucket) => sum + bucket.count, 0), durations.length)
+  }
+})
+
+test('percentiles are within 0.1% above the exact nearest-rank value, and max is exact', async (t) => {
+  fc.assert(fc.property(
+    fc.array(fc.integer({ min: 0, max: 3_600_000_000 }).map((us) => us / 1000), { minLength: 1, maxLength: 300 }),
+    (values) => {
+      const distribution = new Distribution(false)
+      for (const value of values) distribution.record(value)
+      const sorted = [...values].sort((a, b) => a - b)
+      const stats = distribution.percentiles()
+      if (stats.count !== values.length || stats.max !== sorted[sorted.length - 1]) return false
+      for (const [key, p] of [['p50', 50], ['p95', 95], ['p99', 99]] as const) {
+        const exact = sorted[Math.ceil((p / 100) * sorted.length) - 1]
+        const got = stats[key] as number
+        if (got < exact || got > exact * 1.001 + 1e-9 || got > (stats.max as number)) return false
+      }
+      return true
+    }
+  ), { numRuns: 300 })
+  t.same(new Distribution(false).percentiles(), { count: 0, p50: null, p95: null, p99: null, max: null })
+  t.same(new Distribution(false).buckets(), [], 'no buckets unless asked for')
+})
+
+test('the duration histogram counts each task in the bucket of its upper bound', async (t) => {
+  const distribution = new Distribution(true)
+  for (const ms of [0, 1, 1.001, 2, 60_000, 60_000.001, 1e7]) distribution.record(ms)
+  const buckets = distribution.buckets()
+  t.equal(buckets.length, BUCKET_BOUNDS_MS.length + 1)
+  t.same(buckets[0], { le: 1, count: 2 })
+  t.same(buckets[1], { le: 2, count: 2 })
+  t.same(buckets[BUCKET_BOUNDS_MS.length - 1], { le: 60_000, count: 1 })
+  t.same(buckets[BUCKET_BOUNDS_MS.length], { le: null, count: 2 })
+})
+
+test('filters: --route, --task, --since and --until', async (t) => {
+  const lines = [...syntheticLines({ tasks: 400, start: 10_000 })]
+  const byRoute = summarize(lines, { routes: ['/orders'] })
+  t.same(byRoute.routes.map((route) => route.route), ['/orders'])
+  t.equal(byRoute.totals.tasks, 100)
+  t.equal(byRoute.totals.responses, 100)
+  t.equal(byRoute.lines.filtered, 600)
+  t.same(byRoute.filters, { route: ['/orders'], task: [], since: null, until: null })
+
+  const byTask = summarize(lines, { tasks: ['audit', 'syncCrm'] })
+  t.same(new Set(byTask.groups.map((group) => group.task)), new Set(['audit', 'syncCrm']))
+  t.equal(byTask.totals.responses, 0, 'a response line names no task, so a task filter leaves it out')
+
+  // each synthetic task takes three lines (request, response, task), one millisecond apart
+  const window = summarize(lines, { since: 10_000 + 300, until: 10_000 + 599 })
+  t.equal(window.totals.tasks, 100)
+  t.equal(window.period.from, new Date(10_301).toISOString(), 'the first used line: the response line of task 100')
+  t.equal(window.period.to, new Date(10_599).toISOString())
+  t.same(window.filters, { route: [], task: [], since: new Date(10_300).toISOString(), until: new Date(10_599).toISOString() })
+
+  const noTime = summarize([task({}, { time: undefined }), task({}, { time: 'not a date' })], { since: 0 })
+  t.equal(noTime.lines.filtered, 2, 'with a time filter, a line without a time cannot be placed: left out')
+  const isoTime = summarize([task({}, { time: '2025-01-01T00:00:00.000Z' })], { until: Date.UTC(2025, 0, 2) })
+  t.equal(isoTime.totals.tasks, 1, 'pino\'s isoTime format works too')
+  t.equal(isoTime.period.from, '2025-01-01T00:00:00.000Z')
+  const untilOnly = summarize([task({}, { time: 5 }), task({}, { time: 50 })], { until: 10 })
+  t.equal(untilOnly.totals.tasks, 1)
+  const sinceOnly = summarize([task({}, { time: 5 }), task({}, { time: 50 })], { since: 10 })
+  t.equal(sinceOnly.totals.tasks, 1)
+})
+
+test('skips foreign and malformed lines without failing', async (t) => {
+  const report = summarize([
+    '',
+    '   ',
+    'plain text with "deferred in it',
+    '{"deferred": broken json',
+    '["deferred"]',
+    '"deferred"',
+    '{"deferred":{"outcome":"exploded"}}',
+    '{"deferred":{"outcome":"completed","tasks":1}, "x": "deferred"}',
+    '{"deferred":{"tasks":"three"}}',
+    '{"deferredShutdown":{"drained":"yes"}}',
+    '{"level":30,"msg":"about something else"}',
+    task({})
+  ])
+  t.same(report.lines, { total: 10, used: 2, filtered: 0, skipped: 8 })
+  t.equal(report.totals.tasks, 2, 'a line with an outcome is a task line even if it also has tasks')
+})
+
+test('fields of the wrong type fall back instead of failing', async (t) => {
+  const report = summarize([
+    task({ task: 42, route: null, durationMs: 'slow', queuedMs: -1, connection: 'aborted' }, { reqId: 7 }),
+    task({ outcome: 'failed' }, { err: { message: '' }, reqId: undefined }),
+    task({ outcome: 'failed' }, { err: 'not an object' }),
+    task({ outcome: 'timeout', timeoutMs: undefined }),
+    task({ outcome: 'dropped', reason: 'closing', connection: null, durationMs: 0, queuedMs: 0 }),
+    task({ outcome: 'dropped', reason: 'mystery', durationMs: 0, queuedMs: 0 }),
+    task({ outcome: 'cancelled', durationMs: 0 }),
+    JSON.stringify({ deferred: { tasks: 1 } }),
+    JSON.stringify({ deferredShutdown: { drained: true, completed: 'many' } })
+  ])
+  const odd = report.groups.find((group) => group.task === '(unnamed)')
+  t.match(odd, { route: '(unknown route)', aborted: 1, durationMs: { count: 0 }, queuedMs: { count: 0 } })
+  const normal = report.groups.find((group) => group.task === 't')
+  t.same(normal?.failures.map((failure) => [failure.outcome, failure.message, failure.reqIds]), [
+    ['failed', '(no error message)', ['r']],
+    ['dropped', 'dropped', ['r']],
+    ['dropped', 'registered while the app was closing', ['r']],
+    ['cancelled', 'the shutdown drain ran out', ['r']],
+    ['timeout', 'timed out', ['r']]
+  ])
+  t.equal(normal?.failures.find((failure) => failure.outcome === 'failed')?.count, 2)
+  t.equal(normal?.durationMs.count, 3, 'the dropped tasks and the task cancelled in the queue never ran')
+  t.same(report.routes.find((route) => route.route === '(unknown route)'), { route: '(unknown route)', responses: 1, aborted: 0, abortedRate: 0 })
+  t.match(report.shutdowns.recent[0], { time: null, drained: true, durationMs: 0, drainTimeout: 0, outcomes: { completed: 0 } })
+  t.same(report.period, { from: new Date(1000).toISOString(), to: new Date(1000).toISOString() })
+})
+
+test('memory stays bounded: distinct messages, sample reqIds and shutdowns are capped', async (t) => {
+  const lines: string[] = []
+  for (let i = 0; i < MAX_MESSAGES + 50; i++) {
+    lines.push(task({ outcome: 'failed' }, { err: { message: `user ${i} not found` }, reqId: `r${i}` }))
+  }
+  for (let i = 0; i < 10; i++) lines.push(task({ outcome: 'failed' }, { err: { message: 'same' }, reqId: i % 2 === 0 ? 'dup' : `r${i}` }))
+  for (let i = 0; i < RECENT_SHUTDOWNS + 5; i++) lines.push(JSON.stringify({ time: i, deferredShutdown: { drained: i % 2 === 0 } }))
+  const report = summarize(lines)
+  const failures = report.groups[0].failures
+  t.equal(failures.length, MAX_MESSAGES + 1)
+  const other = failures.find((failure) => failure.message === OTHER_MESSAGES)
+  t.match(other, { count: 50 + 10, reqIds: [`r${MAX_MESSAGES}`, `r${MAX_MESSAGES + 1}`, `r${MAX_MESSAGES + 2}`] })
+  t.equal(other?.reqIds.length, SAMPLE_REQ_IDS)
+  t.equal(report.shutdowns.count, RECENT_SHUTDOWNS + 5)
+  t.equal(report.shutdowns.undrained, 7)
+  t.same(report.shutdowns.recent.map((shutdown) => shutdown.time), Array.from({ length: RECENT_SHUTDOWNS }, (_, i) => i + 5), 'the most recent, oldest first')
+
+  const known = summarize([
+    ...Array.from({ length: 5 }, (_, i) => task({ outcome: 'failed' }, { err: { message: 'same' }, reqId: i < 3 ? 'dup' : `r${i}` }))
+  ])
+  t.same(known.groups[0].failures[0].reqIds, ['dup', 'r3', 'r4'], 'distinct reqIds only')
+})
+
+test('slowest tasks: the top ones, slowest first, ties kept in log order', async (t) => {
+  const durations = [5, 1, 9, 5, 7, 3, 9, 2, 8, 6]
+  const report = summarize(durations.map((durationMs, i) => task({ durationMs }, { reqId: `r${i}` })))
+  t.same(report.groups[0].slowest.map((slow) => [slow.durationMs, slow.reqId]), [[9, 'r2'], [9, 'r6'], [8, 'r8'], [7, 'r4'], [6, 'r9']])
+})
+
+test('readLines: plain, gzip, gzip in tiny chunks, CRLF, no final newline, empty input', async (t) => {
+  const text = 'a\r\nb\n{"deferred":1}\nlast'
+  const collect = async (input: Readable): Promise<{ lines: string[], bytes: number }> => {
+    const lines: string[] = []
+    let bytes = 0
+    await readLines(input, (line) => lines.push(line), (n) => { bytes += n })
+    return { lines, bytes }
+  }
+  t.same(await collect(Readable.from([Buffer.from(text)])), { lines: ['a', 'b', '{"deferred":1}', 'last'], bytes: text.length })
+  const gzipped = gzipSync(text)
+  t.same((await collect(Readable.from([gzipped]))).lines, ['a', 'b', '{"deferred":1}', 'last'])
+  t.equal((await collect(Readable.from([gzipped]))).bytes, gzipped.length, 'progress counts the bytes read, compressed')
+  const oneByteChunks = [...gzipped].map((byte) => Buffer.from([byte]))
+  t.same((await collect(Readable.from(oneByteChunks))).lines, ['a', 'b', '{"deferred":1}', 'last'])
+  const twoMembers = Buffer.concat([gzipSync('one\n'), gzipSync('two\n')])
+  t.same((await collect(Readable.from([twoMembers]))).lines, ['one', 'two'], 'concatenated gzip files, as logrotate leaves them')
+  t.same(await collect(Readable.from([])), { lines: [], bytes: 0 })
+  // without this default, readLines still works
+  const seen: string[] = []
+  await readLines(Readable.from([Buffer.from('x\n')]), (line) => seen.push(line))
+  t.same(seen, ['x'])
+})
+
+test('readLines: an overlong line is skipped, the next ones are read', async (t) => {
+  const long = 'x'.repeat(MAX_LINE_LENGTH + 10)
+  const lines: string[] = []
+  await readLines(Readable.from([Buffer.from(`first\n${long}`), Buffer.from(`${long}\nafter\n`)]), (line) => lines.push(line))
+  t.same(lines, ['first', 'after'])
+})
+
+test('readLines: a corrupt gzip stream rejects', async (t) => {
+  const broken = Buffer.concat([gzipSync('a\n'.repeat(1000)).subarray(0, 30), Buffer.from('garbage')])
+  await t.rejects(readLines(Readable.from([broken]), () => {}), { code: 'Z_DATA_ERROR' })
+  const dir = await tempDir(t)
+  await writeFile(join(dir, 'broken.gz'), broken)
+  await t.rejects(readLines(createReadStream(join(dir, 'broken.gz')), () => {}))
+})
