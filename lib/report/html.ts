@@ -34,8 +34,10 @@ th { color: var(--muted); font-weight: 600; font-size: 12px; }
 .hist { display: flex; align-items: flex-end; gap: 4px; height: 150px; padding-top: 18px; }
 .hist .col { flex: 1; display: flex; flex-direction: column; justify-content: flex-end; align-items: center; height: 100%; min-width: 0; }
 .hist .fill { width: 100%; background: #4f7cd6; border-radius: 3px 3px 0 0; min-height: 1px; }
+.hist .fill.zero { background: var(--line); }
 .hist .count { font-size: 11px; color: var(--muted); margin-bottom: 2px; }
-.hist .le { font-size: 11px; color: var(--muted); margin-top: 4px; white-space: nowrap; }
+.hist .le { font-size: 10px; color: var(--muted); margin-top: 4px; white-space: nowrap; }
+td.text, th.text { text-align: left; }
 .failures { list-style: none; padding: 0; margin: 16px 0 0; }
 .failures li { border-left: 3px solid var(--swatch); padding: 6px 10px; margin-bottom: 8px; background: #fbfbfc; }
 .failures .message { font-family: ui-monospace, "SFMono-Regular", Menlo, "Liberation Mono", monospace; font-size: 13px; word-break: break-word; }
@@ -59,6 +61,7 @@ const script = `
     return node;
   }
   function count(n) { return n.toLocaleString('en-US'); }
+  function plural(n, word) { return count(n) + ' ' + word + (n === 1 ? '' : 's'); }
   function ms(v) {
     if (v === null) return '-';
     if (v >= 1000) return (v / 1000).toFixed(2) + ' s';
@@ -84,22 +87,18 @@ const script = `
   function card(value, label, stat) {
     return el('div', { class: 'card' }, [el('div', { class: 'value', 'data-total': stat, text: value }), el('div', { class: 'label', text: label })]);
   }
+  function short(le) { return le >= 1000 ? le / 1000 + 's' : String(le); }
+  // every bucket, always: the same axis in every group, so groups compare at a glance
   function histogram(group) {
     var buckets = group.histogram;
-    var first = buckets.findIndex(function (b) { return b.count > 0; });
-    if (first === -1) return el('p', { class: 'empty', text: 'No task of this group ran.' });
-    var last = buckets.length - 1;
-    while (buckets[last].count === 0) last--;
-    var shown = buckets.slice(first, last + 1);
-    var top = Math.max.apply(null, shown.map(function (b) { return b.count; }));
-    var previous = first === 0 ? null : buckets[first - 1].le;
-    return el('div', { class: 'hist' }, shown.map(function (b, i) {
-      var label = b.le === null ? '> ' + ms(buckets[buckets.length - 2].le) : '≤ ' + ms(b.le);
-      var title = (i === 0 && previous === null ? 'up to ' : 'over ' + ms(i === 0 ? previous : shown[i - 1].le) + ', ') +
-        (b.le === null ? 'no bound' : 'up to ' + ms(b.le)) + ': ' + b.count + ' tasks';
-      return el('div', { class: 'col', 'data-le': b.le === null ? 'inf' : b.le, 'data-count': b.count, title: title }, [
+    var top = Math.max.apply(null, buckets.map(function (b) { return b.count; }));
+    if (top === 0) return el('p', { class: 'empty', text: 'No task of this group ran.' });
+    return el('div', { class: 'hist' }, buckets.map(function (b, i) {
+      var label = b.le === null ? '> ' + short(buckets[i - 1].le) : short(b.le);
+      var range = i === 0 ? 'up to ' + ms(b.le) : b.le === null ? 'over ' + ms(buckets[i - 1].le) : ms(buckets[i - 1].le) + ' to ' + ms(b.le);
+      return el('div', { class: 'col', 'data-le': b.le === null ? 'inf' : b.le, 'data-count': b.count, title: range + ': ' + plural(b.count, 'task') }, [
         el('span', { class: 'count', text: b.count === 0 ? '' : count(b.count) }),
-        el('div', { class: 'fill', style: 'height:' + (b.count / top * 100).toFixed(1) + '%' }),
+        el('div', { class: 'fill' + (b.count === 0 ? ' zero' : ''), style: 'height:' + (b.count / top * 100).toFixed(1) + '%' }),
         el('span', { class: 'le', text: label })
       ]);
     }));
@@ -117,10 +116,11 @@ const script = `
   }
   function slowest(group) {
     if (group.slowest.length === 0) return null;
-    return el('table', {}, [el('tr', {}, ['Slowest', 'reqId', 'outcome'].map(function (h) { return el('th', { text: h }); }))]
+    return el('table', {}, [el('tr', {}, ['Slowest', 'reqId', 'outcome'].map(function (h) { return el('th', { class: 'text', text: h }); }))]
       .concat(group.slowest.map(function (t) {
         return el('tr', { 'data-slow': t.reqId === null ? '' : t.reqId }, [
-          el('td', { 'data-value': t.durationMs, text: ms(t.durationMs) }), el('td', { text: t.reqId === null ? '-' : t.reqId }), el('td', { text: t.outcome })
+          el('td', { 'data-value': t.durationMs, text: ms(t.durationMs) }),
+          el('td', { class: 'text', text: t.reqId === null ? '-' : t.reqId }), el('td', { class: 'text', text: t.outcome })
         ]);
       })));
   }
@@ -165,12 +165,12 @@ const script = `
     root.appendChild(el('section', { class: 'group', 'data-route': g.route, 'data-task': g.task, 'data-tasks': g.tasks, 'data-aborted': g.aborted }, [
       el('header', {}, [
         el('h3', {}, [el('code', { text: g.route }), document.createTextNode(' → '), el('code', { text: g.task })]),
-        el('span', { class: 'muted', text: count(g.tasks) + ' tasks · ' + count(g.aborted) + ' after a client abort' })
+        el('span', { class: 'muted', text: plural(g.tasks, 'task') + ' · ' + count(g.aborted) + ' after a client abort' })
       ]),
       el('div', { style: 'margin-top:12px' }, [outcomeBar(g.outcomes, 'group')]),
       el('div', { class: 'columns' }, [
         el('div', {}, [el('h4', { text: 'Timings' }), stats(g), el('div', { style: 'margin-top:14px' }, [slowest(g)])]),
-        el('div', {}, [el('h4', { text: 'Duration of the tasks that ran' }), histogram(g)])
+        el('div', {}, [el('h4', { text: 'Duration of the tasks that ran (ms, upper bounds)' }), histogram(g)])
       ]),
       failures(g)
     ]));
