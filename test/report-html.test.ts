@@ -138,5 +138,5 @@ test('the page loads nothing: no URL outside the page, and a policy that forbids
     shutdowns: { count: 0, undrained: 0, recent: [] }
   })
   t.notMatch(html, /(src|href)=|https?:\/\/|@import|url\(/)
-  t.match(html, `content="default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'"`)
+  t.match(html, 'content="default-src \'none\'; style-src \'unsafe-inline\'; script-src \'unsafe-inline\'"')
 })
