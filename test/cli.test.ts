@@ -251,6 +251,21 @@ test('the bin end to end: exit status, JSON on stdout, standard input', async (t
   t.equal(usage.code, 2)
 })
 
+test('a reader that closes the pipe early (report | head) ends the command quietly', async (t) => {
+  const dir = await tempDir(t)
+  const file = join(dir, 'many-tasks.log')
+  // a thousand task names: a report far larger than a pipe's buffer
+  const lines = Array.from({ length: 1000 }, (_, i) => JSON.stringify({ reqId: `r${i}`, deferred: { task: `task${i}`, outcome: 'completed', route: '/r', durationMs: 1, queuedMs: 0 } }))
+  await writeFile(file, lines.join('\n'))
+  const child = spawn(process.execPath, [...process.execArgv, join(root, 'lib', 'cli.ts'), 'report', '--json', file], { cwd: root })
+  let stderr = ''
+  child.stderr.on('data', (chunk) => { stderr += chunk })
+  child.stdout.once('data', () => child.stdout.destroy())
+  const code = await new Promise((resolve) => child.on('close', resolve))
+  t.equal(code, 0)
+  t.notMatch(stderr, /EPIPE|Error/)
+})
+
 test('the package exposes the bin, and the build keeps its shebang', async (t) => {
   const pkg = JSON.parse(await readFile(join(root, 'package.json'), 'utf8'))
   t.same(pkg.bin, { 'fastify-send-and-continue': 'dist/cli.js' })
