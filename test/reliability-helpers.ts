@@ -64,17 +64,20 @@ export function abortMidStream (port: number, path: string, headers: Record<stri
 
 /**
  * GETs `path` on a new connection and destroys it once `hangUp` resolves (typically: the handler
- * is running), before any response arrives. Resolves when the socket is closed.
+ * is running), before any response arrives. Resolves with `'aborted'` once the socket closed, or
+ * with the status code of a response that came first (a 503 while the server closes).
  */
-export function abortBeforeResponse (port: number, path: string, hangUp: Promise<unknown>, headers: Record<string, string> = {}): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, path, agent: false, headers }, () => {
-      reject(new Error(`${path}: a response arrived before the client hung up`))
+export function abortBeforeResponse (port: number, path: string, hangUp: Promise<unknown>): Promise<'aborted' | number> {
+  return new Promise((resolve) => {
+    let status: 'aborted' | number = 'aborted'
+    const req = request({ host: '127.0.0.1', port, path, agent: false }, (res) => {
+      status = res.statusCode ?? 0
+      res.resume()
     })
-    req.on('error', () => {}) // the hang-up itself surfaces as 'socket hang up'
-    req.on('close', () => resolve())
+    req.on('error', () => {}) // the hang-up itself, or a refused connection while the server closes
+    req.on('close', () => resolve(status))
     req.end()
-    hangUp.then(() => req.destroy(), reject)
+    hangUp.then(() => req.destroy(), () => req.destroy())
   })
 }
 

@@ -1,0 +1,236 @@
+import { test } from 'tap'
+import fc from 'fast-check'
+import assert from 'node:assert/strict'
+import { once } from 'node:events'
+import { request } from 'node:http'
+import { Readable } from 'node:stream'
+import { setImmediate as nextTurn } from 'node:timers/promises'
+import { build, deferred, listen } from './helpers'
+import type { LogLine } from './helpers'
+import { abortBeforeResponse, abortMidStream, countBy, failOnCrash } from './reliability-helpers'
+import type { DroppedTaskInfo, Outcome, TaskContext } from '../lib/index'
+
+failOnCrash()
+
+// The accounting invariant of issue 3: whatever happens to a request and its tasks, every task
+// registered ends with exactly one outcome line, and stats() (and the shutdown summary) count
+// exactly those lines.
+
+type TaskKind = 'sync' | 'async' | 'throws' | 'rejects' | 'hangs' | 'ignoresSignal'
+type RequestKind = 'normal' | 'abortMidStream' | 'abortBeforeSend' | 'handlerThrows' | 'deferAfterClose'
+
+interface TaskSpec { kind: TaskKind, timeout: 0 | 25, always: boolean }
+interface RequestSpec { kind: RequestKind, tasks: TaskSpec[] }
+interface Scenario {
+  concurrency: number
+  maxQueued: number
+  onClientAbort: 'run' | 'skip'
+  requests: RequestSpec[]
+  /** app.close() starts once this many clients are done: shutdown mid-flight. */
+  closeAfter: number
+}
+
+const taskKinds: Record<TaskKind, (ctx: TaskContext) => unknown> = {
+  sync: () => {},
+  async: async () => { await nextTurn() },
+  throws: () => { throw new Error('task threw') },
+  rejects: async () => { throw new Error('task rejected') },
+  // honours its signal: rejects once aborted, whether by its timeout or by the shutdown
+  hangs: (ctx) => new Promise((resolve, reject) => {
+    ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason), { once: true })
+  }),
+  ignoresSignal: () => new Promise(() => {})
+}
+
+const scenario: fc.Arbitrary<Scenario> = fc.record({
+  concurrency: fc.integer({ min: 1, max: 3 }),
+  maxQueued: fc.integer({ min: 0, max: 4 }),
+  onClientAbort: fc.constantFrom('run' as const, 'skip' as const),
+  requests: fc.array(fc.record({
+    kind: fc.constantFrom<RequestKind>('normal', 'normal', 'abortMidStream', 'abortBeforeSend', 'handlerThrows', 'deferAfterClose'),
+    tasks: fc.array(fc.record({
+      kind: fc.constantFrom<TaskKind>('sync', 'async', 'throws', 'rejects', 'hangs', 'ignoresSignal'),
+      timeout: fc.constantFrom(0 as const, 25 as const),
+      always: fc.boolean()
+    }), { minLength: 1, maxLength: 3 })
+  }), { minLength: 1, maxLength: 8 }),
+  closeAfter: fc.nat({ max: 8 })
+})
+
+interface Registered { name: string, reqId: string, request: RequestSpec, task: TaskSpec }
+
+/** The outcomes a task may end with, given what it does and what happened to its request. */
+function allowedOutcomes (entry: Registered, onClientAbort: 'run' | 'skip'): Outcome[] {
+  const aborted = entry.request.kind === 'abortMidStream' || entry.request.kind === 'abortBeforeSend'
+  if (aborted && onClientAbort === 'skip' && !entry.task.always) return ['skipped']
+  const own: Record<TaskKind, Outcome> = {
+    sync: 'completed',
+    async: 'completed',
+    throws: 'failed',
+    rejects: 'failed',
+    hangs: entry.task.timeout > 0 ? 'timeout' : 'cancelled',
+    ignoresSignal: entry.task.timeout > 0 ? 'timeout' : 'cancelled'
+  }
+  // any task may be dropped (queue full) or cancelled (still queued or running when the drain ran out)
+  return [own[entry.task.kind], 'dropped', 'cancelled']
+}
+
+const expectedConnection: Record<RequestKind, string> = {
+  normal: 'finished',
+  handlerThrows: 'finished',
+  deferAfterClose: 'finished',
+  abortMidStream: 'aborted',
+  abortBeforeSend: 'aborted'
+}
+
+let runs = 0
+
+/** Runs one scenario against a fresh app; throws (for fast-check) when the books do not balance. */
+async function check (t: Parameters<Parameters<typeof test>[0]>[0], s: Scenario): Promise<Map<unknown, number>> {
+  const run = ++runs
+  const dropped: DroppedTaskInfo[] = []
+  const { app, logs } = await build(t, {
+    concurrency: s.concurrency,
+    maxQueued: s.maxQueued,
+    onClientAbort: s.onClientAbort,
+    drainTimeout: 40,
+    onDropped (info) { dropped.push(info) }
+  })
+  const registered: Registered[] = []
+  const calls = new Map<string, number>()
+  const handlerStarted = s.requests.map(() => deferred())
+
+  app.get('/:kind/:i', async (req, reply) => {
+    const i = Number((req.params as { i: string }).i)
+    const spec = s.requests[i]
+    if (spec.kind === 'deferAfterClose') {
+      // work registered once the response is gone (and maybe while the app closes)
+      reply.send('ok')
+      await once(reply.raw, 'close')
+    }
+    spec.tasks.forEach((task, j) => {
+      const name = `r${run}-q${i}-t${j}`
+      registered.push({ name, reqId: String(req.id), request: spec, task })
+      reply.defer((ctx) => {
+        calls.set(name, (calls.get(name) ?? 0) + 1)
+        return taskKinds[task.kind](ctx)
+      }, { name, timeout: task.timeout, always: task.always })
+    })
+    handlerStarted[i].resolve()
+    switch (spec.kind) {
+      case 'deferAfterClose':
+        return reply
+      case 'normal':
+        return 'ok'
+      case 'handlerThrows':
+        throw new Error('handler threw')
+      case 'abortMidStream': {
+        const body = new Readable({ read () {} })
+        body.push('first')
+        return reply.send(body)
+      }
+      case 'abortBeforeSend':
+        await once(reply.raw, 'close')
+        return reply.send('too late')
+    }
+  })
+  const { port } = await listen(app)
+
+  let done = 0
+  let closing: Promise<void> | null = null
+  const startClose = () => { closing ??= app.close() }
+  if (s.closeAfter === 0) startClose()
+  await Promise.all(s.requests.map(async (spec, i) => {
+    const path = `/${spec.kind}/${i}`
+    if (spec.kind === 'abortMidStream') {
+      await abortMidStream(port, path).catch(() => {}) // refused once the server closes
+    } else if (spec.kind === 'abortBeforeSend') {
+      await abortBeforeResponse(port, path, handlerStarted[i].promise)
+    } else {
+      await new Promise<void>((resolve) => {
+        request({ host: '127.0.0.1', port, path, agent: false }, (res) => {
+          res.resume()
+          res.on('end', resolve)
+        }).on('error', () => resolve()).end()
+      })
+    }
+    if (++done === s.closeAfter) startClose()
+  }))
+  startClose()
+  await closing
+
+  // every line is in: close resolved after the drain, which settles or cancels every task
+  const outcomes = logs.outcomes
+  const byName = new Map<string, LogLine[]>()
+  for (const line of outcomes) {
+    const name = line.deferred?.task as string
+    byName.set(name, [...(byName.get(name) ?? []), line])
+  }
+  assert.deepEqual([...byName.keys()].sort(), registered.map((r) => r.name).sort(),
+    'the outcome lines name exactly the tasks registered')
+  for (const entry of registered) {
+    const lines = byName.get(entry.name) as LogLine[]
+    assert.equal(lines.length, 1, `${entry.name}: exactly one outcome line`)
+    const [line] = lines
+    const outcome = line.deferred?.outcome as Outcome
+    assert.equal(line.reqId, entry.reqId, `${entry.name}: logged with its request's reqId`)
+    assert.ok(allowedOutcomes(entry, s.onClientAbort).includes(outcome),
+      `${entry.name} (${entry.task.kind}, timeout ${entry.task.timeout}, always ${entry.task.always}, request ${entry.request.kind}) ended ${outcome}`)
+    const ran = calls.get(entry.name) ?? 0
+    assert.ok(ran <= 1, `${entry.name} ran ${ran} times`)
+    if (outcome === 'completed' || outcome === 'failed' || outcome === 'timeout') assert.equal(ran, 1, `${entry.name} ran`)
+    if (outcome === 'skipped' || outcome === 'dropped') assert.equal(ran, 0, `${entry.name} never ran`)
+    if (outcome === 'failed') assert.match(line.err?.message ?? '', /^task (threw|rejected)$/)
+    if (entry.request.kind === 'handlerThrows') assert.equal(line.deferred?.statusCode, 500)
+  }
+
+  const counts = countBy(outcomes, (l) => l.deferred?.outcome)
+  const stats = app.sendAndContinue.stats()
+  const [summary] = logs.lines.filter((l) => l.deferredShutdown !== undefined)
+  for (const outcome of ['completed', 'failed', 'timeout', 'skipped', 'cancelled', 'dropped'] as const) {
+    assert.equal(stats[outcome], counts.get(outcome) ?? 0, `stats().${outcome} equals the ${outcome} lines`)
+    assert.equal(summary.deferredShutdown?.[outcome], counts.get(outcome) ?? 0, `the shutdown summary's ${outcome}`)
+  }
+  assert.deepEqual({ pending: stats.pending, queued: stats.queued, running: stats.running }, { pending: 0, queued: 0, running: 0 })
+  assert.deepEqual(dropped.map((d) => d.name).sort(),
+    outcomes.filter((l) => l.deferred?.outcome === 'dropped').map((l) => l.deferred?.task).sort(),
+    'onDropped was called once for each dropped task')
+
+  // one close line per request that registered work, saying how its response ended
+  const closes = logs.closes
+  const reqIds = new Set(registered.map((r) => r.reqId))
+  assert.deepEqual(closes.map((l) => l.reqId).sort(), [...reqIds].sort(), 'one close line per request with work')
+  for (const close of closes) {
+    const mine = registered.filter((r) => r.reqId === close.reqId)
+    const droppedClosing = new Set(dropped.filter((d) => d.reqId === close.reqId && d.reason === 'closing').map((d) => d.name))
+    // the line counts the tasks known when it is written: for work registered after the response
+    // closed, that is the first reply.defer() call (one task here)
+    const counted = mine[0].request.kind === 'deferAfterClose' ? mine.slice(0, 1) : mine
+    assert.equal(close.deferred?.tasks, counted.filter((r) => !droppedClosing.has(r.name)).length, `${close.reqId}: the tasks count`)
+    assert.equal(close.deferred?.connection, expectedConnection[mine[0].request.kind], `${close.reqId}: the connection`)
+  }
+  return counts
+}
+
+test('accounting invariant: one outcome line per task, and stats() counts exactly the lines', async (t) => {
+  let seen = 0
+  await fc.assert(fc.asyncProperty(scenario, async (s) => {
+    await check(t, s)
+    seen++
+  }), { numRuns: 40 })
+  t.equal(seen, 40, 'the invariant held in every generated scenario')
+})
+
+test('accounting invariant: a hand-picked scenario with every case at once', async (t) => {
+  const all: TaskSpec[] = (Object.keys(taskKinds) as TaskKind[]).flatMap((kind) => [
+    { kind, timeout: 25, always: false },
+    { kind, timeout: 0, always: true }
+  ])
+  const requests: RequestSpec[] = (['normal', 'abortMidStream', 'abortBeforeSend', 'handlerThrows', 'deferAfterClose'] as const)
+    .map((kind) => ({ kind, tasks: all }))
+  const first = await check(t, { concurrency: 2, maxQueued: 20, onClientAbort: 'run', requests, closeAfter: 5 })
+  const second = await check(t, { concurrency: 1, maxQueued: 2, onClientAbort: 'skip', requests, closeAfter: 5 })
+  const seen = new Set([...first.keys(), ...second.keys()])
+  t.same([...seen].sort(), ['cancelled', 'completed', 'dropped', 'failed', 'skipped', 'timeout'],
+    'the books balanced with every outcome in play')
+})
