@@ -1,16 +1,9 @@
-import fastq from 'fastq'
-import type { queue as FastQueue } from 'fastq'
 import { performance } from 'node:perf_hooks'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Task } from './task'
+import { Timers } from './timers'
 import type { DeferredTask, DropReason, DroppedTaskInfo, Outcome, SendAndContinueStats } from './types'
 import type { Work } from './work'
-
-function startTask (this: Scheduler, task: Task, done: fastq.done): void {
-  this.queued--
-  this.running.add(task)
-  task.start(done)
-}
 
 /**
  * Process-wide (per Fastify instance) bounded FIFO for deferred tasks: `concurrency` run at
@@ -21,7 +14,7 @@ export class Scheduler {
   readonly concurrency: number
   readonly maxQueued: number
   readonly running = new Set<Task>()
-  queued = 0
+  readonly timers = new Timers()
   pending = 0
   /** Set when `app.close()` starts: tasks registered from then on are dropped. */
   closing = false
@@ -31,7 +24,10 @@ export class Scheduler {
     completed: 0, failed: 0, timeout: 0, skipped: 0, cancelled: 0, dropped: 0
   }
 
-  #queue: FastQueue<Task>
+  // FIFO: an array read from #head, compacted as it drains
+  #queue: Array<Task | undefined> = []
+  #head = 0
+  #pumping = false
   #onDropped: ((info: DroppedTaskInfo) => void) | null
   #idleWaiters: Array<() => void> = []
 
@@ -39,7 +35,10 @@ export class Scheduler {
     this.concurrency = concurrency
     this.maxQueued = maxQueued
     this.#onDropped = onDropped
-    this.#queue = fastq<Scheduler, Task>(this, startTask, concurrency)
+  }
+
+  get queued (): number {
+    return this.#queue.length - this.#head
   }
 
   get saturated (): boolean {
@@ -57,10 +56,32 @@ export class Scheduler {
     } else if (this.saturated) {
       this.drop(task, 'queue-full')
     } else {
-      this.queued++
       task.queued()
       this.#queue.push(task)
+      this.#pump()
     }
+  }
+
+  // Starts queued tasks while slots are free. A task that settles while it starts calls back in
+  // here; the loop already running picks up its slot, so the stack stays flat.
+  #pump (): void {
+    if (this.#pumping) return
+    this.#pumping = true
+    const queue = this.#queue
+    while (this.running.size < this.concurrency && this.#head < queue.length) {
+      const task = queue[this.#head] as Task
+      queue[this.#head++] = undefined
+      this.running.add(task)
+      task.start()
+    }
+    if (this.#head === queue.length) {
+      queue.length = 0
+      this.#head = 0
+    } else if (this.#head > 1024 && this.#head * 2 > queue.length) {
+      queue.splice(0, this.#head)
+      this.#head = 0
+    }
+    this.#pumping = false
   }
 
   drop (task: Task, reason: DropReason): void {
@@ -83,16 +104,10 @@ export class Scheduler {
     }
   }
 
-  /** Called once per task when it settles; `release` is its slot when it was running. */
-  settled (task: Task, release: fastq.done | null, synchronous: boolean): void {
+  /** Called once per task when it settles: counts it and frees its slot if it was running. */
+  settled (task: Task): void {
     this.counts[task.outcome as Outcome]++
-    if (release !== null) {
-      this.running.delete(task)
-      // A task that settles while it starts would otherwise start the next queued task from
-      // inside this call, and a queue of synchronous tasks would grow the stack without bound.
-      if (synchronous) queueMicrotask(() => release(null))
-      else release(null)
-    }
+    if (this.running.delete(task)) this.#pump()
     if (this.#idleWaiters.length > 0 && this.idle) {
       const waiters = this.#idleWaiters
       this.#idleWaiters = []
@@ -145,10 +160,10 @@ export class Scheduler {
 
   cancelAll (): void {
     this.cancelling = true
-    const queued = this.#queue.getQueue()
-    this.#queue.kill()
+    const queued = this.#queue.slice(this.#head) as Task[]
+    this.#queue = []
+    this.#head = 0
     for (const task of queued) {
-      this.queued--
       task.abort(cancelReason(task), 'cancelled')
     }
     for (const task of [...this.running]) {

@@ -1,6 +1,5 @@
 import { performance } from 'node:perf_hooks'
 import type { FastifyBaseLogger } from 'fastify'
-import type fastq from 'fastq'
 import type {
   ConnectionStatus,
   DeferredTask,
@@ -10,6 +9,7 @@ import type {
   TaskContext,
   TaskOutcome
 } from './types'
+import type { TimedEntry, TimerList } from './timers'
 import type { Work } from './work'
 
 const levels: Record<Outcome, 'info' | 'warn' | 'error'> = {
@@ -40,8 +40,13 @@ function isThenable (value: unknown): value is PromiseLike<unknown> {
     typeof (value as { then?: unknown }).then === 'function'
 }
 
-function onTimeout (task: Task): void {
-  task.abort(new DOMException(`deferred task "${task.name}" timed out after ${task.timeoutMs} ms`, 'TimeoutError'), 'timeout')
+// Bound per task rather than closures over start(): smaller, and start()'s scope is not kept alive.
+function settleCompleted (this: Task): void {
+  this.settle('completed')
+}
+
+function settleFailed (this: Task, err: unknown): void {
+  this.settle('failed', err)
 }
 
 /**
@@ -49,7 +54,7 @@ function onTimeout (task: Task): void {
  * whose private fields hold the plugin's bookkeeping. It references the request's `Work`
  * (logger, snapshot, connection status), never the live request or reply.
  */
-export class Task implements TaskContext {
+export class Task implements TaskContext, TimedEntry {
   readonly name: string
   readonly always: boolean
   readonly timeoutMs: number
@@ -61,11 +66,13 @@ export class Task implements TaskContext {
   #fn: DeferredTask | null
   #controller: AbortController | null = null
   #abortReason: DOMException | null = null
-  #timer: NodeJS.Timeout | null = null
-  #release: fastq.done | null = null
-  #starting = false
   #queuedAt = 0
   #startedAt = 0
+  // the scheduler's timer list links running tasks with a time limit
+  deadline = 0
+  timerPrev: TimedEntry | null = null
+  timerNext: TimedEntry | null = null
+  timerList: TimerList | null = null
 
   constructor (work: Work, fn: DeferredTask, name: string, timeoutMs: number, always: boolean) {
     this.#work = work
@@ -104,30 +111,26 @@ export class Task implements TaskContext {
     this.#queuedAt = performance.now()
   }
 
-  /** Runs the task; `release` frees its concurrency slot. Called by the scheduler. */
-  start (release: fastq.done): void {
-    this.#release = release
+  /** Runs the task. Called by the scheduler, which has counted it as running. */
+  start (): void {
     this.#startedAt = performance.now()
-    if (this.timeoutMs > 0) this.#timer = setTimeout(onTimeout, this.timeoutMs, this)
-    const fn = this.#fn as DeferredTask
-    this.#starting = true
+    if (this.timeoutMs > 0) this.#work.scheduler.timers.add(this, this.timeoutMs)
     let result: unknown
     try {
-      result = this.#work.run(fn, this)
+      result = this.#work.run(this.#fn as DeferredTask, this)
     } catch (err) {
       this.settle('failed', err)
-      this.#starting = false
       return
     }
-    this.#starting = false
     if (isThenable(result)) {
-      Promise.resolve(result).then(
-        () => this.settle('completed'),
-        (err) => this.settle('failed', err)
-      )
+      Promise.resolve(result).then(settleCompleted.bind(this), settleFailed.bind(this))
     } else {
       this.settle('completed')
     }
+  }
+
+  onTimeout (): void {
+    this.abort(new DOMException(`deferred task "${this.name}" timed out after ${this.timeoutMs} ms`, 'TimeoutError'), 'timeout')
   }
 
   /** Aborts the task's signal and ends it as `timeout` or `cancelled`. */
@@ -163,14 +166,9 @@ export class Task implements TaskContext {
       work.log[levels[outcome]]({ deferred }, reason === undefined ? messages[outcome] : `${messages[outcome]}: ${reason}`)
     }
 
-    if (this.#timer !== null) {
-      clearTimeout(this.#timer)
-      this.#timer = null
-    }
-    const release = this.#release
-    this.#release = null
+    if (this.timerList !== null) this.timerList.remove(this)
     if (outcome !== 'dropped') this.#fn = null
     work.taskSettled(this, error)
-    work.scheduler.settled(this, release, this.#starting)
+    work.scheduler.settled(this)
   }
 }

@@ -18,12 +18,13 @@ export class Work {
   /** How the response closed; `null` until it did, when the tasks are dispatched. */
   connection: ConnectionStatus | null = null
   statusCode = 0
-  readonly outcomes: TaskOutcome[] = []
 
   // Tasks keep the async context of the request that registered them (AsyncLocalStorage).
   #asyncResource = new AsyncResource('fastify-send-and-continue')
-  #waiting: Task[] = []
-  #always: Task[] = []
+  // allocated on first use: the bookkeeping of a pending task should stay small
+  #waiting: Task[] | null = null
+  #always: Task[] | null = null
+  #outcomes: TaskOutcome[] | null = null
   #unsettled = 0
   #alwaysStarted = false
 
@@ -36,7 +37,11 @@ export class Work {
   }
 
   get taskCount (): number {
-    return this.#waiting.length + this.#always.length
+    return (this.#waiting?.length ?? 0) + (this.#always?.length ?? 0)
+  }
+
+  get outcomes (): readonly TaskOutcome[] {
+    return this.#outcomes ?? []
   }
 
   run (fn: DeferredTask, ctx: TaskContext): unknown {
@@ -51,11 +56,11 @@ export class Work {
     }
     this.scheduler.pending++
     if (this.connection === null) {
-      if (always) this.#always.push(task)
-      else this.#waiting.push(task)
+      if (always) (this.#always ??= []).push(task)
+      else (this.#waiting ??= []).push(task)
     } else if (always) {
       // registered after the response closed
-      this.#always.push(task)
+      (this.#always ??= []).push(task)
       if (this.#alwaysStarted || this.#unsettled === 0) this.#startAlways()
     } else {
       this.#unsettled++
@@ -78,20 +83,22 @@ export class Work {
     }, connection === 'finished' ? 'response finished, running deferred work' : 'response aborted, running deferred work')
 
     const tasks = this.#waiting
-    this.#waiting = []
-    this.#unsettled = tasks.length
-    for (const task of tasks) this.#dispatch(task)
-    if (this.#unsettled === 0 && this.#always.length > 0) this.#startAlways()
+    this.#waiting = null
+    if (tasks !== null) {
+      this.#unsettled = tasks.length
+      for (const task of tasks) this.#dispatch(task)
+    }
+    if (this.#unsettled === 0 && this.#always !== null) this.#startAlways()
   }
 
   taskSettled (task: Task, error: unknown): void {
     if (task.always) return
-    this.outcomes.push(error === undefined
+    ;(this.#outcomes ??= []).push(error === undefined
       ? { name: task.name, outcome: task.outcome! }
       : { name: task.name, outcome: task.outcome!, error })
     if (!task.dispatched) return
     this.#unsettled--
-    if (this.#unsettled === 0 && this.#always.length > 0) this.#startAlways()
+    if (this.#unsettled === 0 && this.#always !== null) this.#startAlways()
   }
 
   #dispatch (task: Task): void {
@@ -106,8 +113,8 @@ export class Work {
 
   #startAlways (): void {
     this.#alwaysStarted = true
-    const tasks = this.#always
-    this.#always = []
+    const tasks = this.#always as Task[]
+    this.#always = null
     for (const task of tasks) this.#dispatch(task)
   }
 }
