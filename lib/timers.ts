@@ -83,8 +83,4 @@ export class Timers {
     }
     list.add(entry)
   }
-
-  remove (entry: TimedEntry): void {
-    entry.timerList?.remove(entry)
-  }
 }

@@ -1,0 +1,70 @@
+import { test } from 'tap'
+import { performance } from 'node:perf_hooks'
+import { Timers } from '../lib/timers'
+import type { TimedEntry } from '../lib/timers'
+import { build, deferred } from './helpers'
+
+function entry (name: string, fired: Array<{ name: string, late: number }>, onFire = (): void => {}): TimedEntry {
+  const self: TimedEntry = {
+    deadline: 0,
+    timerPrev: null,
+    timerNext: null,
+    timerList: null,
+    onTimeout () {
+      fired.push({ name, late: performance.now() - self.deadline })
+      self.timerList?.remove(self)
+      onFire()
+    }
+  }
+  return self
+}
+
+test('one timer serves a list; removing the head re-arms it for the next deadline', async (t) => {
+  const timers = new Timers()
+  const fired: Array<{ name: string, late: number }> = []
+  const first = entry('first', fired)
+  const second = entry('second', fired)
+  const thirdFired = deferred()
+  const third = entry('third', fired, thirdFired.resolve)
+  timers.add(first, 30)
+  await new Promise((resolve) => setTimeout(resolve, 10))
+  timers.add(second, 30)
+  timers.add(third, 30)
+  // the middle and the head leave before their deadlines: the timer armed for `first` fires early
+  second.timerList?.remove(second)
+  first.timerList?.remove(first)
+  t.equal(first.timerList, null)
+  await thirdFired.promise
+  t.same(fired.map((f) => f.name), ['third'])
+  t.ok(fired[0].late >= 0, 'never before its deadline')
+  t.equal(third.timerList, null)
+})
+
+test('entries of different limits live in different lists; an emptied list keeps no timer', async (t) => {
+  const timers = new Timers()
+  const fired: Array<{ name: string, late: number }> = []
+  const shortFired = deferred()
+  const short = entry('short', fired, shortFired.resolve)
+  const long = entry('long', fired)
+  timers.add(long, 40)
+  timers.add(short, 10)
+  t.not(short.timerList, long.timerList)
+  long.timerList?.remove(long)
+  await shortFired.promise
+  t.same(fired.map((f) => f.name), ['short'])
+  t.equal(long.timerList, null, 'the long one left before its time and never fired')
+})
+
+test('tasks sharing a time limit time out one by one, in start order', async (t) => {
+  const { app, logs } = await build(t, { timeout: 20 })
+  const release = deferred()
+  app.get('/', (req, reply) => reply.sendAndContinue('ok', [
+    function quick () { return release.promise },
+    function hangsA () { return new Promise(() => {}) },
+    function hangsB () { return new Promise(() => {}) }
+  ]))
+  await app.inject('/')
+  release.resolve()
+  await logs.untilOutcomes(3)
+  t.same(logs.outcomes.map((line) => `${line.deferred?.task}:${line.deferred?.outcome}`), ['quick:completed', 'hangsA:timeout', 'hangsB:timeout'])
+})
