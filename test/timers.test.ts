@@ -41,6 +41,8 @@ test('one timer serves a list; removing the head re-arms it for the next deadlin
 })
 
 test('entries of different limits live in different lists; an emptied list keeps no timer', async (t) => {
+  const timeouts = (): number => process.getActiveResourcesInfo().filter((name) => name === 'Timeout').length
+  const before = timeouts()
   const timers = new Timers()
   const fired: Array<{ name: string, late: number }> = []
   const shortFired = deferred()
@@ -49,10 +51,12 @@ test('entries of different limits live in different lists; an emptied list keeps
   timers.add(long, 40)
   timers.add(short, 10)
   t.not(short.timerList, long.timerList)
+  t.equal(timeouts(), before + 2, 'one timer per list')
   long.timerList?.remove(long)
   await shortFired.promise
   t.same(fired.map((f) => f.name), ['short'])
-  t.equal(long.timerList, null, 'the long one left before its time and never fired')
+  t.equal(long.timerList, null, 'the long one left before its time')
+  t.equal(timeouts(), before, 'both lists are empty and hold no timer')
 })
 
 test('tasks sharing a time limit time out one by one, in start order', async (t) => {
