@@ -1,7 +1,8 @@
 // The whole story on a real server: the client has its answer long before the deferred work
 // ends, and the log tells what happened to each task.
 //
-// Run: npm run demo            (builds, then: npx tsx examples/demo.ts [log-file])
+// Run: npm run demo
+// (it builds, then runs npx tsx examples/demo.ts [log-file]; the log goes to the temp directory by default)
 import Fastify from 'fastify'
 import pino from 'pino'
 import { spawnSync } from 'node:child_process'

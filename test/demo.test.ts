@@ -1,0 +1,68 @@
+import { test } from 'tap'
+import { spawn } from 'node:child_process'
+import { createReadStream } from 'node:fs'
+import { mkdtemp, readFile, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { readLines } from '../lib/report/read'
+import { Summary } from '../lib/report/summary'
+
+const root = join(__dirname, '..')
+
+/** Milliseconds of the demo's "+ N ms  <text>" step that starts with `text`. */
+function at (stdout: string, text: string): number {
+  const match = new RegExp(`\\+\\s*(\\d+) ms  ${text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`).exec(stdout)
+  if (match === null) throw new Error(`no step "${text}" in the demo's output`)
+  return Number(match[1])
+}
+
+test('npm run demo builds, then runs the demo', async (t) => {
+  const pkg = JSON.parse(await readFile(join(root, 'package.json'), 'utf8'))
+  t.equal(pkg.scripts.demo, 'npm run build && tsx examples/demo.ts')
+  t.equal(pkg.scripts.prepare, 'npm run build', 'npm install builds dist, which the demo\'s report runs')
+  t.ok(pkg.devDependencies.tsx !== undefined && pkg.devDependencies.fastify !== undefined, 'what the demo needs comes with npm install')
+})
+
+test('the demo tells the whole story, then reports on its own log', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'sac-demo-'))
+  t.teardown(() => rm(dir, { recursive: true, force: true }))
+  const log = join(dir, 'demo.log')
+  // what `npm run demo` runs once the build is done (the suite builds first; building here would
+  // rewrite dist under the other test files)
+  const child = spawn('npx', ['tsx', 'examples/demo.ts', log], { cwd: root })
+  let stdout = ''
+  let stderr = ''
+  child.stdout.on('data', (chunk) => { stdout += chunk })
+  child.stderr.on('data', (chunk) => { stderr += chunk })
+  const code = await new Promise((resolve) => child.on('close', resolve))
+  t.equal(code, 0, stderr)
+
+  for (const title of ['1. A fast answer, a slow e-mail', '2. A client that hangs up mid-stream', '3. A failing task',
+    '4. A task past its timeout', '5. A shutdown that drains']) {
+    t.match(stdout, title)
+  }
+  const signup = stdout.slice(stdout.indexOf('1. A fast answer'), stdout.indexOf('2. A client'))
+  t.ok(at(signup, 'client has the whole answer: 201') < at(signup, 'sendWelcomeEmail: completed'), 'the answer came before the e-mail was sent')
+  const failing = stdout.slice(stdout.indexOf('3. A failing task'), stdout.indexOf('4. A task'))
+  t.match(failing, /client has the whole answer: 200[\s\S]*syncCrm: failed: CRM unavailable: 503/)
+  const timeout = stdout.slice(stdout.indexOf('4. A task'), stdout.indexOf('5. A shutdown'))
+  t.ok(at(timeout, 'resizeImage: timeout') >= 200, 'the timeout ended the task at its limit, not before')
+  const hangUp = stdout.slice(stdout.indexOf('2. A client'), stdout.indexOf('3. A failing'))
+  t.match(hangUp, /client hung up[\s\S]*emailExportLink: skipped[\s\S]*recordExport: completed \(always: true/)
+  const shutdown = stdout.slice(stdout.indexOf('5. A shutdown'))
+  t.ok(at(shutdown, 'app.close() called') < at(shutdown, 'processUpload: completed'), 'close waited for the task')
+  t.match(shutdown, 'the drain finished after')
+
+  const report = stdout.slice(stdout.indexOf('The report of this log:'))
+  t.match(report, `$ npx fastify-send-and-continue report ${log}`)
+  t.match(report, '6 tasks: 3 completed, 1 failed, 1 timeout, 1 skipped.')
+  t.match(report, /syncCrm\s+│ failed\s+│\s+1 │ CRM unavailable: 503 Service Unavailable\s+│ order-1/)
+
+  const summary = new Summary()
+  await readLines(createReadStream(log), (line) => summary.add(line))
+  const result = summary.result()
+  t.same(result.totals.outcomes, { completed: 3, failed: 1, timeout: 1, skipped: 1, cancelled: 0, dropped: 0 })
+  t.same(result.routes.map((route) => [route.route, route.responses, route.aborted]),
+    [['/export', 1, 1], ['/orders', 1, 0], ['/signup', 1, 0], ['/thumbnail', 1, 0], ['/upload', 1, 0]])
+  t.match(result.shutdowns, { count: 1, undrained: 0 })
+})

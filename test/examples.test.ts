@@ -1,0 +1,104 @@
+import { test } from 'tap'
+import type { Test } from 'tap'
+import { spawn } from 'node:child_process'
+import { readdir, readFile } from 'node:fs/promises'
+import { join } from 'node:path'
+
+const root = join(__dirname, '..')
+
+interface Ran { code: number | null, signal: NodeJS.Signals | null, stdout: string, stderr: string }
+
+/** The command an example's header gives, "// Run: <command>". */
+async function commandOf (file: string): Promise<string> {
+  const source = await readFile(join(root, file), 'utf8')
+  const command = /^\/\/ Run: (.+?)\s*$/m.exec(source)?.[1]
+  if (command === undefined) throw new Error(`${file} has no "// Run:" line in its header`)
+  return command
+}
+
+/**
+ * Runs `command` as a user would, in a shell at the repository root. `onStdout` may act on the
+ * output as it comes; `stop()` sends SIGTERM to the whole process group, as Ctrl-C does to a terminal's.
+ */
+function runCommand (command: string, onStdout?: (text: string, stop: () => void) => void): Promise<Ran> {
+  const child = spawn(command, { cwd: root, shell: true, detached: true, env: { ...process.env, PORT: '0' } })
+  const stop = (): void => { process.kill(-(child.pid as number), 'SIGTERM') }
+  let stdout = ''
+  let stderr = ''
+  child.stdout.on('data', (chunk) => {
+    stdout += chunk
+    onStdout?.(stdout, stop)
+  })
+  child.stderr.on('data', (chunk) => { stderr += chunk })
+  return new Promise((resolve) => child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr })))
+}
+
+function logLines (stdout: string): Array<Record<string, any>> {
+  return stdout.split('\n').filter((line) => line.startsWith('{')).map((line) => JSON.parse(line))
+}
+
+/** What each example must print; its command comes from its own header. */
+const expectations: Record<string, (t: Test, ran: Ran) => void> = {
+  'examples/basic.ts' (t, { stdout }) {
+    t.match(stdout, /client got 201 \{"ok":true\}: the e-mail is still on its way\ne-mail sent to ada@example.com/, 'the answer comes first')
+    t.match(logLines(stdout).find((line) => line.deferred?.outcome !== undefined), { deferred: { task: 'sendWelcomeEmail', outcome: 'completed' } })
+    t.match(logLines(stdout).find((line) => line.deferredShutdown !== undefined), { deferredShutdown: { drained: true, completed: 1 } })
+  },
+  'examples/route-opt-in.ts' (t, { stdout }) {
+    t.match(stdout, 'POST /reports -> 202')
+    t.match(stdout, 'report built')
+    t.match(stdout, 'invoice e-mailed')
+    t.match(stdout, '/health: FST_SAC_NOT_ENABLED: deferred work is not enabled on route GET /health')
+    t.match(stdout, 'GET /health -> 500')
+    t.notMatch(stdout, 'never runs')
+  },
+  'examples/php-port.ts' (t, { stdout }) {
+    t.match(stdout, 'client got 200 {"ok":true} with connection: close, content-length: 11')
+    t.match(stdout, /welcome e-mail sent\nshutdown function: connection finished, tasks: sendWelcomeEmail completed/, 'the shutdown function runs last')
+  },
+  'examples/testing/app.test.ts' (t, { stdout }) {
+    t.match(stdout, /^# pass 2$/m)
+    t.match(stdout, /^# fail 0$/m)
+  }
+}
+
+test('every example has a header command, is in the README, and is run here', async (t) => {
+  const readme = await readFile(join(root, 'README.md'), 'utf8')
+  const files = (await readdir(join(root, 'examples'), { recursive: true }))
+    .map((file) => `examples/${file}`)
+    .filter((file) => file.endsWith('.ts') && (!file.startsWith('examples/testing/') || file.endsWith('.test.ts')))
+    .sort()
+  t.same(files, [...Object.keys(expectations), 'examples/demo.ts', 'examples/graceful-shutdown.ts'].sort(),
+    'an example without a test here fails this line (demo.ts: test/demo.test.ts)')
+  for (const file of files) {
+    const command = await commandOf(file)
+    t.ok(readme.includes(command), `the README shows "${command}"`)
+  }
+})
+
+for (const [file, check] of Object.entries(expectations)) {
+  test(`${file} runs with the command in its header`, async (t) => {
+    const ran = await runCommand(await commandOf(file))
+    t.equal(ran.code, 0, ran.stderr)
+    check(t, ran)
+  })
+}
+
+test('examples/graceful-shutdown.ts: a SIGTERM waits for the deferred work', async (t) => {
+  let requested = false
+  const ran = await runCommand(await commandOf('examples/graceful-shutdown.ts'), (stdout, stop) => {
+    const url = /Server listening at (http:\/\/[^"]+)"/.exec(stdout)?.[1]
+    if (url === undefined || requested) return
+    requested = true
+    fetch(`${url}/exports`, { method: 'POST' }).then(async (response) => {
+      t.equal(response.status, 202)
+      await response.text()
+      stop()
+    }, (err) => t.error(err))
+  })
+  const lines = logLines(ran.stdout)
+  const messages = lines.map((line) => line.msg)
+  t.ok(messages.indexOf('SIGTERM received, closing') < messages.indexOf('export ready'), 'the signal came while the export ran')
+  t.match(lines.find((line) => line.deferred?.outcome !== undefined), { deferred: { task: 'buildExport', outcome: 'completed' } })
+  t.match(lines.find((line) => line.deferredShutdown !== undefined), { deferredShutdown: { drained: true, completed: 1 } })
+})
