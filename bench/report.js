@@ -113,6 +113,39 @@ function targetTable (results) {
   return rows.join('\n')
 }
 
+// bench/results/baseline.json: an earlier full run kept for comparison (copy latest.json there
+// before changing the hot path), so a change's effect is generated like everything else.
+function readBaseline (results) {
+  const file = path.join(__dirname, 'results', 'baseline.json')
+  if (!fs.existsSync(file)) return null
+  const baseline = JSON.parse(fs.readFileSync(file, 'utf8'))
+  return baseline.date === results.date ? null : baseline
+}
+
+function baselineSection (results) {
+  const baseline = readBaseline(results)
+  if (baseline === null) return ''
+  const rows = [
+    `| Target | baseline: ${baseline.date.slice(0, 16).replace('T', ' ')}, commit ${baseline.environment.commit}${baseline.environment.libChanged ? ' + uncommitted lib/' : ''} | this run: commit ${results.environment.commit}${results.environment.libChanged ? ' + uncommitted lib/' : ''} |`,
+    '| --- | ---: | ---: |'
+  ]
+  for (const target of results.targets) {
+    const before = baseline.targets.find((t) => t.id === target.id)
+    // the baseline's fixed-rate phase used autocannon's bursty overallRate: not the same measurement
+    const comparable = before !== undefined && (target.id !== 'sac-p99-fixed-rate' || baseline.plan.fixedRateClient === results.plan.fixedRateClient)
+    const then = comparable ? `${targetValue(before)} ${before.met ? '(met)' : '(missed)'}` : '-'
+    rows.push(`| ${target.goal} | ${then} | ${targetValue(target)} ${target.met ? '(met)' : '(missed)'} |`)
+  }
+  return `
+## Against the baseline
+
+The same targets in \`bench/results/baseline.json\`, an earlier full run on this machine kept for comparison
+(before the hot-path changes in \`lib/\`). Different runs meet different background load: compare with care.
+
+${rows.join('\n')}
+`
+}
+
 function loadAverage (values) {
   return values.map((v) => v.toFixed(2)).join(' ')
 }
@@ -145,7 +178,7 @@ Regenerate with \`npm run bench\` (about ${Math.ceil(results.durationSeconds / 6
 ## Targets
 
 ${targetTable(results)}
-
+${baselineSection(results)}
 ## Under load: ${plan.primary}
 
 Closed loop, ${plan.connections} connections, as fast as the server answers. Each cell is the median over

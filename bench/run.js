@@ -396,7 +396,7 @@ async function main () {
     durationSeconds: Math.round((Date.now() - startedAt) / 1000),
     quick,
     environment: { ...environment(wrk), loadAverageStart, loadAverageEnd },
-    plan: { ...plan, connections: CONNECTIONS, taskMs: TASK_MS, pluginOptions: { ...pluginOptions, concurrency: String(pluginOptions.concurrency) }, tools, primary },
+    plan: { ...plan, fixedRateClient: 'paced', connections: CONNECTIONS, taskMs: TASK_MS, pluginOptions: { ...pluginOptions, concurrency: String(pluginOptions.concurrency) }, tools, primary },
     variants: variants.map(({ name, label, summary, pair }) => ({ name, label, summary, pair: pair ?? 'plain' })),
     summary,
     fixedRate,
