@@ -29,7 +29,7 @@ const CONNECTIONS = 50
 // the server for the two cores, so wrk's numbers are the primary ones.
 const plan = quick
   ? { rounds: 3, autocannonSeconds: 1, wrkSeconds: 1, warmupSeconds: 0.5, fixedRateRounds: 1, fixedRateSeconds: 1, heapTasks: 10_000 }
-  : { rounds: 10, autocannonSeconds: 1, wrkSeconds: 2, warmupSeconds: 1, fixedRateRounds: 2, fixedRateSeconds: 3, heapTasks: 100_000 }
+  : { rounds: 10, autocannonSeconds: 1, wrkSeconds: 2, warmupSeconds: 1, fixedRateRounds: 4, fixedRateSeconds: 2, heapTasks: 100_000 }
 const HEAP_VARIANTS = ['bare', 'setimmediate', 'onresponse', 'sac', 'sac-pino']
 const FIXED_RATE_VARIANTS = ['plain', 'sac-50ms', 'sac-50ms-probe', 'setimmediate-50ms', 'onresponse-50ms']
 
