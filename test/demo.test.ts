@@ -4,6 +4,7 @@ import { createReadStream } from 'node:fs'
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
+import { envWithoutCoverage } from './fixtures/report/env'
 import { readLines } from '../lib/report/read'
 import { Summary } from '../lib/report/summary'
 
@@ -29,12 +30,8 @@ test('the demo tells the whole story, then reports on its own log', async (t) =>
   const log = join(dir, 'demo.log')
   // what `npm run demo` runs once the build is done (the suite builds first; building here would
   // rewrite dist under the other test files)
-  // without the coverage hooks: the demo runs the built package, whose coverage would be mapped
-  // back onto lib/ through the source maps and blur the suite's own
-  const env: NodeJS.ProcessEnv = { ...process.env }
-  delete env.NODE_V8_COVERAGE
-  delete env.NODE_OPTIONS
-  const child = spawn('npx', ['tsx', 'examples/demo.ts', log], { cwd: root, env })
+  // the demo and its report run the built package: proof that they work, not coverage of lib/
+  const child = spawn('npx', ['tsx', 'examples/demo.ts', log], { cwd: root, env: envWithoutCoverage() })
   let stdout = ''
   let stderr = ''
   child.stdout.on('data', (chunk) => { stdout += chunk })

@@ -3,14 +3,12 @@ import type { Test } from 'tap'
 import { spawn } from 'node:child_process'
 import { readdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
+import { envWithoutCoverage } from './fixtures/report/env'
 
 const root = join(__dirname, '..')
 
-// The examples load the built package: its coverage, mapped back onto lib/ through the source
-// maps, would blur the suite's own. They are run here to prove they work, not to cover lib/.
-const env: NodeJS.ProcessEnv = { ...process.env, PORT: '0' }
-delete env.NODE_V8_COVERAGE
-delete env.NODE_OPTIONS
+// the examples load the built package: they are run to prove they work, not to cover lib/
+const env = envWithoutCoverage({ PORT: '0' })
 
 interface Ran { code: number | null, signal: NodeJS.Signals | null, stdout: string, stderr: string }
 

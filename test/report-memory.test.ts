@@ -2,6 +2,7 @@ import { test } from 'tap'
 import { spawn } from 'node:child_process'
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
+import { envWithoutCoverage } from './fixtures/report/env'
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
 import { setImmediate as nextTurn } from 'node:timers/promises'
@@ -45,10 +46,8 @@ interface Measured { code: number | null, inputMB: number, peakRssMB: number | n
 
 /** Pipes `tasks` synthetic tasks, generated on the fly (never on disk), into the real CLI. */
 function runCli (tasks: number): Promise<Measured> {
-  const env: NodeJS.ProcessEnv = { ...process.env }
   // the report alone, without the test runner's coverage hooks
-  delete env.NODE_OPTIONS
-  delete env.NODE_V8_COVERAGE
+  const env = envWithoutCoverage()
   const child = spawn(process.execPath, [`--max-old-space-size=${HEAP_MB}`, '--import', 'tsx', join(root, 'lib', 'cli.ts'), 'report', '--json'], {
     cwd: root,
     env,
