@@ -245,7 +245,7 @@ function readmeBlock (results) {
   const bare = results.heap.find((h) => h.name === 'bare').heapBytesPerTask
   const heapOf = (name) => results.heap.find((h) => h.name === name).heapBytesPerTask
   const table = [
-    '| vs plain `reply.send()` (medians of paired ratios) | req/s | CPU per request | p99 latency |',
+    '| vs plain `reply.send()` (medians of paired ratios) | req/s | CPU per request | p99 latency, saturated |',
     '| --- | ---: | ---: | ---: |',
     ...rows.map((name) => {
       const v = results.variants.find((variant) => variant.name === name)
