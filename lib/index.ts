@@ -82,16 +82,20 @@ function toTasks (where: string, task: unknown): DeferredTask[] {
 }
 
 // Whether the whole response reached the client. Each server flavour needs its own reading:
-// - HTTP/1.x: ended and flushed (`writableFinished`) before 'close';
+// - HTTP/1.x: Node emits 'finish' and reports `writableFinished` even when the socket died before
+//   the data was flushed, so a destroyed socket that had not finished writing counts as aborted;
 // - HTTP/2 compatibility API: a reset stream also emits 'finish' and reports `writableFinished`,
 //   so an ended response whose stream was reset (rstCode > 0) counts as aborted;
 // - inject(): light-my-request's Response has no socket to flush, so ended is as finished as it gets.
-function connectionOf (raw: FastifyReply['raw']): ConnectionStatus {
+function connectionOf (reply: FastifyReply): ConnectionStatus {
+  const raw = reply.raw
   if (!raw.writableEnded) return 'aborted'
   if ('_lightMyRequest' in raw) return 'finished'
-  const stream = (raw as { stream?: { rstCode?: number } }).stream
-  if (stream?.rstCode !== undefined && stream.rstCode > 0) return 'aborted'
-  return raw.writableFinished ? 'finished' : 'aborted'
+  // rstCode stays undefined until the stream closed, and undefined > 0 is false
+  const stream = (raw as { stream?: { rstCode: number } }).stream
+  if (stream !== undefined) return stream.rstCode > 0 ? 'aborted' : 'finished'
+  const socket = reply.request.raw.socket
+  return socket.destroyed && !socket.writableFinished ? 'aborted' : 'finished'
 }
 
 // True once the response emitted (or is about to emit) 'close', so a listener added now would never run.
@@ -102,7 +106,7 @@ function isClosed (raw: FastifyReply['raw']): boolean {
 
 function onResponse (this: FastifyInstance, request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction): void {
   const work = (reply as ReplyWithWork)[kWork]
-  if (work !== null && work.connection === null) work.close(reply, connectionOf(reply.raw))
+  if (work !== null && work.connection === null) work.close(reply, connectionOf(reply))
   done()
 }
 
@@ -155,18 +159,18 @@ async function fastifySendAndContinue (fastify: FastifyInstance, options: SendAn
       throw new FST_SAC_NOT_ENABLED(routeName(config.method, route), why)
     }
     const request = reply.request
-    const snapshot: RequestSnapshot = Object.freeze({
+    const snapshot: RequestSnapshot = {
       id: String(request.id),
       method: request.method,
       url: request.url,
       routeUrl: config.url
-    })
+    }
     const work = new Work(scheduler, request.log, snapshot, route, settings)
     ;(reply as ReplyWithWork)[kWork] = work
     const raw = reply.raw
     // onResponse never runs when the client hangs up mid-response: 'close' always comes.
     raw.once('close', () => {
-      if (work.connection === null) work.close(reply, connectionOf(raw))
+      if (work.connection === null) work.close(reply, connectionOf(reply))
     })
     if (settings.closeConnection && request.raw.httpVersionMajor === 1 && !raw.headersSent) {
       reply.header('connection', 'close')
@@ -187,7 +191,7 @@ async function fastifySendAndContinue (fastify: FastifyInstance, options: SendAn
       work.add(fn, name, timeout, always)
     }
     // the response may have closed before this call: the 'close' listener came too late
-    if (work.connection === null && isClosed(reply.raw)) work.close(reply, connectionOf(reply.raw))
+    if (work.connection === null && isClosed(reply.raw)) work.close(reply, connectionOf(reply))
   }
 
   function defer (this: FastifyReply, task: DeferredTask | DeferredTask[], options?: DeferOptions): FastifyReply {

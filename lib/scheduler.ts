@@ -55,8 +55,14 @@ export class Scheduler {
       task.settle('cancelled')
     } else if (this.saturated) {
       this.drop(task, 'queue-full')
+    } else if (this.running.size < this.concurrency && this.queued === 0 && !this.#pumping) {
+      // a free slot and nobody ahead: start it without going through the queue
+      const now = performance.now()
+      task.queued(now)
+      this.running.add(task)
+      task.start(now)
     } else {
-      task.queued()
+      task.queued(performance.now())
       this.#queue.push(task)
       this.#pump()
     }
@@ -72,9 +78,11 @@ export class Scheduler {
       const task = queue[this.#head] as Task
       queue[this.#head++] = undefined
       this.running.add(task)
-      task.start()
+      task.start(performance.now())
     }
-    if (this.#head === queue.length) {
+    if (this.#head === 0) {
+      // nothing was taken: the queue is as it was
+    } else if (this.#head === queue.length) {
       queue.length = 0
       this.#head = 0
     } else if (this.#head > 1024 && this.#head * 2 > queue.length) {

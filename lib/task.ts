@@ -30,7 +30,14 @@ const messages: Record<Outcome, string> = {
   dropped: 'deferred task dropped'
 }
 
-function round (ms: number): number {
+/** Whether a line at `level` would be written; loggers without the method (Fastify's disabled logger) say yes. */
+export function isLevelEnabled (log: FastifyBaseLogger, level: 'info' | 'warn' | 'error'): boolean {
+  const check = (log as { isLevelEnabled?: (level: string) => boolean }).isLevelEnabled
+  return typeof check !== 'function' || check.call(log, level)
+}
+
+/** Milliseconds to the microsecond, as logged. */
+export function round (ms: number): number {
   return Math.round(ms * 1000) / 1000
 }
 
@@ -107,14 +114,14 @@ export class Task implements TaskContext, TimedEntry {
   /** The function, for `onDropped`. */
   get fn (): DeferredTask | null { return this.#fn }
 
-  queued (): void {
-    this.#queuedAt = performance.now()
+  queued (now: number): void {
+    this.#queuedAt = now
   }
 
   /** Runs the task. Called by the scheduler, which has counted it as running. */
-  start (): void {
-    this.#startedAt = performance.now()
-    if (this.timeoutMs > 0) this.#work.scheduler.timers.add(this, this.timeoutMs)
+  start (now: number): void {
+    this.#startedAt = now
+    if (this.timeoutMs > 0) this.#work.scheduler.timers.add(this, this.timeoutMs, now)
     let result: unknown
     try {
       result = this.#work.run(this.#fn as DeferredTask, this)
@@ -133,9 +140,8 @@ export class Task implements TaskContext, TimedEntry {
     this.abort(new DOMException(`deferred task "${this.name}" timed out after ${this.timeoutMs} ms`, 'TimeoutError'), 'timeout')
   }
 
-  /** Aborts the task's signal and ends it as `timeout` or `cancelled`. */
+  /** Aborts the signal of a task that has not settled and ends it as `timeout` or `cancelled`. */
   abort (reason: DOMException, outcome: 'timeout' | 'cancelled'): void {
-    if (this.outcome !== null) return
     this.#abortReason = reason
     this.settle(outcome)
     this.#controller?.abort(reason)
@@ -145,25 +151,29 @@ export class Task implements TaskContext, TimedEntry {
   settle (outcome: Outcome, error?: unknown, reason?: DropReason): void {
     if (this.outcome !== null) return
     this.outcome = outcome
-    const now = performance.now()
-    const started = this.#startedAt
-    const queuedAt = this.#queuedAt
     const work = this.#work
-    const deferred: Record<string, unknown> = {
-      task: this.name,
-      outcome,
-      connection: work.connection,
-      route: work.route,
-      statusCode: work.statusCode,
-      durationMs: started === 0 ? 0 : round(now - started),
-      queuedMs: queuedAt === 0 ? 0 : round((started === 0 ? now : started) - queuedAt)
-    }
-    if (outcome === 'timeout') deferred.timeoutMs = this.timeoutMs
-    if (reason !== undefined) deferred.reason = reason
-    if (outcome === 'failed') {
-      work.log.error({ deferred, err: error }, messages.failed)
-    } else {
-      work.log[levels[outcome]]({ deferred }, reason === undefined ? messages[outcome] : `${messages[outcome]}: ${reason}`)
+    const level = levels[outcome]
+    if (isLevelEnabled(work.log, level)) {
+      const now = performance.now()
+      const started = this.#startedAt
+      const queuedAt = this.#queuedAt
+      const deferred: Record<string, unknown> = {
+        task: this.name,
+        outcome,
+        connection: work.connection,
+        method: work.request.method,
+        route: work.route,
+        statusCode: work.statusCode,
+        durationMs: started === 0 ? 0 : round(now - started),
+        queuedMs: queuedAt === 0 ? 0 : round((started === 0 ? now : started) - queuedAt)
+      }
+      if (outcome === 'timeout') deferred.timeoutMs = this.timeoutMs
+      if (reason !== undefined) deferred.reason = reason
+      if (outcome === 'failed') {
+        work.log.error({ deferred, err: error }, messages.failed)
+      } else {
+        work.log[level]({ deferred }, reason === undefined ? messages[outcome] : `${messages[outcome]}: ${reason}`)
+      }
     }
 
     if (this.timerList !== null) this.timerList.remove(this)

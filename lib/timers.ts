@@ -26,8 +26,8 @@ export class TimerList {
     this.#onEmpty = onEmpty
   }
 
-  add (entry: TimedEntry): void {
-    entry.deadline = performance.now() + this.duration
+  add (entry: TimedEntry, now: number): void {
+    entry.deadline = now + this.duration
     entry.timerList = this
     entry.timerPrev = this.tail
     entry.timerNext = null
@@ -35,6 +35,7 @@ export class TimerList {
     else this.tail.timerNext = entry
     this.tail = entry
     if (this.#timer === null) this.#timer = setTimeout(expire, this.duration, this)
+    else if (entry.timerPrev === null) this.#timer.ref()
   }
 
   remove (entry: TimedEntry): void {
@@ -43,16 +44,17 @@ export class TimerList {
     if (entry.timerNext === null) this.tail = entry.timerPrev
     else entry.timerNext.timerPrev = entry.timerPrev
     entry.timerPrev = entry.timerNext = entry.timerList = null
-    if (this.head === null) {
-      // an idle list keeps no timer: a pending timer would hold the process open
-      clearTimeout(this.#timer as NodeJS.Timeout)
-      this.#timer = null
-      this.#onEmpty(this)
-    }
+    // An empty list leaves its timer armed but unreferenced, so it cannot hold the process open:
+    // short tasks, one after the other, would otherwise clear and set a timer each.
+    if (this.head === null) this.#timer?.unref()
   }
 
   expire (): void {
     this.#timer = null
+    if (this.head === null) {
+      this.#onEmpty(this)
+      return
+    }
     const now = performance.now()
     let head = this.head
     while (head !== null && head.deadline <= now) {
@@ -75,12 +77,12 @@ export class Timers {
   readonly #lists = new Map<number, TimerList>()
   readonly #forget = (list: TimerList): void => { this.#lists.delete(list.duration) }
 
-  add (entry: TimedEntry, duration: number): void {
+  add (entry: TimedEntry, duration: number, now: number): void {
     let list = this.#lists.get(duration)
     if (list === undefined) {
       list = new TimerList(duration, this.#forget)
       this.#lists.set(duration, list)
     }
-    list.add(entry)
+    list.add(entry, now)
   }
 }

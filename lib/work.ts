@@ -2,7 +2,7 @@ import { AsyncResource } from 'node:async_hooks'
 import type { FastifyBaseLogger, FastifyReply } from 'fastify'
 import type { RouteSettings } from './options'
 import type { Scheduler } from './scheduler'
-import { Task } from './task'
+import { isLevelEnabled, round, Task } from './task'
 import type { ConnectionStatus, DeferredTask, RequestSnapshot, TaskContext, TaskOutcome } from './types'
 
 /**
@@ -72,15 +72,7 @@ export class Work {
   close (reply: FastifyReply, connection: ConnectionStatus): void {
     this.connection = connection
     this.statusCode = reply.raw.statusCode
-    this.log.info({
-      deferred: {
-        connection,
-        route: this.route,
-        statusCode: this.statusCode,
-        responseTime: reply.elapsedTime,
-        tasks: this.taskCount
-      }
-    }, connection === 'finished' ? 'response finished, running deferred work' : 'response aborted, running deferred work')
+    if (isLevelEnabled(this.log, 'info')) this.#logClose(reply, connection)
 
     const tasks = this.#waiting
     this.#waiting = null
@@ -89,6 +81,19 @@ export class Work {
       for (const task of tasks) this.#dispatch(task)
     }
     if (this.#unsettled === 0 && this.#always !== null) this.#startAlways()
+  }
+
+  #logClose (reply: FastifyReply, connection: ConnectionStatus): void {
+    this.log.info({
+      deferred: {
+        connection,
+        method: this.request.method,
+        route: this.route,
+        statusCode: this.statusCode,
+        responseTime: round(reply.elapsedTime),
+        tasks: this.taskCount
+      }
+    }, connection === 'finished' ? 'response finished, running deferred work' : 'response aborted, running deferred work')
   }
 
   taskSettled (task: Task, error: unknown): void {

@@ -4,7 +4,7 @@ import { createReadStream } from 'node:fs'
 import { mkdtemp, readFile, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { envWithoutCoverage } from './fixtures/report/env'
+import { envWithoutCoverage } from './child-env'
 import { readLines } from '../lib/report/read'
 import { Summary } from '../lib/report/summary'
 

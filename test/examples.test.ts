@@ -3,7 +3,7 @@ import type { Test } from 'tap'
 import { spawn } from 'node:child_process'
 import { readdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { envWithoutCoverage } from './fixtures/report/env'
+import { envWithoutCoverage } from './child-env'
 
 const root = join(__dirname, '..')
 

@@ -7,6 +7,7 @@ import { promisify } from 'node:util'
 import { build, deferred, listen } from './helpers'
 import { Readable } from 'node:stream'
 import { abortMidStream, collectUntil, exposeGc, failOnCrash } from './reliability-helpers'
+import { envWithoutCoverage } from './child-env'
 
 failOnCrash()
 
@@ -26,8 +27,9 @@ const NODE_FLAGS = ['--expose-gc', '--no-opt', '--no-sparkplug', '--no-maglev']
 /** Runs the fixture in a fresh `node --expose-gc` (it loads ../../dist, built by `npm test`). */
 async function measure (mode: 'plugin' | 'hook', options: object = {}): Promise<Measure> {
   // untracked by tap: its coverage of dist/ would be mapped back onto lib/ as a second, partial run
-  const env = Object.fromEntries(Object.entries(process.env)
-    .filter(([key]) => key !== 'NODE_OPTIONS' && key !== 'NODE_V8_COVERAGE' && !key.startsWith('_TAPJS_')))
+  // tap adds its coverage hooks to every child it sees spawned unless told not to; this child's
+  // coverage of dist/ would otherwise be mapped back onto lib/ as a second, misaligned run
+  const env = envWithoutCoverage()
   const { stdout } = await run(process.execPath, [...NODE_FLAGS, fixture, mode, String(COUNT), JSON.stringify(options)], { env })
   return JSON.parse(stdout)
 }

@@ -26,10 +26,10 @@ test('one timer serves a list; removing the head re-arms it for the next deadlin
   const second = entry('second', fired)
   const thirdFired = deferred()
   const third = entry('third', fired, thirdFired.resolve)
-  timers.add(first, 30)
+  timers.add(first, 30, performance.now())
   await new Promise((resolve) => setTimeout(resolve, 10))
-  timers.add(second, 30)
-  timers.add(third, 30)
+  timers.add(second, 30, performance.now())
+  timers.add(third, 30, performance.now())
   // the middle and the head leave before their deadlines: the timer armed for `first` fires early
   second.timerList?.remove(second)
   first.timerList?.remove(first)
@@ -48,15 +48,15 @@ test('entries of different limits live in different lists; an emptied list keeps
   const shortFired = deferred()
   const short = entry('short', fired, shortFired.resolve)
   const long = entry('long', fired)
-  timers.add(long, 40)
-  timers.add(short, 10)
+  timers.add(long, 40, performance.now())
+  timers.add(short, 10, performance.now())
   t.not(short.timerList, long.timerList)
   t.equal(timeouts(), before + 2, 'one timer per list')
   long.timerList?.remove(long)
   await shortFired.promise
   t.same(fired.map((f) => f.name), ['short'])
   t.equal(long.timerList, null, 'the long one left before its time')
-  t.equal(timeouts(), before, 'both lists are empty and hold no timer')
+  t.equal(timeouts(), before, 'both lists are empty: no timer holds the process open')
 })
 
 test('tasks sharing a time limit time out one by one, in start order', async (t) => {
