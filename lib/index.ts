@@ -89,11 +89,11 @@ function toTasks (where: string, task: unknown): DeferredTask[] {
 // - inject(): light-my-request's Response has no socket to flush, so ended is as finished as it gets.
 function connectionOf (reply: FastifyReply): ConnectionStatus {
   const raw = reply.raw
-  if (!raw.writableEnded) return 'aborted'
-  if ('_lightMyRequest' in raw) return 'finished'
   // rstCode stays undefined until the stream closed, and undefined > 0 is false
   const stream = (raw as { stream?: { rstCode: number } }).stream
-  if (stream !== undefined) return stream.rstCode > 0 ? 'aborted' : 'finished'
+  if (stream !== undefined) return stream.rstCode > 0 || !raw.writableEnded ? 'aborted' : 'finished'
+  if (!raw.writableEnded) return 'aborted'
+  if ('_lightMyRequest' in raw) return 'finished'
   const socket = reply.request.raw.socket
   return socket.destroyed && !socket.writableFinished ? 'aborted' : 'finished'
 }
