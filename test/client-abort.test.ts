@@ -3,7 +3,12 @@ import { once } from 'node:events'
 import { request } from 'node:http'
 import { Readable } from 'node:stream'
 import { build, deferred, listen } from './helpers'
-import type { Built } from './helpers'
+import type { Built, LogCollector } from './helpers'
+import { abortBeforeResponse } from './reliability-helpers'
+
+function reachedHandler (logs: LogCollector): Promise<void> {
+  return logs.until((lines) => lines.some((line) => line.msg === 'incoming request'))
+}
 
 /** A response that sends one chunk and then waits: the client hangs up in the middle. */
 function endless (): Readable {
@@ -86,12 +91,8 @@ async function clientGoneBeforeSend (t: Parameters<Parameters<typeof test>[1]>[0
     return reply.send('too late')
   })
   const { port } = await listen(app)
-  const req = request({ port, host: '127.0.0.1', path: '/' })
-  req.on('error', () => {})
-  req.end()
-  // wait for the request to reach the handler, then hang up
-  await logs.until((lines) => lines.some((line) => line.msg === 'incoming request'))
-  req.destroy()
+  // hang up once the request reached the handler
+  await abortBeforeResponse(port, '/', reachedHandler(logs))
   await serverSawClose.promise
   t.equal(await ran.promise, 'aborted')
   await logs.untilOutcomes(1)
@@ -111,11 +112,7 @@ test('client gone before the handler sends, policy skip: skipped', async (t) => 
     return reply.sendAndContinue('late', () => { t.fail('must not run') })
   })
   const { port } = await listen(app)
-  const req = request({ port, host: '127.0.0.1', path: '/' })
-  req.on('error', () => {})
-  req.end()
-  await logs.until((lines) => lines.some((line) => line.msg === 'incoming request'))
-  req.destroy()
+  await abortBeforeResponse(port, '/', reachedHandler(logs))
   await logs.untilOutcomes(1)
   t.match(logs.outcomes[0], { deferred: { outcome: 'skipped', connection: 'aborted' } })
 })

@@ -12,7 +12,7 @@ import { gunzipSync } from 'node:zlib'
 import sendAndContinue, { isSendAndContinueError } from '../lib/index'
 import type { TaskContext } from '../lib/index'
 import { build, deferred, listen, LogCollector } from './helpers'
-import { abortMidStream, failOnCrash } from './reliability-helpers'
+import { abortMidStream, failOnCrash, getBody } from './reliability-helpers'
 
 failOnCrash()
 
@@ -26,18 +26,6 @@ interface Seen { connection: string, statusCode: number }
 
 function seenOf (ctx: TaskContext): Seen {
   return { connection: ctx.connection, statusCode: ctx.statusCode }
-}
-
-/** GETs over a real socket on a new connection; resolves with the body. */
-function get (port: number, path: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    httpRequest({ host: '127.0.0.1', port, path, agent: false }, (res) => {
-      let body = ''
-      res.setEncoding('utf8')
-      res.on('data', (chunk) => { body += chunk })
-      res.on('end', () => resolve(body))
-    }).on('error', reject).end()
-  })
 }
 
 // Real sockets and one slot: the second task starts from the end of the first, and a response
@@ -55,7 +43,7 @@ test('tasks keep the async context of their request (AsyncLocalStorage), each it
     seen.push({ own: ctx.request.id, before, after: als.getStore()?.reqId })
   }))
   const { port } = await listen(app)
-  t.same(await Promise.all([get(port, '/'), get(port, '/')]), ['ok', 'ok'])
+  t.same(await Promise.all([getBody(port, '/'), getBody(port, '/')]), ['ok', 'ok'])
   t.equal(als.getStore(), undefined, 'the test itself runs outside any request context')
   gate.resolve()
   await app.sendAndContinue.drain()
@@ -78,7 +66,7 @@ test('@fastify/request-context values are readable in a task', async (t) => {
     })
   })
   const { port } = await listen(app)
-  await Promise.all([get(port, '/alice'), get(port, '/bob')])
+  await Promise.all([getBody(port, '/alice'), getBody(port, '/bob')])
   gate.resolve()
   await app.sendAndContinue.drain()
   t.same(seen.map((s) => s.expected).sort(), ['alice', 'bob'])

@@ -81,6 +81,18 @@ export function abortBeforeResponse (port: number, path: string, hangUp: Promise
   })
 }
 
+/** GETs over a real socket on a new connection; resolves with the body. */
+export function getBody (port: number, path: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    request({ host: '127.0.0.1', port, path, agent: false }, (res) => {
+      let body = ''
+      res.setEncoding('utf8')
+      res.on('data', (chunk) => { body += chunk })
+      res.on('end', () => resolve(body))
+    }).on('error', reject).end()
+  })
+}
+
 /** Runs `jobs` with at most `limit` in flight. */
 export async function inBatches<T> (count: number, limit: number, job: (i: number) => Promise<T>): Promise<T[]> {
   const results: T[] = new Array(count)

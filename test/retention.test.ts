@@ -2,11 +2,10 @@ import { test } from 'tap'
 import { execFile } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { join } from 'node:path'
-import { request as httpRequest } from 'node:http'
 import { promisify } from 'node:util'
 import { build, deferred, listen } from './helpers'
 import { Readable } from 'node:stream'
-import { abortMidStream, collectUntil, exposeGc, failOnCrash } from './reliability-helpers'
+import { abortMidStream, collectUntil, exposeGc, failOnCrash, getBody } from './reliability-helpers'
 import { envWithoutCoverage } from './child-env'
 
 failOnCrash()
@@ -71,18 +70,6 @@ test('heap per pending task: under 1 KB queued or running, a fraction of an awai
   t.ok(running.second.residue < COUNT * 16, `running: ${running.second.residue} B left after drain`)
 })
 
-/** GETs over a real socket on a new connection; resolves with the body. */
-function get (port: number, path: string): Promise<string> {
-  return new Promise((resolve, reject) => {
-    httpRequest({ host: '127.0.0.1', port, path, agent: false }, (res) => {
-      let body = ''
-      res.setEncoding('utf8')
-      res.on('data', (chunk) => { body += chunk })
-      res.on('end', () => resolve(body))
-    }).on('error', reject).end()
-  })
-}
-
 interface Refs { request: WeakRef<object>, reply: WeakRef<object>, raw: WeakRef<object> }
 
 function refsOf (req: { raw: object }, reply: { raw: object }): Refs {
@@ -108,7 +95,7 @@ test('no retention: request and reply are collected after the response closed, w
     return reply.sendAndContinue('ok', task)
   })
   const { port } = await listen(app)
-  t.equal(await get(port, '/'), 'ok')
+  t.equal(await getBody(port, '/'), 'ok')
   t.equal((await app.inject('/')).body, 'ok')
   await logs.until(() => logs.closes.length === 2)
 
@@ -133,7 +120,7 @@ test('no retention after a timeout whose task never settles', async (t) => {
     })
   })
   const { port } = await listen(app)
-  t.equal(await get(port, '/'), 'ok')
+  t.equal(await getBody(port, '/'), 'ok')
   await logs.untilOutcomes(1)
   t.equal(logs.outcomes[0].deferred?.outcome, 'timeout')
   t.match(app.sendAndContinue.stats(), { running: 0, timeout: 1 }, 'the slot was released')
