@@ -104,9 +104,15 @@ function isClosed (raw: FastifyReply['raw']): boolean {
   return raw.destroyed || (raw as { closed?: boolean }).closed === true || stream?.closed === true
 }
 
+// Hands the request's work over once its response closed; whichever of onResponse, 'close' or a
+// late registration comes first does it, the others find it done.
+function dispatch (work: Work, reply: FastifyReply): void {
+  if (work.connection === null) work.close(reply, connectionOf(reply))
+}
+
 function onResponse (this: FastifyInstance, request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction): void {
   const work = (reply as ReplyWithWork)[kWork]
-  if (work !== null && work.connection === null) work.close(reply, connectionOf(reply))
+  if (work !== null) dispatch(work, reply)
   done()
 }
 
@@ -156,7 +162,7 @@ async function fastifySendAndContinue (fastify: FastifyInstance, options: SendAn
       const why = config.sendAndContinue === false
         ? 'the route sets config.sendAndContinue: false'
         : 'the plugin is registered with global: false and the route does not set config.sendAndContinue'
-      throw new FST_SAC_NOT_ENABLED(routeName(config.method, route), why)
+      throw new FST_SAC_NOT_ENABLED(routeName(config.method, config.url), why)
     }
     const request = reply.request
     const snapshot: RequestSnapshot = {
@@ -169,9 +175,7 @@ async function fastifySendAndContinue (fastify: FastifyInstance, options: SendAn
     ;(reply as ReplyWithWork)[kWork] = work
     const raw = reply.raw
     // onResponse never runs when the client hangs up mid-response: 'close' always comes.
-    raw.once('close', () => {
-      if (work.connection === null) work.close(reply, connectionOf(reply))
-    })
+    raw.once('close', () => { dispatch(work, reply) })
     if (settings.closeConnection && request.raw.httpVersionMajor === 1 && !raw.headersSent) {
       reply.header('connection', 'close')
     }
@@ -191,7 +195,7 @@ async function fastifySendAndContinue (fastify: FastifyInstance, options: SendAn
       work.add(fn, name, timeout, always)
     }
     // the response may have closed before this call: the 'close' listener came too late
-    if (work.connection === null && isClosed(reply.raw)) work.close(reply, connectionOf(reply))
+    if (isClosed(reply.raw)) dispatch(work, reply)
   }
 
   function defer (this: FastifyReply, task: DeferredTask | DeferredTask[], options?: DeferOptions): FastifyReply {
