@@ -2,6 +2,7 @@ import { performance } from 'node:perf_hooks'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Task } from './task'
 import { Timers } from './timers'
+import { zeroOutcomes } from './types'
 import type { DeferredTask, DropReason, DroppedTaskInfo, Outcome, SendAndContinueStats } from './types'
 import type { Work } from './work'
 
@@ -20,9 +21,7 @@ export class Scheduler {
   closing = false
   /** Set when the shutdown drain ran out: whatever is left is cancelled. */
   cancelling = false
-  readonly counts: Record<Outcome, number> = {
-    completed: 0, failed: 0, timeout: 0, skipped: 0, cancelled: 0, dropped: 0
-  }
+  readonly counts = zeroOutcomes()
 
   // FIFO: an array read from #head, compacted as it drains
   #queue: Array<Task | undefined> = []

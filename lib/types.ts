@@ -1,7 +1,15 @@
 import type { FastifyBaseLogger } from 'fastify'
 
+/** Every outcome, in the order logs and reports list them. */
+export const OUTCOMES = ['completed', 'failed', 'timeout', 'skipped', 'cancelled', 'dropped'] as const
+
 /** How a task ended; each task logs exactly one of these. */
-export type Outcome = 'completed' | 'failed' | 'timeout' | 'skipped' | 'cancelled' | 'dropped'
+export type Outcome = typeof OUTCOMES[number]
+
+/** One counter per outcome, all at 0. */
+export function zeroOutcomes (): Record<Outcome, number> {
+  return { completed: 0, failed: 0, timeout: 0, skipped: 0, cancelled: 0, dropped: 0 }
+}
 
 /**
  * How the response closed: `'finished'` when the whole response reached the socket,

@@ -1,3 +1,4 @@
+import { OUTCOMES } from './types'
 import type { Report } from './types'
 
 // The page draws itself from the report embedded as JSON, with the DOM API only (textContent, never
@@ -48,7 +49,7 @@ td.text, th.text { text-align: left; }
 const script = `
 (function () {
   var report = JSON.parse(document.getElementById('report-data').textContent);
-  var OUTCOMES = ['completed', 'failed', 'timeout', 'skipped', 'cancelled', 'dropped'];
+  var OUTCOMES = ${JSON.stringify(OUTCOMES)};
   var root = document.getElementById('report');
   function el(tag, attrs, children) {
     var node = document.createElement(tag);

@@ -1,6 +1,7 @@
 import { Distribution } from './distribution'
+import { zeroOutcomes } from '../types'
 import { OUTCOMES } from './types'
-import type { Failure, Group, OutcomeCounts, Report, ReportOutcome, RouteResponses, Shutdown, SlowTask } from './types'
+import type { Failure, Group, Report, ReportOutcome, RouteResponses, Shutdown, SlowTask } from './types'
 
 export interface ReportFilters {
   /** Keep only these routes (the route pattern, as logged). */
@@ -27,10 +28,6 @@ const outcomeSet = new Set<string>(OUTCOMES)
 const ran = new Set<ReportOutcome>(['completed', 'failed', 'timeout'])
 
 type Json = Record<string, unknown>
-
-function zeroOutcomes (): OutcomeCounts {
-  return { completed: 0, failed: 0, timeout: 0, skipped: 0, cancelled: 0, dropped: 0 }
-}
 
 function isObject (value: unknown): value is Json {
   return typeof value === 'object' && value !== null && !Array.isArray(value)

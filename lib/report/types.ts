@@ -1,7 +1,9 @@
-/** How a task ended, in the order the report lists them. */
-export const OUTCOMES = ['completed', 'failed', 'timeout', 'skipped', 'cancelled', 'dropped'] as const
+import type { Outcome } from '../types'
 
-export type ReportOutcome = typeof OUTCOMES[number]
+// the plugin's own list: the report reads what the plugin writes
+export { OUTCOMES } from '../types'
+
+export type ReportOutcome = Outcome
 
 export type OutcomeCounts = Record<ReportOutcome, number>
 
