@@ -1,6 +1,7 @@
 import { performance } from 'node:perf_hooks'
 import type { FastifyBaseLogger } from 'fastify'
 import type { Task } from './task'
+import { logShutdown } from './log'
 import { Timers } from './timers'
 import { zeroOutcomes } from './types'
 import type { DeferredTask, DropReason, DroppedTaskInfo, Outcome, SendAndContinueStats } from './types'
@@ -153,16 +154,12 @@ export class Scheduler {
       })
     })
     if (!drained) this.cancelAll()
-    const summary = {
+    logShutdown(log, {
       drained,
       durationMs: Math.round(performance.now() - startedAt),
       drainTimeout,
       ...this.counts
-    }
-    const message = drained
-      ? 'deferred work drained'
-      : 'deferred work cancelled: the shutdown drain ran out'
-    log[drained ? 'info' : 'warn']({ deferredShutdown: summary }, message)
+    })
   }
 
   cancelAll (): void {

@@ -1,4 +1,6 @@
 import { performance } from 'node:perf_hooks'
+import { isLevelEnabled, logTask, round, TASK_LEVELS } from './log'
+import type { TaskLine } from './log'
 import type { FastifyBaseLogger } from 'fastify'
 import type {
   ConnectionStatus,
@@ -11,35 +13,6 @@ import type {
 } from './types'
 import type { TimedEntry, TimerList } from './timers'
 import type { Work } from './work'
-
-const levels: Record<Outcome, 'info' | 'warn' | 'error'> = {
-  completed: 'info',
-  failed: 'error',
-  timeout: 'warn',
-  skipped: 'warn',
-  cancelled: 'warn',
-  dropped: 'error'
-}
-
-const messages: Record<Outcome, string> = {
-  completed: 'deferred task completed',
-  failed: 'deferred task failed',
-  timeout: 'deferred task timed out',
-  skipped: 'deferred task skipped: the client aborted',
-  cancelled: 'deferred task cancelled: the shutdown drain ran out',
-  dropped: 'deferred task dropped'
-}
-
-/** Whether a line at `level` would be written; loggers without the method (Fastify's disabled logger) say yes. */
-export function isLevelEnabled (log: FastifyBaseLogger, level: 'info' | 'warn' | 'error'): boolean {
-  const check = (log as { isLevelEnabled?: (level: string) => boolean }).isLevelEnabled
-  return typeof check !== 'function' || check.call(log, level)
-}
-
-/** Milliseconds to the microsecond, as logged. */
-export function round (ms: number): number {
-  return Math.round(ms * 1000) / 1000
-}
 
 function isThenable (value: unknown): value is PromiseLike<unknown> {
   return value !== null &&
@@ -152,12 +125,11 @@ export class Task implements TaskContext, TimedEntry {
     if (this.outcome !== null) return
     this.outcome = outcome
     const work = this.#work
-    const level = levels[outcome]
-    if (isLevelEnabled(work.log, level)) {
+    if (isLevelEnabled(work.log, TASK_LEVELS[outcome])) {
       const now = performance.now()
       const started = this.#startedAt
       const queuedAt = this.#queuedAt
-      const deferred: Record<string, unknown> = {
+      const line: TaskLine = {
         task: this.name,
         outcome,
         connection: work.connection,
@@ -167,13 +139,9 @@ export class Task implements TaskContext, TimedEntry {
         durationMs: started === 0 ? 0 : round(now - started),
         queuedMs: queuedAt === 0 ? 0 : round((started === 0 ? now : started) - queuedAt)
       }
-      if (outcome === 'timeout') deferred.timeoutMs = this.timeoutMs
-      if (reason !== undefined) deferred.reason = reason
-      if (outcome === 'failed') {
-        work.log.error({ deferred, err: error }, messages.failed)
-      } else {
-        work.log[level]({ deferred }, reason === undefined ? messages[outcome] : `${messages[outcome]}: ${reason}`)
-      }
+      if (outcome === 'timeout') line.timeoutMs = this.timeoutMs
+      if (reason !== undefined) line.reason = reason
+      logTask(work.log, line, outcome === 'failed' ? error : undefined)
     }
 
     if (this.timerList !== null) this.timerList.remove(this)

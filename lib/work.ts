@@ -2,7 +2,8 @@ import { AsyncResource } from 'node:async_hooks'
 import type { FastifyBaseLogger, FastifyReply } from 'fastify'
 import type { RouteSettings } from './options'
 import type { Scheduler } from './scheduler'
-import { isLevelEnabled, round, Task } from './task'
+import { isLevelEnabled, logResponse, round } from './log'
+import { Task } from './task'
 import type { ConnectionStatus, DeferredTask, RequestSnapshot, TaskContext, TaskOutcome } from './types'
 
 /**
@@ -84,16 +85,14 @@ export class Work {
   }
 
   #logClose (reply: FastifyReply, connection: ConnectionStatus): void {
-    this.log.info({
-      deferred: {
-        connection,
-        method: this.request.method,
-        route: this.route,
-        statusCode: this.statusCode,
-        responseTime: round(reply.elapsedTime),
-        tasks: this.taskCount
-      }
-    }, connection === 'finished' ? 'response finished, running deferred work' : 'response aborted, running deferred work')
+    logResponse(this.log, {
+      connection,
+      method: this.request.method,
+      route: this.route,
+      statusCode: this.statusCode,
+      responseTime: round(reply.elapsedTime),
+      tasks: this.taskCount
+    })
   }
 
   taskSettled (task: Task, error: unknown): void {

@@ -1,0 +1,130 @@
+import type { FastifyBaseLogger } from 'fastify'
+import type { ConnectionStatus, Outcome } from './types'
+
+// The log lines are a public interface: the README's "Log format" section and the report read
+// this module. Four kinds of line, each under its own key:
+// - `deferred` with `outcome`: one per task (its final outcome), plus `enqueued` and `retrying`
+//   for durable jobs;
+// - `deferred` without `outcome`: one per response that carried deferred work, when it closed;
+// - `deferredShutdown`: one per `app.close()` (or worker close);
+// - `deferredRefused`: one per request refused by `rejectWhenSaturated`.
+
+export type Level = 'info' | 'warn' | 'error'
+
+/** What a task line's `deferred.outcome` can say: a final outcome, or a durable job's progress. */
+export type LoggedOutcome = Outcome | 'enqueued' | 'retrying'
+
+export const TASK_LEVELS: Readonly<Record<LoggedOutcome, Level>> = {
+  completed: 'info',
+  failed: 'error',
+  timeout: 'warn',
+  skipped: 'warn',
+  cancelled: 'warn',
+  dropped: 'error',
+  enqueued: 'info',
+  retrying: 'warn'
+}
+
+export const TASK_MESSAGES: Readonly<Record<LoggedOutcome, string>> = {
+  completed: 'deferred task completed',
+  failed: 'deferred task failed',
+  timeout: 'deferred task timed out',
+  skipped: 'deferred task skipped: the client aborted',
+  cancelled: 'deferred task cancelled: the shutdown drain ran out',
+  dropped: 'deferred task dropped',
+  enqueued: 'deferred job enqueued',
+  retrying: 'deferred job attempt failed, retrying'
+}
+
+/** The fields under `deferred` on a task line. */
+export interface TaskLine {
+  task: string
+  outcome: LoggedOutcome
+  /** How the response closed; `null` for a task dropped or enqueued before it closed. */
+  connection: ConnectionStatus | null
+  method: string
+  route: string
+  /** The response's status code; `0` before the response closed. */
+  statusCode: number
+  durationMs: number
+  queuedMs: number
+  /** `timeout` lines: the limit that ran out. */
+  timeoutMs?: number
+  /** `dropped` lines: why. */
+  reason?: string
+  /** Durable jobs: the BullMQ job id, the attempt (1-based) and the queue name. */
+  jobId?: string
+  attempt?: number
+  queue?: string
+  /** `retrying` lines: how long until the next attempt. */
+  delayMs?: number
+}
+
+/** The fields under `deferred` on the line a response that carried deferred work logs when it closed. */
+export interface ResponseLine {
+  connection: ConnectionStatus
+  method: string
+  route: string
+  statusCode: number
+  responseTime: number
+  /** Tasks registered on the request when its response closed. */
+  tasks: number
+}
+
+/** The fields under `deferredShutdown`. */
+export interface ShutdownLine extends Record<Outcome, number> {
+  drained: boolean
+  durationMs: number
+  drainTimeout: number
+}
+
+/** The fields under `deferredRefused`. */
+export interface RefusedLine {
+  method: string
+  route: string
+  retryAfter: number
+}
+
+export const RESPONSE_MESSAGES: Readonly<Record<ConnectionStatus, string>> = {
+  finished: 'response finished, running deferred work',
+  aborted: 'response aborted, running deferred work'
+}
+
+export const SHUTDOWN_MESSAGES = {
+  drained: 'deferred work drained',
+  cancelled: 'deferred work cancelled: the shutdown drain ran out'
+} as const
+
+export const REFUSED_MESSAGE = 'request refused: deferred work is saturated'
+
+/** Whether a line at `level` would be written; loggers without the method (Fastify's disabled logger) say yes. */
+export function isLevelEnabled (log: FastifyBaseLogger, level: Level): boolean {
+  const check = (log as { isLevelEnabled?: (level: string) => boolean }).isLevelEnabled
+  return typeof check !== 'function' || check.call(log, level)
+}
+
+/** Milliseconds to the microsecond, as logged. */
+export function round (ms: number): number {
+  return Math.round(ms * 1000) / 1000
+}
+
+/** Writes a task line. Callers check `isLevelEnabled(log, TASK_LEVELS[outcome])` before building `line`. */
+export function logTask (log: FastifyBaseLogger, line: TaskLine, err?: unknown): void {
+  const message = line.reason === undefined ? TASK_MESSAGES[line.outcome] : `${TASK_MESSAGES[line.outcome]}: ${line.reason}`
+  const level = TASK_LEVELS[line.outcome]
+  if (err === undefined) log[level]({ deferred: line }, message)
+  else log[level]({ deferred: line, err }, message)
+}
+
+export function logResponse (log: FastifyBaseLogger, line: ResponseLine): void {
+  log.info({ deferred: line }, RESPONSE_MESSAGES[line.connection])
+}
+
+export function logShutdown (log: FastifyBaseLogger, line: ShutdownLine): void {
+  if (line.drained) log.info({ deferredShutdown: line }, SHUTDOWN_MESSAGES.drained)
+  else log.warn({ deferredShutdown: line }, SHUTDOWN_MESSAGES.cancelled)
+}
+
+export function logRefused (log: FastifyBaseLogger, line: RefusedLine): void {
+  log.warn({ deferredRefused: line }, REFUSED_MESSAGE)
+}
