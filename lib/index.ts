@@ -27,6 +27,7 @@ import type {
   RouteSettings,
   SendAndContinueOptions
 } from './options'
+import { logRefused } from './log'
 import { Scheduler } from './scheduler'
 import { kWork } from './symbols'
 import type {
@@ -136,11 +137,17 @@ async function fastifySendAndContinue (fastify: FastifyInstance, options: SendAn
     return settings
   }
 
-  function rejectWhenSaturated (retryAfter: number): onRequestHookHandler {
+  // The refusal is an expected answer, not an error: one warn line without a stack, counted, and
+  // sent from here so Fastify's error handler does not log it again at error level.
+  function rejectWhenSaturated (retryAfter: number, route: string): onRequestHookHandler {
+    const header = String(retryAfter)
+    const error = httpErrors.serviceUnavailable('deferred work is saturated, retry later')
+    const body = { statusCode: error.statusCode, error: 'Service Unavailable', message: error.message }
     return function rejectWhenSaturated (request, reply, done) {
       if (!scheduler.saturated) return done()
-      reply.header('retry-after', String(retryAfter))
-      done(httpErrors.serviceUnavailable('deferred work is saturated, retry later'))
+      scheduler.rejected++
+      logRefused(request.log, { method: request.method, route, retryAfter })
+      reply.code(503).header('retry-after', header).send(body)
     }
   }
 
@@ -150,7 +157,7 @@ async function fastifySendAndContinue (fastify: FastifyInstance, options: SendAn
     if (!settings.enabled) return
     routeOptions.onResponse = appendHook(routeOptions.onResponse, onResponse as onResponseHookHandler, false)
     if (settings.rejectWhenSaturated) {
-      routeOptions.onRequest = appendHook(routeOptions.onRequest, rejectWhenSaturated(settings.retryAfter), true)
+      routeOptions.onRequest = appendHook(routeOptions.onRequest, rejectWhenSaturated(settings.retryAfter, routeOptions.url ?? NOT_FOUND_ROUTE), true)
     }
   })
 

@@ -18,6 +18,8 @@ export class Scheduler {
   readonly running = new Set<Task>()
   readonly timers = new Timers()
   pending = 0
+  /** Requests answered 503 by `rejectWhenSaturated`. */
+  rejected = 0
   /** Set when `app.close()` starts: tasks registered from then on are dropped. */
   closing = false
   /** Set when the shutdown drain ran out: whatever is left is cancelled. */
@@ -137,6 +139,7 @@ export class Scheduler {
       queued: this.queued,
       running: this.running.size,
       ...this.counts,
+      rejected: this.rejected,
       saturated: this.saturated,
       oldestRunningMs
     }

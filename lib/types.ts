@@ -81,6 +81,8 @@ export interface SendAndContinueStats {
   skipped: number
   cancelled: number
   dropped: number
+  /** Requests answered `503` by `rejectWhenSaturated` (they carried no work). */
+  rejected: number
   /** `true` when the next task would be dropped (running and queued tasks fill both bounds). */
   saturated: boolean
   /** Milliseconds since the oldest running task started; `0` when none runs. */

@@ -71,6 +71,7 @@ for (const policy of ['run', 'skip'] as const) {
       skipped: policy === 'run' ? 0 : 1,
       cancelled: 0,
       dropped: 0,
+      rejected: 0,
       saturated: false,
       oldestRunningMs: 0
     })

@@ -95,6 +95,12 @@ test('rejectWhenSaturated (plugin-wide): 503 with Retry-After before the handler
   t.equal(handled, 2, 'the handler did not run for the rejected request')
   t.equal(app.sendAndContinue.stats().dropped, 0, 'nothing was dropped: the request was refused instead')
   t.equal(logs.closes.length, 2, 'the 503 carries no deferred work')
+  t.equal(app.sendAndContinue.stats().rejected, 1, 'the refusal is counted')
+  const refusals = logs.lines.filter((l) => l.deferredRefused !== undefined)
+  t.equal(refusals.length, 1, 'one line per refused request')
+  t.match(refusals[0], { level: 40, msg: 'request refused: deferred work is saturated', deferredRefused: { method: 'GET', route: '/', retryAfter: 7 } })
+  t.equal(refusals[0].err, undefined, 'no error, no stack')
+  t.notOk(logs.lines.some((l) => l.level >= 50), 'nothing at error level')
 
   gate.resolve()
   await app.sendAndContinue.drain()
