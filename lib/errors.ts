@@ -47,6 +47,44 @@ const errors = {
     'FST_SAC_HIJACKED',
     'reply.sendAndContinue() cannot send the hijacked reply of route %s; write the response to reply.raw and register the work with reply.defer()',
     500
+  ),
+  /** Durable work: a job's data that would not survive JSON unchanged. Arguments: where, path, given. */
+  FST_SAC_INVALID_JOB_DATA: createError<'FST_SAC_INVALID_JOB_DATA', [string, string, string]>(
+    'FST_SAC_INVALID_JOB_DATA',
+    '%s: %s should be a JSON value (a plain object, array, string, finite number, boolean or null), instead got %s',
+    500,
+    TypeError
+  ),
+  /** Durable work: two tasks with one name. Arguments: where, name. */
+  FST_SAC_DUPLICATE_TASK: createError<'FST_SAC_DUPLICATE_TASK', [string, string]>(
+    'FST_SAC_DUPLICATE_TASK',
+    '%s: task names should be unique, instead got %s twice',
+    500,
+    TypeError
+  ),
+  /** Durable work: a job for a task the queue (or worker) was not given. Arguments: where, name, known names. */
+  FST_SAC_UNKNOWN_TASK: createError<'FST_SAC_UNKNOWN_TASK', [string, string, string]>(
+    'FST_SAC_UNKNOWN_TASK',
+    '%s: the task should be one of the tasks given to the queue (%s), instead got %s',
+    500
+  ),
+  /** Durable work: a durable job while the plugin has no `queue` option. Argument: where. */
+  FST_SAC_NO_QUEUE: createError<'FST_SAC_NO_QUEUE', [string]>(
+    'FST_SAC_NO_QUEUE',
+    '%s: a durable job needs the plugin registered with the queue option, instead got no queue option',
+    500
+  ),
+  /** Durable work: Redis did not answer at startup. Arguments: where, timeout, error message. */
+  FST_SAC_REDIS_UNREACHABLE: createError<'FST_SAC_REDIS_UNREACHABLE', [string, number, string]>(
+    'FST_SAC_REDIS_UNREACHABLE',
+    '%s: Redis should answer within %d ms, instead got %s',
+    500
+  ),
+  /** Durable work: Redis may evict keys, so jobs could vanish. Arguments: where, policy found. */
+  FST_SAC_REDIS_EVICTION: createError<'FST_SAC_REDIS_EVICTION', [string, string]>(
+    'FST_SAC_REDIS_EVICTION',
+    "%s: Redis maxmemory-policy should be 'noeviction' (any other policy may evict jobs), instead got '%s'",
+    500
   )
 }
 
@@ -56,7 +94,13 @@ export const {
   FST_SAC_INVALID_TASK,
   FST_SAC_NOT_ENABLED,
   FST_SAC_ALREADY_SENT,
-  FST_SAC_HIJACKED
+  FST_SAC_HIJACKED,
+  FST_SAC_INVALID_JOB_DATA,
+  FST_SAC_DUPLICATE_TASK,
+  FST_SAC_UNKNOWN_TASK,
+  FST_SAC_NO_QUEUE,
+  FST_SAC_REDIS_UNREACHABLE,
+  FST_SAC_REDIS_EVICTION
 } = errors
 
 /** Every error code this plugin throws. */

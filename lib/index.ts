@@ -43,6 +43,17 @@ import type {
   TaskOutcome
 } from './types'
 import { Work } from './work'
+// durable work (BullMQ): the web side lives in lib/durable, these are its call sites
+import { createWorker } from './durable/worker'
+import type { DurableWorker, WorkerOptions, WorkerStats } from './durable/worker'
+import { defineTask } from './durable/define'
+import { isDurableJob } from './durable/types'
+import type { DurableJob, DurableStats, DurableTask, DurableTaskContext, DurableTaskOptions, JobOptions, JsonValue } from './durable/types'
+import type { EnqueueErrorPolicy, QueueOptions } from './durable/options'
+import { DurableWeb, takeDurableJobs } from './durable/web'
+
+/** What `reply.defer()` and `reply.sendAndContinue()` accept: a function, or a durable job from `task.with()`. */
+type DeferrableTask = DeferredTask | DurableJob<any>
 
 declare module 'fastify' {
   interface FastifyReply {
@@ -51,9 +62,9 @@ declare module 'fastify' {
      * @example
      * return reply.sendAndContinue({ ok: true }, async ({ signal }) => mailer.send(welcome, { signal }))
      */
-    sendAndContinue(payload?: unknown, task?: DeferredTask | DeferredTask[], options?: DeferOptions): FastifyReply
+    sendAndContinue(payload?: unknown, task?: DeferrableTask | DeferrableTask[], options?: DeferOptions): FastifyReply
     /** Registers work that runs after whatever response this request ends with. */
-    defer(task: DeferredTask | DeferredTask[], options?: DeferOptions): FastifyReply
+    defer(task: DeferrableTask | DeferrableTask[], options?: DeferOptions): FastifyReply
   }
   interface FastifyInstance {
     sendAndContinue: SendAndContinueNamespace
@@ -74,10 +85,14 @@ function routeName (method: unknown, url: unknown): string {
   return `${Array.isArray(method) ? method.join(',') : String(method)} ${url === undefined ? NOT_FOUND_ROUTE : String(url)}`
 }
 
-function toTasks (where: string, task: unknown): DeferredTask[] {
-  if (typeof task === 'function') return [task as DeferredTask]
-  if (Array.isArray(task) && task.length > 0 && task.every((fn) => typeof fn === 'function')) {
-    return task as DeferredTask[]
+function isTask (task: unknown): task is DeferrableTask {
+  return typeof task === 'function' || isDurableJob(task)
+}
+
+function toTasks (where: string, task: unknown): DeferrableTask[] {
+  if (isTask(task)) return [task]
+  if (Array.isArray(task) && task.length > 0 && task.every(isTask)) {
+    return task
   }
   throw new FST_SAC_INVALID_TASK(where, describe(task))
 }
@@ -125,6 +140,7 @@ function appendHook<T> (hooks: T | T[] | undefined, hook: T, first: boolean): T[
 async function fastifySendAndContinue (fastify: FastifyInstance, options: SendAndContinueOptions): Promise<void> {
   const plugin: PluginSettings = resolvePluginOptions(options)
   const scheduler = new Scheduler(plugin.concurrency, plugin.maxQueued, plugin.onDropped)
+  const durable = options.queue === undefined ? null : await DurableWeb.register(fastify, options.queue, plugin.retryAfter, runLocal)
   // Route configs are fixed once the route exists: resolve each once, on first use.
   const routeSettings = new WeakMap<object, RouteSettings>()
 
@@ -189,8 +205,10 @@ async function fastifySendAndContinue (fastify: FastifyInstance, options: SendAn
     return work
   }
 
-  function register (reply: FastifyReply, tasks: DeferredTask[], options: DeferOptions): void {
+  function register (reply: FastifyReply, given: DeferrableTask[], options: DeferOptions, where: string): void {
     const work = (reply as ReplyWithWork)[kWork] ?? createWork(reply)
+    // durable jobs go to the queue; the functions stay in this process
+    const tasks = takeDurableJobs(durable, reply, work, given, options.always ?? false, where)
     const timeout = options.timeout ?? work.settings.timeout
     const always = options.always ?? false
     const many = tasks.length > 1
@@ -205,13 +223,18 @@ async function fastifySendAndContinue (fastify: FastifyInstance, options: SendAn
     if (isClosed(reply.raw)) dispatch(work, reply)
   }
 
-  function defer (this: FastifyReply, task: DeferredTask | DeferredTask[], options?: DeferOptions): FastifyReply {
+  // a durable job that could not be enqueued, run here instead (queue.onEnqueueError: 'run-local')
+  function runLocal (reply: FastifyReply, task: DeferredTask, name: string, timeout: number): void {
+    register(reply, [task], { name, timeout }, 'queue.onEnqueueError')
+  }
+
+  function defer (this: FastifyReply, task: DeferrableTask | DeferrableTask[], options?: DeferOptions): FastifyReply {
     const tasks = toTasks('reply.defer()', task)
-    register(this, tasks, validateCallOptions('reply.defer()', options))
+    register(this, tasks, validateCallOptions('reply.defer()', options), 'reply.defer()')
     return this
   }
 
-  function sendAndContinue (this: FastifyReply, payload?: unknown, task?: DeferredTask | DeferredTask[], options?: DeferOptions): FastifyReply {
+  function sendAndContinue (this: FastifyReply, payload?: unknown, task?: DeferrableTask | DeferrableTask[], options?: DeferOptions): FastifyReply {
     if (this.sent) {
       const config = this.routeOptions.config as RouteConfig
       const route = routeName(config.method, config.url)
@@ -219,7 +242,7 @@ async function fastifySendAndContinue (fastify: FastifyInstance, options: SendAn
     }
     const callOptions = validateCallOptions('reply.sendAndContinue()', options)
     if (task !== undefined) {
-      register(this, toTasks('reply.sendAndContinue()', task), callOptions)
+      register(this, toTasks('reply.sendAndContinue()', task), callOptions, 'reply.sendAndContinue()')
     }
     return this.send(payload)
   }
@@ -229,10 +252,12 @@ async function fastifySendAndContinue (fastify: FastifyInstance, options: SendAn
   fastify.decorateReply('sendAndContinue', sendAndContinue)
   fastify.decorate('sendAndContinue', {
     drain: () => scheduler.drain(),
-    stats: () => scheduler.stats()
+    stats: () => durable === null ? scheduler.stats() : { ...scheduler.stats(), durable: durable.stats() }
   })
-  fastify.addHook('onClose', function onClose (instance) {
-    return scheduler.close(plugin.drainTimeout, instance.log)
+  fastify.addHook('onClose', async function onClose (instance) {
+    // enqueues in flight first: a failed one may still run here ('run-local')
+    if (durable !== null) await durable.close()
+    await scheduler.close(plugin.drainTimeout, instance.log)
   })
 }
 
@@ -250,7 +275,17 @@ declare namespace fastifySendAndContinue {
     DeferredTask,
     DropReason,
     DroppedTaskInfo,
+    DurableJob,
+    DurableStats,
+    DurableTask,
+    DurableTaskContext,
+    DurableTaskOptions,
+    DurableWorker,
+    EnqueueErrorPolicy,
+    JobOptions,
+    JsonValue,
     Outcome,
+    QueueOptions,
     RequestSnapshot,
     RouteSendAndContinueOptions,
     SendAndContinueError,
@@ -259,10 +294,14 @@ declare namespace fastifySendAndContinue {
     SendAndContinueOptions,
     SendAndContinueStats,
     TaskContext,
-    TaskOutcome
+    TaskOutcome,
+    WorkerOptions,
+    WorkerStats
   }
   export { fastifySendAndContinue as default, fastifySendAndContinue }
   export const isSendAndContinueError: (error: unknown) => error is SendAndContinueError
+  export const defineTask: typeof import('./durable/define').defineTask
+  export const createWorker: typeof import('./durable/worker').createWorker
 }
 
 // `require()` returns the plugin itself; these lines give `import x from`, `import { fastifySendAndContinue }`
@@ -272,4 +311,6 @@ module.exports = fastifySendAndContinue
 module.exports.default = fastifySendAndContinue
 module.exports.fastifySendAndContinue = fastifySendAndContinue
 module.exports.isSendAndContinueError = isSendAndContinueError
+module.exports.defineTask = defineTask
+module.exports.createWorker = createWorker
 export = fastifySendAndContinue

@@ -7,7 +7,9 @@ import type { ConnectionStatus, Outcome } from './types'
 //   for durable jobs;
 // - `deferred` without `outcome`: one per response that carried deferred work, when it closed;
 // - `deferredShutdown`: one per `app.close()` (or worker close);
-// - `deferredRefused`: one per request refused by `rejectWhenSaturated`.
+// - `deferredRefused`: one per request refused by `rejectWhenSaturated`;
+// - `deferredFallback`: one per durable job that could not be enqueued and runs in this process
+//   instead (`onEnqueueError: 'run-local'`); its task line follows as for any in-process task.
 
 export type Level = 'info' | 'warn' | 'error'
 
@@ -95,6 +97,17 @@ export const SHUTDOWN_MESSAGES = {
   cancelled: 'deferred work cancelled: the shutdown drain ran out'
 } as const
 
+/** The fields under `deferredFallback`. */
+export interface FallbackLine {
+  task: string
+  jobId: string
+  queue: string
+  method: string
+  route: string
+}
+
+export const FALLBACK_MESSAGE = 'durable job not enqueued, running it in this process'
+
 export const REFUSED_MESSAGE = 'request refused: deferred work is saturated'
 
 /** Whether a line at `level` would be written; loggers without the method (Fastify's disabled logger) say yes. */
@@ -127,4 +140,8 @@ export function logShutdown (log: FastifyBaseLogger, line: ShutdownLine): void {
 
 export function logRefused (log: FastifyBaseLogger, line: RefusedLine): void {
   log.warn({ deferredRefused: line }, REFUSED_MESSAGE)
+}
+
+export function logFallback (log: FastifyBaseLogger, line: FallbackLine, err: unknown): void {
+  log.warn({ deferredFallback: line, err }, FALLBACK_MESSAGE)
 }

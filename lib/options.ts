@@ -1,5 +1,6 @@
 import { FST_SAC_INVALID_OPTION, FST_SAC_UNKNOWN_OPTION, describe } from './errors'
 import type { DroppedTaskInfo } from './types'
+import type { QueueOptions } from './durable/options'
 
 /** Longest delay Node's timers accept; larger values would silently become 1 ms. */
 export const MAX_TIMEOUT = 2_147_483_647
@@ -65,6 +66,11 @@ export interface SendAndContinueOptions {
    * @default 5
    */
   retryAfter?: number
+  /**
+   * Durable work: jobs from `task.with()` are added to this BullMQ queue on Redis before the
+   * response is sent, and run in worker processes (`createWorker()`). See lib/durable/options.ts.
+   */
+  queue?: QueueOptions
 }
 
 /** Route-level overrides, set as `config: { sendAndContinue: { ... } }`. */
@@ -163,7 +169,9 @@ const pluginRules: Record<keyof SendAndContinueOptions, Rule> = {
     check: (v) => v === Infinity || (typeof v === 'number' && Number.isInteger(v) && v >= 0),
     expected: 'a whole number of at least 0, or Infinity'
   },
-  onDropped: { check: (v) => typeof v === 'function', expected: 'a function' }
+  onDropped: { check: (v) => typeof v === 'function', expected: 'a function' },
+  // its fields are checked by lib/durable/options.ts
+  queue: { check: isPlainObject, expected: 'an object' }
 }
 
 const callRules: Record<keyof DeferOptions, Rule> = {

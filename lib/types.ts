@@ -1,4 +1,5 @@
 import type { FastifyBaseLogger } from 'fastify'
+import type { DurableStats } from './durable/types'
 
 /** Every outcome, in the order logs and reports list them. */
 export const OUTCOMES = ['completed', 'failed', 'timeout', 'skipped', 'cancelled', 'dropped'] as const
@@ -87,6 +88,8 @@ export interface SendAndContinueStats {
   saturated: boolean
   /** Milliseconds since the oldest running task started; `0` when none runs. */
   oldestRunningMs: number
+  /** Durable jobs, when the plugin has a `queue`. */
+  durable?: DurableStats
 }
 
 /** `fastify.sendAndContinue` */

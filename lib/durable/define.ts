@@ -1,0 +1,95 @@
+import { describe, FST_SAC_INVALID_OPTION, FST_SAC_UNKNOWN_OPTION } from '../errors'
+import { MAX_TIMEOUT } from '../options'
+import { assertJsonSafe } from './json'
+import { keyedJobId, uniqueJobId } from './job-id'
+import { kDurableJob } from './types'
+import type { Backoff, DurableHandler, DurableJob, DurableTask, DurableTaskOptions, JobOptions, JsonValue } from './types'
+
+/** Time limit of one attempt when `defineTask()` is given none, as for in-process tasks. */
+export const DEFAULT_TASK_TIMEOUT = 30_000
+
+function isMs (value: unknown): value is number {
+  return typeof value === 'number' && Number.isInteger(value) && value >= 0 && value <= MAX_TIMEOUT
+}
+
+const MS = `a whole number of milliseconds from 0 to ${MAX_TIMEOUT}`
+
+function isObject (value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value)
+}
+
+function checkKeys (where: string, given: Record<string, unknown>, known: string[]): void {
+  for (const key of Object.keys(given)) {
+    if (!known.includes(key)) throw new FST_SAC_UNKNOWN_OPTION(where, describe(key), known.join(', '))
+  }
+}
+
+function checkBackoff (where: string, backoff: unknown): Backoff | undefined {
+  if (backoff === undefined || isMs(backoff)) return backoff
+  if (isObject(backoff) && (backoff.type === 'fixed' || backoff.type === 'exponential') && isMs(backoff.delay) &&
+    Object.keys(backoff).length === 2) {
+    return { type: backoff.type, delay: backoff.delay }
+  }
+  throw new FST_SAC_INVALID_OPTION(where, 'backoff', `${MS}, or { type: 'fixed' | 'exponential', delay }`, describe(backoff))
+}
+
+/**
+ * Defines a durable task: a named handler that runs in a worker process, from a job enqueued in
+ * Redis before the response is sent. Load the same module of tasks in the web app (the plugin's
+ * `queue.tasks`) and in the worker.
+ * @example
+ * export const sendWelcome = defineTask('sendWelcome', async ({ userId }, { signal }) => mailer.welcome(userId, { signal }), { attempts: 3 })
+ */
+export function defineTask<Data extends JsonValue = JsonValue> (
+  name: string,
+  handler: DurableHandler<Data>,
+  options: DurableTaskOptions = {}
+): DurableTask<Data> {
+  const where = 'defineTask()'
+  if (typeof name !== 'string' || name.length === 0) {
+    throw new FST_SAC_INVALID_OPTION(where, 'name', 'a non-empty string', describe(name))
+  }
+  const named = `defineTask(${JSON.stringify(name)})`
+  if (typeof handler !== 'function') {
+    throw new FST_SAC_INVALID_OPTION(named, 'handler', 'a function', describe(handler))
+  }
+  if (!isObject(options)) throw new FST_SAC_INVALID_OPTION(named, 'the options', 'an object', describe(options))
+  checkKeys(named, options, ['attempts', 'backoff', 'timeout'])
+  const { attempts = 1, timeout = DEFAULT_TASK_TIMEOUT } = options
+  if (typeof attempts !== 'number' || !Number.isInteger(attempts) || attempts < 1) {
+    throw new FST_SAC_INVALID_OPTION(named, 'attempts', 'a whole number of at least 1', describe(attempts))
+  }
+  if (!isMs(timeout)) throw new FST_SAC_INVALID_OPTION(named, 'timeout', MS, describe(timeout))
+  const backoff = checkBackoff(named, options.backoff)
+
+  const task: DurableTask<Data> = {
+    name,
+    handler,
+    attempts,
+    backoff,
+    timeout,
+    with: function withData (data: Data, jobOptions?: JobOptions): DurableJob<Data> {
+      return describeJob(task, data, jobOptions)
+    }
+  }
+  return Object.freeze(task)
+}
+
+function describeJob<Data extends JsonValue> (task: DurableTask<Data>, data: Data, options: JobOptions = {}): DurableJob<Data> {
+  const where = `${task.name}.with()`
+  assertJsonSafe(where, data)
+  if (!isObject(options)) throw new FST_SAC_INVALID_OPTION(where, 'the options', 'an object', describe(options))
+  checkKeys(where, options, ['key', 'delay'])
+  const { key, delay = 0 } = options
+  if (key !== undefined && (typeof key !== 'string' || key.length === 0)) {
+    throw new FST_SAC_INVALID_OPTION(where, 'key', 'a non-empty string', describe(key))
+  }
+  if (!isMs(delay)) throw new FST_SAC_INVALID_OPTION(where, 'delay', MS, describe(delay))
+  return {
+    [kDurableJob]: true,
+    task,
+    data,
+    jobId: key === undefined ? uniqueJobId(task.name) : keyedJobId(task.name, key),
+    delay
+  }
+}

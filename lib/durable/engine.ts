@@ -1,0 +1,101 @@
+import { Queue } from 'bullmq'
+import type { Redis } from 'ioredis'
+import { checkRedis, createClient } from './redis'
+import type { RedisConnection } from './redis'
+import type { Backoff, JobPayload } from './types'
+
+/** One job to add: everything the engine needs, nothing of the request. */
+export interface JobRecord {
+  task: string
+  jobId: string
+  payload: JobPayload
+  attempts: number
+  backoff: Backoff | undefined
+  delay: number
+}
+
+/**
+ * What the web process needs from a job engine. Routes and the plugin only see this, so an
+ * engine on another store (PostgreSQL) can be added beside BullMQ without touching them.
+ */
+export interface Engine {
+  readonly queue: string
+  /** Refuses to start with a coded error: store unreachable within `timeout`, or unsafe settings. */
+  check (timeout: number): Promise<void>
+  /** Adds the jobs at once (one round trip); rejects when the store fails or `timeout` ms pass. */
+  enqueue (jobs: readonly JobRecord[], timeout: number): Promise<void>
+  close (): Promise<void>
+}
+
+// How long BullMQ keeps a finished job: while it is kept, a job with the same key is the same
+// job (added again, it is not run again); without a bound Redis would grow without end.
+export const KEEP_COMPLETED = { age: 3600, count: 10_000 }
+export const KEEP_FAILED = { age: 7 * 24 * 3600, count: 100_000 }
+
+export interface BullEngineOptions {
+  connection: RedisConnection
+  name: string
+  prefix: string | undefined
+}
+
+function timedOut (timeout: number): { promise: Promise<never>, cancel: () => void } {
+  let timer: NodeJS.Timeout | undefined
+  const promise = new Promise<never>((resolve, reject) => {
+    timer = setTimeout(() => { reject(new Error(`Redis did not answer within ${timeout} ms`)) }, timeout)
+  })
+  return { promise, cancel: () => { clearTimeout(timer) } }
+}
+
+export class BullEngine implements Engine {
+  readonly queue: string
+  readonly #client: Redis
+  readonly #queue: Queue
+
+  constructor (options: BullEngineOptions) {
+    this.queue = options.name
+    // Without the offline queue a command fails at once while Redis is down, instead of waiting
+    // (unbounded) for a reconnection: the request gets its 503 now.
+    this.#client = createClient(options.connection, { enableOfflineQueue: false, maxRetriesPerRequest: 1 })
+    // reconnection errors are reported by enqueue() failures; unhandled they would crash the process
+    this.#client.on('error', noop)
+    this.#queue = new Queue(options.name, {
+      connection: this.#client,
+      ...(options.prefix === undefined ? {} : { prefix: options.prefix })
+    })
+    this.#queue.on('error', noop)
+  }
+
+  check (timeout: number): Promise<void> {
+    return checkRedis('fastify-send-and-continue queue', this.#client, timeout)
+  }
+
+  async enqueue (jobs: readonly JobRecord[], timeout: number): Promise<void> {
+    const added = this.#queue.addBulk(jobs.map((job) => ({
+      name: job.task,
+      data: job.payload,
+      opts: {
+        jobId: job.jobId,
+        attempts: job.attempts,
+        ...(job.backoff === undefined ? {} : { backoff: job.backoff }),
+        ...(job.delay > 0 ? { delay: job.delay } : {}),
+        removeOnComplete: KEEP_COMPLETED,
+        removeOnFail: KEEP_FAILED
+      }
+    })))
+    const timer = timedOut(timeout)
+    // a late answer after the timeout is ignored: the job may exist, which at-least-once allows
+    added.catch(noop)
+    try {
+      await Promise.race([added, timer.promise])
+    } finally {
+      timer.cancel()
+    }
+  }
+
+  async close (): Promise<void> {
+    await this.#queue.close().catch(noop)
+    this.#client.disconnect()
+  }
+}
+
+function noop (): void {}

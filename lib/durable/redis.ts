@@ -1,0 +1,57 @@
+import { Redis } from 'ioredis'
+import type { RedisOptions } from 'ioredis'
+import { describe, FST_SAC_INVALID_OPTION, FST_SAC_REDIS_EVICTION, FST_SAC_REDIS_UNREACHABLE } from '../errors'
+
+/** A `redis://` (or `rediss://`) URL, or ioredis options. */
+export type RedisConnection = string | RedisOptions
+
+export function checkConnection (where: string, connection: unknown): RedisConnection {
+  if (typeof connection === 'string' && /^rediss?:\/\//.test(connection)) return connection
+  if (typeof connection === 'object' && connection !== null && !Array.isArray(connection)) return connection as RedisOptions
+  throw new FST_SAC_INVALID_OPTION(where, 'connection', 'a redis:// URL or an object of ioredis options', describe(connection))
+}
+
+/** A new ioredis client; `overrides` win over what the user gave. */
+export function createClient (connection: RedisConnection, overrides: RedisOptions): Redis {
+  return typeof connection === 'string'
+    ? new Redis(connection, overrides)
+    : new Redis({ ...connection, ...overrides })
+}
+
+function waitReady (client: Redis, timeout: number): Promise<void> {
+  if (client.status === 'ready') return Promise.resolve()
+  return new Promise((resolve, reject) => {
+    let lastError: Error | null = null
+    function onError (err: Error): void { lastError = err }
+    function onReady (): void {
+      clearTimeout(timer)
+      client.off('error', onError)
+      resolve()
+    }
+    const timer = setTimeout(() => {
+      client.off('ready', onReady)
+      client.off('error', onError)
+      reject(lastError ?? new Error('no answer'))
+    }, timeout)
+    client.on('error', onError)
+    client.once('ready', onReady)
+  })
+}
+
+/**
+ * The startup check of the web process and of the worker: Redis answers within `timeout`, and
+ * never evicts keys (under any other `maxmemory-policy`, Redis may delete jobs when memory runs
+ * short: BullMQ's own docs require `noeviction`). Reads `INFO memory`, which managed Redis
+ * services allow where `CONFIG GET` is often disabled.
+ */
+export async function checkRedis (where: string, client: Redis, timeout: number): Promise<void> {
+  let info: string
+  try {
+    await waitReady(client, timeout)
+    info = await client.info('memory')
+  } catch (err) {
+    throw new FST_SAC_REDIS_UNREACHABLE(where, timeout, describe((err as Error).message))
+  }
+  const policy = /^maxmemory_policy:(\S+)/m.exec(info)?.[1] ?? 'unknown'
+  if (policy !== 'noeviction') throw new FST_SAC_REDIS_EVICTION(where, policy)
+}

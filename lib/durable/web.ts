@@ -1,0 +1,284 @@
+import { performance } from 'node:perf_hooks'
+import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import { describe, FST_SAC_INVALID_OPTION, FST_SAC_NO_QUEUE, FST_SAC_UNKNOWN_TASK } from '../errors'
+import { isLevelEnabled, logFallback, logTask, round, TASK_LEVELS } from '../log'
+import type { TaskLine } from '../log'
+import type { ConnectionStatus, DeferredTask, RequestSnapshot, TaskContext } from '../types'
+import { BullEngine } from './engine'
+import type { Engine, JobRecord } from './engine'
+import { resolveQueueOptions } from './options'
+import type { QueueSettings } from './options'
+import { isDurableJob } from './types'
+import type { DurableJob, DurableStats, DurableTask, DurableTaskContext } from './types'
+
+// The web side of durable work: jobs registered during a request are collected and added to the
+// queue in one batch from an onSend hook, so the headers (and the 2xx) go out only once Redis
+// has them. Jobs registered after that point are added at once, without holding anything up.
+
+/** What the request's deferred work tells about it (the core's Work has these). */
+export interface RequestInfo {
+  readonly request: RequestSnapshot
+  readonly route: string
+  readonly log: FastifyBaseLogger
+}
+
+/** Runs a function as an in-process task of `reply`'s request (the core's registration). */
+export type RunLocal = (reply: FastifyReply, task: DeferredTask, name: string, timeout: number) => void
+
+const kPending = Symbol('fastify-send-and-continue.durable-jobs')
+
+interface Pending {
+  info: RequestInfo
+  jobs: DurableJob[]
+  /** Set once the onSend hook took the jobs: later ones are added at once. */
+  flushed: boolean
+}
+
+type OnSendDone = (err: Error | null, payload: unknown) => void
+
+type ReplyWithJobs = FastifyReply & { [kPending]: Pending | null }
+
+const SERVICE_UNAVAILABLE = JSON.stringify({
+  statusCode: 503,
+  error: 'Service Unavailable',
+  message: 'deferred work could not be enqueued, retry later'
+})
+
+// What is known of the response when a job is enqueued: usually nothing yet (null), as the
+// usual enqueue happens before the headers go out.
+function connectionOf (reply: FastifyReply): ConnectionStatus | null {
+  const raw = reply.raw
+  if (raw.writableFinished) return 'finished'
+  return raw.destroyed ? 'aborted' : null
+}
+
+/** Runs a durable job's handler as an in-process task (`onEnqueueError: 'run-local'`). */
+function localTask (job: DurableJob): DeferredTask {
+  return function runLocal (ctx: TaskContext): unknown {
+    const context: DurableTaskContext = {
+      get signal () { return ctx.signal },
+      log: ctx.log,
+      request: ctx.request,
+      name: job.task.name,
+      jobId: job.jobId,
+      attempt: 1,
+      connection: ctx.connection,
+      statusCode: ctx.statusCode
+    }
+    return job.task.handler(job.data, context)
+  }
+}
+
+export class DurableWeb {
+  readonly settings: QueueSettings
+  readonly #engine: Engine
+  readonly #retryAfter: string
+  readonly #runLocal: RunLocal
+  readonly #inFlight = new Set<Promise<void>>()
+  #enqueued = 0
+  #enqueueing = 0
+  #enqueueFailed = 0
+  #closed = false
+
+  constructor (settings: QueueSettings, engine: Engine, retryAfter: number, runLocal: RunLocal) {
+    this.settings = settings
+    this.#engine = engine
+    this.#retryAfter = String(retryAfter)
+    this.#runLocal = runLocal
+  }
+
+  /** Validates the `queue` option, checks Redis, and adds the onSend hook that enqueues. */
+  static async register (fastify: FastifyInstance, options: object, retryAfter: number, runLocal: RunLocal): Promise<DurableWeb> {
+    const settings = resolveQueueOptions(options)
+    const engine = new BullEngine(settings)
+    try {
+      await engine.check(settings.enqueueTimeout)
+    } catch (err) {
+      await engine.close()
+      throw err
+    }
+    const durable = new DurableWeb(settings, engine, retryAfter, runLocal)
+    fastify.decorateReply(kPending, null)
+    fastify.addHook('onSend', function onSend (request: FastifyRequest, reply: FastifyReply, payload: unknown, done: OnSendDone) {
+      const pending = (reply as ReplyWithJobs)[kPending]
+      if (pending === null || pending.flushed) return done(null, payload)
+      durable.#flush(reply, pending, payload, done)
+    })
+    return durable
+  }
+
+  /** Takes the request's durable jobs; returns the rest (functions), which stay in-process. */
+  take (reply: FastifyReply, info: RequestInfo, tasks: ReadonlyArray<DeferredTask | DurableJob>, where: string): DeferredTask[] {
+    const jobs: DurableJob[] = []
+    const local: DeferredTask[] = []
+    for (const task of tasks) {
+      if (isDurableJob(task)) {
+        this.#assertKnown(where, task.task)
+        jobs.push(task)
+      } else {
+        local.push(task)
+      }
+    }
+    const pending = (reply as ReplyWithJobs)[kPending]
+    if (pending === null && !reply.sent) {
+      const created: Pending = { info, jobs, flushed: false }
+      ;(reply as ReplyWithJobs)[kPending] = created
+      // onSend never runs when the response is never sent (the client left, a hook hijacked it):
+      // the jobs are added when it closes, as if registered late
+      reply.raw.once('close', () => {
+        if (created.flushed) return
+        created.flushed = true
+        this.#enqueueNow(reply, info, created.jobs)
+      })
+    } else if (pending !== null && !pending.flushed) {
+      pending.jobs.push(...jobs)
+    } else {
+      this.#enqueueNow(reply, info, jobs)
+    }
+    return local
+  }
+
+  #assertKnown (where: string, task: DurableTask): void {
+    if (this.settings.tasks.get(task.name) !== task) {
+      throw new FST_SAC_UNKNOWN_TASK(where, [...this.settings.tasks.keys()].join(', '), describe(task.name))
+    }
+  }
+
+  #records (reply: FastifyReply, info: RequestInfo, jobs: DurableJob[]): JobRecord[] {
+    const connection = connectionOf(reply)
+    const statusCode = reply.statusCode
+    const enqueuedAt = Date.now()
+    return jobs.map((job) => ({
+      task: job.task.name,
+      jobId: job.jobId,
+      attempts: job.task.attempts,
+      backoff: job.task.backoff,
+      delay: job.delay,
+      payload: { data: job.data, request: info.request, route: info.route, connection, statusCode, enqueuedAt }
+    }))
+  }
+
+  #flush (reply: FastifyReply, pending: Pending, payload: unknown, done: OnSendDone): void {
+    pending.flushed = true
+    const records = this.#records(reply, pending.info, pending.jobs)
+    this.#track(this.#enqueue(pending.info, records).then((err) => {
+      if (err === null) return done(null, payload)
+      if (this.settings.onEnqueueError === 'run-local') {
+        this.#fallBack(reply, pending.info, pending.jobs, records, err)
+        return done(null, payload)
+      }
+      this.#drop(pending.info, records, 'enqueue-failed', err)
+      // the answer becomes a 503: what the handler had prepared is not sent
+      const stream = payload as { destroy?: () => void } | null
+      if (typeof stream?.destroy === 'function') stream.destroy()
+      reply.removeHeader('content-length')
+      reply.removeHeader('content-encoding')
+      reply.code(503).header('retry-after', this.#retryAfter).header('content-type', 'application/json; charset=utf-8')
+      done(null, SERVICE_UNAVAILABLE)
+    }))
+  }
+
+  // Registered after the headers went out: nothing waits for it, a failure is only logged.
+  #enqueueNow (reply: FastifyReply, info: RequestInfo, jobs: DurableJob[]): void {
+    if (jobs.length === 0) return
+    const records = this.#records(reply, info, jobs)
+    if (this.#closed) {
+      this.#drop(info, records, 'closing')
+      return
+    }
+    this.#track(this.#enqueue(info, records).then((err) => {
+      if (err === null) return
+      if (this.settings.onEnqueueError === 'run-local') this.#fallBack(reply, info, jobs, records, err)
+      else this.#drop(info, records, 'enqueue-failed', err)
+    }))
+  }
+
+  #track (promise: Promise<void>): void {
+    this.#inFlight.add(promise)
+    promise.finally(() => { this.#inFlight.delete(promise) })
+  }
+
+  /** Adds the jobs; resolves with the error instead of rejecting. */
+  async #enqueue (info: RequestInfo, records: JobRecord[]): Promise<unknown> {
+    const count = records.length
+    this.#enqueueing += count
+    const started = performance.now()
+    try {
+      await this.#engine.enqueue(records, this.settings.enqueueTimeout)
+    } catch (err) {
+      this.#enqueueing -= count
+      this.#enqueueFailed += count
+      return err
+    }
+    this.#enqueueing -= count
+    this.#enqueued += count
+    if (isLevelEnabled(info.log, TASK_LEVELS.enqueued)) {
+      const durationMs = round(performance.now() - started)
+      for (const record of records) logTask(info.log, this.#line(info, record, 'enqueued', durationMs))
+    }
+    return null
+  }
+
+  #line (info: RequestInfo, record: JobRecord, outcome: 'enqueued' | 'dropped', durationMs: number): TaskLine {
+    return {
+      task: record.task,
+      outcome,
+      connection: record.payload.connection,
+      method: info.request.method,
+      route: info.route,
+      statusCode: record.payload.statusCode,
+      durationMs,
+      queuedMs: 0,
+      jobId: record.jobId,
+      queue: this.#engine.queue
+    }
+  }
+
+  #drop (info: RequestInfo, records: JobRecord[], reason: 'enqueue-failed' | 'closing', err?: unknown): void {
+    if (!isLevelEnabled(info.log, TASK_LEVELS.dropped)) return
+    for (const record of records) {
+      const line = this.#line(info, record, 'dropped', 0)
+      line.reason = reason
+      logTask(info.log, line, err)
+    }
+  }
+
+  #fallBack (reply: FastifyReply, info: RequestInfo, jobs: DurableJob[], records: JobRecord[], err: unknown): void {
+    for (let i = 0; i < jobs.length; i++) {
+      const job = jobs[i]
+      logFallback(info.log, { task: job.task.name, jobId: job.jobId, queue: this.#engine.queue, method: info.request.method, route: info.route }, err)
+      this.#runLocal(reply, localTask(job), job.task.name, job.task.timeout)
+    }
+  }
+
+  stats (): DurableStats {
+    return { enqueued: this.#enqueued, enqueueing: this.#enqueueing, enqueueFailed: this.#enqueueFailed }
+  }
+
+  /** `app.close()`: waits for the enqueues in flight, then closes the connection. */
+  async close (): Promise<void> {
+    while (this.#inFlight.size > 0) await Promise.all([...this.#inFlight])
+    this.#closed = true
+    await this.#engine.close()
+  }
+}
+
+/**
+ * The call sites of `reply.defer()` and `reply.sendAndContinue()`: hands the durable jobs among
+ * `tasks` to the queue and returns the functions. Without durable jobs, returns `tasks` as is.
+ */
+export function takeDurableJobs (
+  durable: DurableWeb | null,
+  reply: FastifyReply,
+  info: RequestInfo,
+  tasks: ReadonlyArray<DeferredTask | DurableJob>,
+  always: boolean,
+  where: string
+): DeferredTask[] {
+  if (!tasks.some(isDurableJob)) return tasks as DeferredTask[]
+  if (durable === null) throw new FST_SAC_NO_QUEUE(where)
+  if (always) {
+    throw new FST_SAC_INVALID_OPTION(where, 'always', 'false for a durable job (always tasks run in this process)', 'true')
+  }
+  return durable.take(reply, info, tasks, where)
+}
