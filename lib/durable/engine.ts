@@ -49,7 +49,9 @@ function timedOut (timeout: number): { promise: Promise<never>, cancel: () => vo
 export class BullEngine implements Engine {
   readonly queue: string
   readonly #client: Redis
-  readonly #queue: Queue
+  readonly #prefix: string | undefined
+  // made once the check passed: BullMQ's own startup would only print a warning on eviction
+  #queue: Queue | null = null
 
   constructor (options: BullEngineOptions) {
     this.queue = options.name
@@ -58,19 +60,20 @@ export class BullEngine implements Engine {
     this.#client = createClient(options.connection, { enableOfflineQueue: false, maxRetriesPerRequest: 1 })
     // reconnection errors are reported by enqueue() failures; unhandled they would crash the process
     this.#client.on('error', noop)
-    this.#queue = new Queue(options.name, {
+    this.#prefix = options.prefix
+  }
+
+  async check (timeout: number): Promise<void> {
+    await checkRedis('fastify-send-and-continue queue', this.#client, timeout)
+    this.#queue = new Queue(this.queue, {
       connection: this.#client,
-      ...(options.prefix === undefined ? {} : { prefix: options.prefix })
+      ...(this.#prefix === undefined ? {} : { prefix: this.#prefix })
     })
     this.#queue.on('error', noop)
   }
 
-  check (timeout: number): Promise<void> {
-    return checkRedis('fastify-send-and-continue queue', this.#client, timeout)
-  }
-
   async enqueue (jobs: readonly JobRecord[], timeout: number): Promise<void> {
-    const added = this.#queue.addBulk(jobs.map((job) => ({
+    const added = (this.#queue as Queue).addBulk(jobs.map((job) => ({
       name: job.task,
       data: job.payload,
       opts: {
@@ -93,7 +96,7 @@ export class BullEngine implements Engine {
   }
 
   async close (): Promise<void> {
-    await this.#queue.close().catch(noop)
+    await this.#queue?.close()
     this.#client.disconnect()
   }
 }

@@ -45,10 +45,10 @@ const SERVICE_UNAVAILABLE = JSON.stringify({
 })
 
 // What is known of the response when a job is enqueued: usually nothing yet (null), as the
-// usual enqueue happens before the headers go out.
+// usual enqueue happens before the headers go out; a job registered later sees how it ended.
 function connectionOf (reply: FastifyReply): ConnectionStatus | null {
   const raw = reply.raw
-  if (raw.writableFinished) return 'finished'
+  if (raw.writableEnded) return 'finished'
   return raw.destroyed ? 'aborted' : null
 }
 
@@ -182,10 +182,6 @@ export class DurableWeb {
   #enqueueNow (reply: FastifyReply, info: RequestInfo, jobs: DurableJob[]): void {
     if (jobs.length === 0) return
     const records = this.#records(reply, info, jobs)
-    if (this.#closed) {
-      this.#drop(info, records, 'closing')
-      return
-    }
     this.#track(this.#enqueue(info, records).then((err) => {
       if (err === null) return
       if (this.settings.onEnqueueError === 'run-local') this.#fallBack(reply, info, jobs, records, err)
@@ -204,6 +200,8 @@ export class DurableWeb {
     this.#enqueueing += count
     const started = performance.now()
     try {
+      // after app.close() closed the connection, a request still running has no queue
+      if (this.#closed) throw new Error('the queue is closed: the app is closing')
       await this.#engine.enqueue(records, this.settings.enqueueTimeout)
     } catch (err) {
       this.#enqueueing -= count
@@ -234,7 +232,7 @@ export class DurableWeb {
     }
   }
 
-  #drop (info: RequestInfo, records: JobRecord[], reason: 'enqueue-failed' | 'closing', err?: unknown): void {
+  #drop (info: RequestInfo, records: JobRecord[], reason: 'enqueue-failed', err: unknown): void {
     if (!isLevelEnabled(info.log, TASK_LEVELS.dropped)) return
     for (const record of records) {
       const line = this.#line(info, record, 'dropped', 0)
@@ -257,7 +255,7 @@ export class DurableWeb {
 
   /** `app.close()`: waits for the enqueues in flight, then closes the connection. */
   async close (): Promise<void> {
-    while (this.#inFlight.size > 0) await Promise.all([...this.#inFlight])
+    while (this.#inFlight.size > 0) await Promise.allSettled([...this.#inFlight])
     this.#closed = true
     await this.#engine.close()
   }
