@@ -34,3 +34,21 @@ export function workerLogger (): { logger: pino.Logger, logs: LogCollector } {
   const logs = new LogCollector()
   return { logger: pino({}, logs), logs }
 }
+
+/** Adds `count` jobs of `task` as the web process would, straight through BullMQ. */
+export async function addJobs (queue: Queue, task: string, count: number, data: (i: number) => unknown = (i) => ({ i }), opts: Record<string, unknown> = {}): Promise<string[]> {
+  const jobs = Array.from({ length: count }, (_, i) => ({
+    name: task,
+    data: {
+      data: data(i),
+      request: { id: `req-${i + 1}`, method: 'POST', url: `/items/${i}`, routeUrl: '/items/:id' },
+      route: '/items/:id',
+      connection: null,
+      statusCode: 202,
+      enqueuedAt: Date.now()
+    },
+    opts: { jobId: `${task}~${i}`, ...opts }
+  }))
+  await queue.addBulk(jobs)
+  return jobs.map((job) => job.opts.jobId)
+}

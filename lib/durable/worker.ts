@@ -184,9 +184,10 @@ export async function createWorker (options: WorkerOptions): Promise<DurableWork
       await job.moveToWait(token)
       throw new WaitingError()
     }
+    // BullMQ keeps the message of what it is thrown: a non-Error is wrapped so the logged err has one
     const err = settled.kind === 'timeout'
       ? new DOMException(`durable task "${task.name}" timed out after ${task.timeout} ms`, 'TimeoutError')
-      : settled.err
+      : settled.err instanceof Error ? settled.err : new Error(describe(settled.err))
     const attempts = job.opts.attempts ?? 1
     if (attempt < attempts) {
       retrying++
@@ -200,7 +201,7 @@ export async function createWorker (options: WorkerOptions): Promise<DurableWork
     } else {
       final('failed', err)
     }
-    throw err instanceof Error ? err : new Error(describe(err))
+    throw err
   }
 
   // One attempt: the handler's settlement, its time limit or the shutdown, whichever comes first.
