@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 import { main } from './report/cli'
+import { runWorker } from './durable/cli'
 
 // `report app.log | head` closes the pipe early: the reader has what it wanted, not an error
 process.stdout.on('error', (err: NodeJS.ErrnoException) => {
@@ -9,5 +10,8 @@ process.stdout.on('error', (err: NodeJS.ErrnoException) => {
   process.exit()
 })
 
-main(process.argv.slice(2), { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr })
-  .then((code) => { process.exitCode = code })
+const argv = process.argv.slice(2)
+const run = argv[0] === 'worker'
+  ? runWorker(argv.slice(1), { stdout: process.stdout, stderr: process.stderr, signals: process })
+  : main(argv, { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr })
+run.then((code) => { process.exitCode = code })

@@ -1,0 +1,129 @@
+import type { EventEmitter } from 'node:events'
+import { resolve } from 'node:path'
+import { pathToFileURL } from 'node:url'
+import { parseArgs } from 'node:util'
+import type { Writable } from 'node:stream'
+import pino from 'pino'
+import { isDurableTask } from './tasks'
+import type { DurableTask } from './types'
+import { createWorker } from './worker'
+import type { WorkerOptions } from './worker'
+
+export const WORKER_USAGE = `Usage: fastify-send-and-continue worker <tasks-module> --redis <url> [options]
+
+Runs the durable jobs of a queue: loads <tasks-module> (its default export and its named exports
+that defineTask() made), takes jobs from Redis, logs with pino to standard output, and closes
+gracefully on SIGTERM and SIGINT (waits up to --drain-timeout, then returns unfinished jobs to the queue).
+
+Options:
+  --redis <url>              a redis:// or rediss:// URL, or the path of a unix socket (required)
+  --concurrency <n>          jobs that run at once (default 10)
+  --name <queue>             the queue name (default fastify-send-and-continue)
+  --prefix <prefix>          BullMQ's key prefix (default bull)
+  --drain-timeout <ms>       how long a graceful close waits for running jobs (default 10000)
+  --lock-duration <ms>       a job's lock; after a crash its jobs run again once it expired (default 30000)
+  --stalled-interval <ms>    between checks for such jobs (default 30000)
+  -h, --help                 show this help
+
+Exit status: 0 after a graceful close, 1 when the worker could not start, 2 on a usage error.
+`
+
+export interface WorkerIo {
+  stdout: Writable
+  stderr: Writable
+  /** Where SIGTERM and SIGINT come from (the process). */
+  signals: EventEmitter
+}
+
+class UsageError extends Error {}
+
+function whole (option: string, value: string | undefined): number | undefined {
+  if (value === undefined) return undefined
+  if (!/^\d+$/.test(value)) throw new UsageError(`${option} should be a whole number, instead got '${value}'`)
+  return Number(value)
+}
+
+/** The durable tasks a module exports: its named exports and its default export (a task, an array or an object of them). */
+export function tasksOf (namespace: Record<string, unknown>): DurableTask[] {
+  const found = new Set<DurableTask>()
+  function add (value: unknown): void {
+    if (isDurableTask(value)) found.add(value)
+  }
+  for (const [name, value] of Object.entries(namespace)) {
+    add(value)
+    if (name === 'default' && typeof value === 'object' && value !== null) {
+      for (const inner of Array.isArray(value) ? value : Object.values(value)) add(inner)
+    }
+  }
+  return [...found]
+}
+
+/** `fastify-send-and-continue worker ...`; resolves to the exit status once the worker closed. */
+export async function runWorker (args: string[], io: WorkerIo): Promise<number> {
+  let options: WorkerOptions
+  try {
+    const { values, positionals } = parseArgs({
+      args,
+      allowPositionals: true,
+      options: {
+        redis: { type: 'string' },
+        concurrency: { type: 'string' },
+        name: { type: 'string' },
+        prefix: { type: 'string' },
+        'drain-timeout': { type: 'string' },
+        'lock-duration': { type: 'string' },
+        'stalled-interval': { type: 'string' },
+        help: { type: 'boolean', short: 'h' }
+      }
+    })
+    if (values.help === true) {
+      io.stdout.write(WORKER_USAGE)
+      return 0
+    }
+    if (positionals.length !== 1) throw new UsageError(`give one tasks module, instead got ${positionals.length}`)
+    if (values.redis === undefined) throw new UsageError('--redis is required: a redis:// URL or a unix socket path')
+    const file = resolve(positionals[0])
+    const tasks = tasksOf(await import(pathToFileURL(file).href))
+    if (tasks.length === 0) throw new UsageError(`${positionals[0]} exports no task made by defineTask()`)
+    const drainTimeout = whole('--drain-timeout', values['drain-timeout'])
+    const lockDuration = whole('--lock-duration', values['lock-duration'])
+    const stalledInterval = whole('--stalled-interval', values['stalled-interval'])
+    const concurrency = whole('--concurrency', values.concurrency)
+    options = {
+      connection: values.redis.startsWith('/') ? { path: values.redis } : values.redis,
+      tasks,
+      logger: pino({}, io.stdout),
+      ...(values.name === undefined ? {} : { name: values.name }),
+      ...(values.prefix === undefined ? {} : { prefix: values.prefix }),
+      ...(concurrency === undefined ? {} : { concurrency }),
+      ...(drainTimeout === undefined ? {} : { drainTimeout }),
+      ...(lockDuration === undefined ? {} : { lockDuration }),
+      ...(stalledInterval === undefined ? {} : { stalledInterval })
+    }
+  } catch (err) {
+    const error = err as NodeJS.ErrnoException
+    const usage = err instanceof UsageError || error.code?.startsWith('ERR_PARSE_ARGS_') === true
+    io.stderr.write(`fastify-send-and-continue worker: ${error.message}\n${usage ? 'Run "fastify-send-and-continue worker --help" for the options.\n' : ''}`)
+    return usage ? 2 : 1
+  }
+
+  let worker
+  try {
+    worker = await createWorker(options)
+  } catch (err) {
+    io.stderr.write(`fastify-send-and-continue worker: ${(err as Error).message}\n`)
+    return 1
+  }
+  const started = worker
+  options.logger?.info({ queue: started.queue, tasks: options.tasks.map((task) => task.name) }, 'durable worker started')
+  await new Promise<void>((resolve) => {
+    function stop (): void {
+      io.signals.off('SIGTERM', stop)
+      io.signals.off('SIGINT', stop)
+      started.close().then(resolve)
+    }
+    io.signals.once('SIGTERM', stop)
+    io.signals.once('SIGINT', stop)
+  })
+  return 0
+}
