@@ -23,8 +23,8 @@ export async function buildDurable (t: Test, redis: RedisServer, queue: Omit<Que
 }
 
 /** A BullMQ Queue to look at what Redis holds, closed at teardown. */
-export function inspect (t: Test, redis: RedisServer, name = 'fastify-send-and-continue'): Queue {
-  const queue = new Queue(name, { connection: { ...redis.connection, maxRetriesPerRequest: null } })
+export function inspect (t: Test, redis: RedisServer, name = 'fastify-send-and-continue', prefix?: string): Queue {
+  const queue = new Queue(name, { connection: { ...redis.connection, maxRetriesPerRequest: null }, ...(prefix === undefined ? {} : { prefix }) })
   t.teardown(() => queue.close())
   return queue
 }

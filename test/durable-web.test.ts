@@ -49,8 +49,8 @@ test('the 2xx goes out only once the job is in Redis, logged enqueued with the r
 
 test('several jobs of a request go in one batch, beside in-process functions; options reach BullMQ', async (t) => {
   const redis = await startRedis(t)
-  const { app, logs } = await buildDurable(t, redis, { tasks: [sendWelcome, audit] })
-  const queue = inspect(t, redis)
+  const { app, logs } = await buildDurable(t, redis, { tasks: [sendWelcome, audit], name: 'jobs', prefix: 'app' })
+  const queue = inspect(t, redis, 'jobs', 'app')
   const ran: string[] = []
   app.get('/', (request, reply) => {
     reply.defer([sendWelcome.with({ userId: 1 }, { key: 'user-1' }), function local () { ran.push('local') }])
@@ -64,8 +64,8 @@ test('several jobs of a request go in one batch, beside in-process functions; op
   t.same(await queue.getJobCounts('waiting', 'delayed'), { waiting: 1, delayed: 1 })
   const delayed = await queue.getJob('audit~read')
   t.match(delayed?.opts, { attempts: 3, backoff: { type: 'fixed', delay: 50 }, delay: 60_000 })
-  t.same(logs.outcomes.map((line) => [line.deferred?.task, line.deferred?.outcome]), [
-    ['sendWelcome', 'enqueued'], ['audit', 'enqueued'], ['local', 'completed']
+  t.same(logs.outcomes.map((line) => [line.deferred?.task, line.deferred?.outcome, line.deferred?.queue]), [
+    ['sendWelcome', 'enqueued', 'jobs'], ['audit', 'enqueued', 'jobs'], ['local', 'completed', undefined]
   ])
   // the same key again is the same job
   await app.inject('/')
@@ -190,7 +190,7 @@ test('app.close() waits for the enqueues in flight, then closes the connection',
   app.addHook('onResponse', async (request, reply) => {
     reply.defer(sendWelcome.with({ userId: 9 }, { key: 'in-flight' }))
     // close at once: the enqueue has only started
-    void app.close()
+    app.close().catch(() => {})
   })
   app.get('/', async () => 'ok')
   await app.inject('/')
@@ -286,4 +286,37 @@ test('startup: an unreachable Redis and an evicting maxmemory-policy are refused
   const url = Fastify()
   await t.rejects(url.register(sendAndContinue, { queue: { connection: 'redis://127.0.0.1:1', tasks, enqueueTimeout: 200 } }).ready(), { code: 'FST_SAC_REDIS_UNREACHABLE' })
   await url.close()
+})
+
+test('a Redis that accepts connections but does not answer: refused at startup, 503 within enqueueTimeout', async (t) => {
+  const redis = await startRedis(t)
+  const { app, logs } = await buildDurable(t, redis, { tasks: [sendWelcome], enqueueTimeout: 200 })
+  app.get('/', (request, reply) => reply.sendAndContinue('ok', sendWelcome.with({ userId: 1 })))
+  redis.process.kill('SIGSTOP')
+  t.teardown(() => { redis.process.kill('SIGCONT') })
+  const response = await app.inject('/')
+  t.equal(response.statusCode, 503)
+  t.match(logs.outcomes, [{ deferred: { outcome: 'dropped', reason: 'enqueue-failed' }, err: { message: 'Redis did not answer within 200 ms' } }])
+
+  const hung = Fastify()
+  await t.rejects(hung.register(sendAndContinue, { queue: { connection: redis.connection, tasks: [sendWelcome], enqueueTimeout: 200 } }).ready(), {
+    code: 'FST_SAC_REDIS_UNREACHABLE',
+    message: "fastify-send-and-continue queue: Redis should answer within 200 ms, instead got 'no answer'"
+  })
+  await hung.close()
+  redis.process.kill('SIGCONT')
+})
+
+test('with the logger above error level, enqueues and failures write nothing and are still counted', async (t) => {
+  const redis = await startRedis(t)
+  const logs: string[] = []
+  const app = Fastify({ logger: { level: 'fatal', stream: { write: (line: string) => { logs.push(line) } } } })
+  t.teardown(() => app.close())
+  await app.register(sendAndContinue, { queue: { connection: redis.connection, tasks: [sendWelcome], enqueueTimeout: 200 } })
+  app.get('/', (request, reply) => reply.sendAndContinue('ok', sendWelcome.with({ userId: 1 })))
+  t.equal((await app.inject('/')).statusCode, 200)
+  await redis.stop()
+  t.equal((await app.inject('/')).statusCode, 503)
+  t.same(logs, [])
+  t.same(app.sendAndContinue.stats().durable, { enqueued: 1, enqueueing: 0, enqueueFailed: 1 })
 })

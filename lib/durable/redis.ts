@@ -19,7 +19,6 @@ export function createClient (connection: RedisConnection, overrides: RedisOptio
 }
 
 function waitReady (client: Redis, timeout: number): Promise<void> {
-  if (client.status === 'ready') return Promise.resolve()
   return new Promise((resolve, reject) => {
     let lastError: Error | null = null
     function onError (err: Error): void { lastError = err }
@@ -52,6 +51,7 @@ export async function checkRedis (where: string, client: Redis, timeout: number)
   } catch (err) {
     throw new FST_SAC_REDIS_UNREACHABLE(where, timeout, describe((err as Error).message))
   }
-  const policy = /^maxmemory_policy:(\S+)/m.exec(info)?.[1] ?? 'unknown'
+  // every Redis reports it; a proxy that does not is refused as 'undefined'
+  const policy = String(/^maxmemory_policy:(\S+)/m.exec(info)?.[1])
   if (policy !== 'noeviction') throw new FST_SAC_REDIS_EVICTION(where, policy)
 }

@@ -180,7 +180,6 @@ export class DurableWeb {
 
   // Registered after the headers went out: nothing waits for it, a failure is only logged.
   #enqueueNow (reply: FastifyReply, info: RequestInfo, jobs: DurableJob[]): void {
-    if (jobs.length === 0) return
     const records = this.#records(reply, info, jobs)
     this.#track(this.#enqueue(info, records).then((err) => {
       if (err === null) return

@@ -188,8 +188,8 @@ export async function createWorker (options: WorkerOptions): Promise<DurableWork
     const err = settled.kind === 'timeout'
       ? new DOMException(`durable task "${task.name}" timed out after ${task.timeout} ms`, 'TimeoutError')
       : settled.err instanceof Error ? settled.err : new Error(describe(settled.err))
-    const attempts = job.opts.attempts ?? 1
-    if (attempt < attempts) {
+    // BullMQ's retry decision, made after this line: it retries while attemptsMade < attempts
+    if (attempt < (job.opts.attempts as number)) {
       retrying++
       if (isLevelEnabled(log, TASK_LEVELS.retrying)) {
         const retryLine = line('retrying', settled.kind === 'timeout' ? task.timeout : undefined)
