@@ -1,6 +1,5 @@
 #!/usr/bin/env node
 import { main } from './report/cli'
-import { runWorker } from './durable/cli'
 
 // `report app.log | head` closes the pipe early: the reader has what it wanted, not an error
 process.stdout.on('error', (err: NodeJS.ErrnoException) => {
@@ -11,7 +10,8 @@ process.stdout.on('error', (err: NodeJS.ErrnoException) => {
 })
 
 const argv = process.argv.slice(2)
+// the worker loads BullMQ and ioredis, which the report (run with a small heap on big logs) does not need
 const run = argv[0] === 'worker'
-  ? runWorker(argv.slice(1), { stdout: process.stdout, stderr: process.stderr, signals: process })
+  ? (require('./durable/cli') as typeof import('./durable/cli')).runWorker(argv.slice(1), { stdout: process.stdout, stderr: process.stderr, signals: process })
   : main(argv, { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr })
 run.then((code) => { process.exitCode = code })

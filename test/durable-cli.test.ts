@@ -1,5 +1,6 @@
 import { test } from 'tap'
-import { EventEmitter } from 'node:events'
+import { EventEmitter, once } from 'node:events'
+import { spawn } from 'node:child_process'
 import { join } from 'node:path'
 import { createServer } from 'node:net'
 import type { AddressInfo } from 'node:net'
@@ -39,6 +40,15 @@ test('worker --help prints the usage', async (t) => {
   t.equal(await runWorker(['--help'], out), 0)
   t.equal(out.stdout.text, WORKER_USAGE)
   t.match(WORKER_USAGE, /--redis <url>[\s\S]*--lock-duration/)
+})
+
+test('the command line dispatches `worker` to the worker', async (t) => {
+  const child = spawn(process.execPath, [...process.execArgv, join(__dirname, '..', 'lib', 'cli.ts'), 'worker', '--help'])
+  let stdout = ''
+  child.stdout.on('data', (chunk) => { stdout += chunk })
+  const [code] = await once(child, 'exit')
+  t.equal(code, 0)
+  t.equal(stdout, WORKER_USAGE)
 })
 
 test('worker usage errors exit 2 with a message and a hint', async (t) => {

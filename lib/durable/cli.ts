@@ -107,23 +107,27 @@ export async function runWorker (args: string[], io: WorkerIo): Promise<number> 
     return usage ? 2 : 1
   }
 
+  // listening before the worker starts: it may take (and finish) jobs before createWorker() resolves,
+  // and a signal then must still close it gracefully
+  let onSignal!: () => void
+  const stopped = new Promise<void>((resolve) => { onSignal = () => { resolve() } })
+  io.signals.on('SIGTERM', onSignal)
+  io.signals.on('SIGINT', onSignal)
+  function unlisten (): void {
+    io.signals.off('SIGTERM', onSignal)
+    io.signals.off('SIGINT', onSignal)
+  }
   let worker
   try {
     worker = await createWorker(options)
   } catch (err) {
+    unlisten()
     io.stderr.write(`fastify-send-and-continue worker: ${(err as Error).message}\n`)
     return 1
   }
-  const started = worker
-  options.logger?.info({ queue: started.queue, tasks: options.tasks.map((task) => task.name) }, 'durable worker started')
-  await new Promise<void>((resolve) => {
-    function stop (): void {
-      io.signals.off('SIGTERM', stop)
-      io.signals.off('SIGINT', stop)
-      started.close().then(resolve)
-    }
-    io.signals.once('SIGTERM', stop)
-    io.signals.once('SIGINT', stop)
-  })
+  options.logger?.info({ queue: worker.queue, tasks: options.tasks.map((task) => task.name) }, 'durable worker started')
+  await stopped
+  unlisten()
+  await worker.close()
   return 0
 }

@@ -1,6 +1,7 @@
 import { Queue } from 'bullmq'
 import type { Redis } from 'ioredis'
-import { checkRedis, createClient } from './redis'
+import { createClient } from './client'
+import { checkRedis } from './redis'
 import type { RedisConnection } from './redis'
 import type { Backoff, JobPayload } from './types'
 

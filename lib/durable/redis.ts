@@ -1,5 +1,4 @@
-import { Redis } from 'ioredis'
-import type { RedisOptions } from 'ioredis'
+import type { Redis, RedisOptions } from 'ioredis'
 import { describe, FST_SAC_INVALID_OPTION, FST_SAC_REDIS_EVICTION, FST_SAC_REDIS_UNREACHABLE } from '../errors'
 
 /** A `redis://` (or `rediss://`) URL, or ioredis options. */
@@ -9,13 +8,6 @@ export function checkConnection (where: string, connection: unknown): RedisConne
   if (typeof connection === 'string' && /^rediss?:\/\//.test(connection)) return connection
   if (typeof connection === 'object' && connection !== null && !Array.isArray(connection)) return connection as RedisOptions
   throw new FST_SAC_INVALID_OPTION(where, 'connection', 'a redis:// URL or an object of ioredis options', describe(connection))
-}
-
-/** A new ioredis client; `overrides` win over what the user gave. */
-export function createClient (connection: RedisConnection, overrides: RedisOptions): Redis {
-  return typeof connection === 'string'
-    ? new Redis(connection, overrides)
-    : new Redis({ ...connection, ...overrides })
 }
 
 function waitReady (client: Redis, timeout: number): Promise<void> {

@@ -4,7 +4,6 @@ import { describe, FST_SAC_INVALID_OPTION, FST_SAC_NO_QUEUE, FST_SAC_UNKNOWN_TAS
 import { isLevelEnabled, logFallback, logTask, round, TASK_LEVELS } from '../log'
 import type { TaskLine } from '../log'
 import type { ConnectionStatus, DeferredTask, RequestSnapshot, TaskContext } from '../types'
-import { BullEngine } from './engine'
 import type { Engine, JobRecord } from './engine'
 import { resolveQueueOptions } from './options'
 import type { QueueSettings } from './options'
@@ -90,7 +89,9 @@ export class DurableWeb {
   /** Validates the `queue` option, checks Redis, and adds the onSend hook that enqueues. */
   static async register (fastify: FastifyInstance, options: object, retryAfter: number, runLocal: RunLocal): Promise<DurableWeb> {
     const settings = resolveQueueOptions(options)
-    const engine = new BullEngine(settings)
+    // BullMQ and ioredis load with the first queue: the in-process plugin never needs them
+    const { BullEngine } = require('./engine') as typeof import('./engine')
+    const engine: Engine = new BullEngine(settings)
     try {
       await engine.check(settings.enqueueTimeout)
     } catch (err) {

@@ -1,9 +1,7 @@
 import { performance } from 'node:perf_hooks'
-import { UnrecoverableError, WaitingError, Worker } from 'bullmq'
 import type { Job } from 'bullmq'
 import type { RedisOptions } from 'ioredis'
 import type { FastifyBaseLogger } from 'fastify'
-import pino from 'pino'
 import { describe, FST_SAC_INVALID_OPTION, FST_SAC_UNKNOWN_OPTION, FST_SAC_UNKNOWN_TASK } from '../errors'
 import { isLevelEnabled, logShutdown, logTask, round, TASK_LEVELS } from '../log'
 import type { TaskLine } from '../log'
@@ -11,7 +9,7 @@ import { MAX_TIMEOUT } from '../options'
 import { zeroOutcomes } from '../types'
 import type { Outcome } from '../types'
 import { checkName } from './options'
-import { checkConnection, checkRedis, createClient } from './redis'
+import { checkConnection, checkRedis } from './redis'
 import { taskMap } from './tasks'
 import { DEFAULT_QUEUE_NAME } from './types'
 import type { Backoff, DurableTask, DurableTaskContext, JobPayload } from './types'
@@ -114,6 +112,10 @@ export async function createWorker (options: WorkerOptions): Promise<DurableWork
   const drainTimeout = checkMs('drainTimeout', options.drainTimeout, 10_000, 0)
   const lockDuration = checkMs('lockDuration', options.lockDuration, 30_000, 1)
   const stalledInterval = checkMs('stalledInterval', options.stalledInterval, 30_000, 1)
+  // BullMQ, ioredis and pino load with the first worker: the web process may never need them
+  const { UnrecoverableError, WaitingError, Worker } = require('bullmq') as typeof import('bullmq')
+  const { createClient } = require('./client') as typeof import('./client')
+  const pino = require('pino') as typeof import('pino')
   const logger: FastifyBaseLogger = options.logger ?? pino()
 
   // a worker's commands wait for Redis to come back rather than fail (BullMQ requires it)
