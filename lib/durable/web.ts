@@ -262,21 +262,24 @@ export class DurableWeb {
 }
 
 /**
- * The call sites of `reply.defer()` and `reply.sendAndContinue()`: hands the durable jobs among
- * `tasks` to the queue and returns the functions. Without durable jobs, returns `tasks` as is.
+ * The call site in the core's registration: hands the durable jobs among `given` to the queue and
+ * returns what stays in this process: `given` itself when it holds no job, the functions of a
+ * mixed array, or `null` when only jobs were given.
  */
 export function takeDurableJobs (
   durable: DurableWeb | null,
   reply: FastifyReply,
   info: RequestInfo,
-  tasks: ReadonlyArray<DeferredTask | DurableJob>,
+  given: DurableJob | ReadonlyArray<DeferredTask | DurableJob>,
   always: boolean,
   where: string
-): DeferredTask[] {
+): DeferredTask[] | null {
+  const tasks = isDurableJob(given) ? [given] : given
   if (!tasks.some(isDurableJob)) return tasks as DeferredTask[]
   if (durable === null) throw new FST_SAC_NO_QUEUE(where)
   if (always) {
     throw new FST_SAC_INVALID_OPTION(where, 'always', 'false for a durable job (always tasks run in this process)', 'true')
   }
-  return durable.take(reply, info, tasks, where)
+  const local = durable.take(reply, info, tasks, where)
+  return local.length === 0 ? null : local
 }
