@@ -72,8 +72,9 @@ test('every example has a header command, is in the README, and is run here', as
     .map((file) => `examples/${file}`)
     .filter((file) => file.endsWith('.ts') && (!file.startsWith('examples/testing/') || file.endsWith('.test.ts')))
     .sort()
-  t.same(files, [...Object.keys(expectations), 'examples/demo.ts', 'examples/graceful-shutdown.ts'].sort(),
-    'an example without a test here fails this line (demo.ts: test/demo.test.ts)')
+  const durable = ['app.ts', 'demo-worker.ts', 'demo.ts', 'tasks.ts', 'worker.ts'].map((file) => `examples/durable/${file}`)
+  t.same(files, [...Object.keys(expectations), 'examples/demo.ts', 'examples/graceful-shutdown.ts', ...durable].sort(),
+    'an example without a test here fails this line (demo.ts: test/demo.test.ts; durable/: test/durable-examples.test.ts)')
   for (const file of files) {
     const command = await commandOf(file)
     t.ok(readme.includes(command), `the README shows "${command}"`)
