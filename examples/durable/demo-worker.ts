@@ -1,7 +1,8 @@
 // The worker process of the durable demo (examples/durable/demo.ts): prints one line per job it
 // completes, so the demo can count them across a crash.
 //
-// Run: npm run demo:durable (the demo starts it)
+// Run: npm run demo:durable
+// (the demo starts it; it is not meant to be run on its own)
 import { setTimeout as sleep } from 'node:timers/promises'
 import { createWorker, defineTask } from 'fastify-send-and-continue'
 import pino from 'pino'

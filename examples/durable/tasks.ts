@@ -1,4 +1,7 @@
 // The durable tasks: one module that both the web app and the worker load.
+//
+// Run: REDIS_URL=redis://127.0.0.1:6379 node --import tsx examples/durable/worker.ts
+// (this module runs in the worker, and is enqueued from examples/durable/app.ts)
 import { setTimeout as sleep } from 'node:timers/promises'
 import { defineTask } from 'fastify-send-and-continue'
 
