@@ -6,6 +6,8 @@ test('the module is the plugin, with default and named exports of the same funct
   t.equal(plugin.default, plugin)
   t.equal(plugin.fastifySendAndContinue, plugin)
   t.type(plugin.isSendAndContinueError, 'function')
+  t.type(plugin.defineTask, 'function')
+  t.type(plugin.createWorker, 'function')
 })
 
 test('the plugin is wrapped once by fastify-plugin, for Fastify 5, under the package name', async (t) => {

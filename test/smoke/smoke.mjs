@@ -1,11 +1,13 @@
 // The built package, imported by name from an ES module: default and named exports.
 import assert from 'node:assert'
 import Fastify from 'fastify'
-import plugin, { fastifySendAndContinue, isSendAndContinueError } from 'fastify-send-and-continue'
+import plugin, { createWorker, defineTask, fastifySendAndContinue, isSendAndContinueError } from 'fastify-send-and-continue'
 
 assert.strictEqual(typeof plugin, 'function')
 assert.strictEqual(fastifySendAndContinue, plugin)
 assert.strictEqual(typeof isSendAndContinueError, 'function')
+assert.strictEqual(typeof defineTask, 'function')
+assert.strictEqual(typeof createWorker, 'function')
 
 const app = Fastify()
 await app.register(fastifySendAndContinue)

@@ -1,8 +1,14 @@
 import Fastify from 'fastify'
 import type { FastifyBaseLogger, FastifyReply } from 'fastify'
 import { expectAssignable, expectError, expectType } from 'tsd'
-import fastifySendAndContinue, { isSendAndContinueError } from '../..'
+import fastifySendAndContinue, { createWorker, defineTask, isSendAndContinueError } from '../..'
 import type {
+  DurableJob,
+  DurableStats,
+  DurableTask,
+  DurableTaskContext,
+  DurableWorker,
+  WorkerStats,
   ConnectionStatus,
   DeferOptions,
   DroppedTaskInfo,
@@ -63,5 +69,38 @@ expectAssignable<SendAndContinueOptions>({})
 
 const err: unknown = new Error('x')
 if (isSendAndContinueError(err)) {
-  expectType<'FST_SAC_INVALID_OPTION' | 'FST_SAC_UNKNOWN_OPTION' | 'FST_SAC_INVALID_TASK' | 'FST_SAC_NOT_ENABLED' | 'FST_SAC_ALREADY_SENT' | 'FST_SAC_HIJACKED'>(err.code)
+  expectType<'FST_SAC_INVALID_OPTION' | 'FST_SAC_UNKNOWN_OPTION' | 'FST_SAC_INVALID_TASK' | 'FST_SAC_NOT_ENABLED' | 'FST_SAC_ALREADY_SENT' | 'FST_SAC_HIJACKED' |
+  'FST_SAC_INVALID_JOB_DATA' | 'FST_SAC_DUPLICATE_TASK' | 'FST_SAC_UNKNOWN_TASK' | 'FST_SAC_NO_QUEUE' | 'FST_SAC_REDIS_UNREACHABLE' | 'FST_SAC_REDIS_EVICTION'>(err.code)
 }
+
+// durable work
+const sendWelcome = defineTask<{ userId: number }>('sendWelcome', async (data, ctx) => {
+  expectType<number>(data.userId)
+  expectType<DurableTaskContext>(ctx)
+  expectType<AbortSignal>(ctx.signal)
+  expectType<string>(ctx.jobId)
+  expectType<number>(ctx.attempt)
+  expectType<ConnectionStatus | null>(ctx.connection)
+}, { attempts: 3, backoff: { type: 'exponential', delay: 100 }, timeout: 1000 })
+expectType<DurableTask<{ userId: number }>>(sendWelcome)
+expectType<DurableJob<{ userId: number }>>(sendWelcome.with({ userId: 1 }, { key: 'user-1', delay: 10 }))
+expectError(sendWelcome.with({ userId: 'x' }))
+expectError(defineTask('bad', () => {}, { retries: 2 }))
+expectError(defineTask<{ when: Date }>('dated', () => {}))
+app.register(fastifySendAndContinue, {
+  queue: { connection: 'redis://127.0.0.1:6379', tasks: [sendWelcome], name: 'q', prefix: 'p', enqueueTimeout: 500, onEnqueueError: 'run-local' }
+})
+app.register(fastifySendAndContinue, { queue: { connection: { host: '127.0.0.1', port: 6379 }, tasks: [sendWelcome] } })
+expectError(app.register(fastifySendAndContinue, { queue: { connection: 'redis://x', tasks: [sendWelcome], onEnqueueError: 'retry' } }))
+app.get('/durable', (request, reply) => {
+  reply.defer(sendWelcome.with({ userId: 1 }))
+  reply.defer([sendWelcome.with({ userId: 1 }), ({ signal }) => { expectType<AbortSignal>(signal) }])
+  return reply.sendAndContinue('ok', sendWelcome.with({ userId: 2 }))
+})
+expectType<DurableStats | undefined>(app.sendAndContinue.stats().durable)
+createWorker({ connection: 'redis://127.0.0.1:6379', tasks: [sendWelcome], concurrency: 4, drainTimeout: 1000, lockDuration: 5000, stalledInterval: 5000 })
+  .then((worker) => {
+    expectType<DurableWorker>(worker)
+    expectType<Promise<void>>(worker.close())
+    expectType<WorkerStats>(worker.stats())
+  })
