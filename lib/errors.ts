@@ -34,7 +34,7 @@ const errors = {
   /** A task is not a function. Arguments: where, given. */
   FST_SAC_INVALID_TASK: createError<'FST_SAC_INVALID_TASK', [string, string]>(
     'FST_SAC_INVALID_TASK',
-    '%s: task should be a function or a non-empty array of functions, instead got %s',
+    '%s: task should be a function, a durable job from task.with() or a non-empty array of them, instead got %s',
     500,
     TypeError
   ),

@@ -127,8 +127,8 @@ for (const [label, task, shown] of invalidTasks) {
     await app.inject('/defer')
     t.equal((await app.inject('/send')).body, 'fallback')
     t.same(errors.map((e) => e.code), ['FST_SAC_INVALID_TASK', 'FST_SAC_INVALID_TASK'])
-    t.equal(errors[0].message, `reply.defer(): task should be a function or a non-empty array of functions, instead got ${shown}`)
-    t.equal(errors[1].message, `reply.sendAndContinue(): task should be a function or a non-empty array of functions, instead got ${shown}`)
+    t.equal(errors[0].message, `reply.defer(): task should be a function, a durable job from task.with() or a non-empty array of them, instead got ${shown}`)
+    t.equal(errors[1].message, `reply.sendAndContinue(): task should be a function, a durable job from task.with() or a non-empty array of them, instead got ${shown}`)
     t.equal(logs.closes.length, 0)
   })
 }
