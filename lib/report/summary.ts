@@ -72,7 +72,9 @@ function failureMessage (outcome: Failure['outcome'], deferred: Json, line: Json
         ? 'the queue was full'
         : deferred.reason === 'closing'
           ? 'registered while the app was closing'
-          : typeof deferred.reason === 'string' && deferred.reason !== '' ? deferred.reason : 'dropped'
+          : deferred.reason === 'enqueue-failed'
+            ? 'Redis did not take the job'
+            : typeof deferred.reason === 'string' && deferred.reason !== '' ? deferred.reason : 'dropped'
   }
 }
 
@@ -359,7 +361,8 @@ export class Summary {
       file: ref.file,
       hostname: ref.hostname,
       pid: ref.pid,
-      at: time ?? -Infinity
+      // a line without a time goes where it was read, after the latest time seen so far
+      at: time ?? this.#to ?? -Infinity
     }
     // the most recent by time, whatever order the files were read in
     let i = this.#shutdowns.length

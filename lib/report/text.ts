@@ -7,8 +7,8 @@ import type { OutcomeCounts, Report, RequestRef } from './types'
 export const SLOWEST_SHOWN = 10
 /** Rows of the "failures" table, the most frequent messages; `--json` and `--html` have them all. */
 export const FAILURES_SHOWN = 20
-/** Longest failure message shown in the terminal; `--json` has them whole. */
-export const MESSAGE_WIDTH = 100
+/** Longest failure message shown in the terminal, wrapped in its column; `--json` has them whole. */
+export const MESSAGE_WIDTH = 200
 /** Widest line the text report writes: a terminal, a CI log, a code review comment. */
 export const TEXT_WIDTH = 100
 
