@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Readable } from 'node:stream'
 import { gzipSync } from 'node:zlib'
-import { Distribution, BUCKET_BOUNDS_MS } from '../lib/report/distribution'
+import { Distribution, BUCKET_BOUNDS_MS, MIN_BARS } from '../lib/report/distribution'
 import { Timeline, MAX_BARS, STEPS_MS } from '../lib/report/timeline'
 import { readLines, MAX_LINE_LENGTH } from '../lib/report/read'
 import { Summary, MAX_MESSAGES, OTHER_MESSAGES, RECENT_SHUTDOWNS, SAMPLE_REQ_IDS, SLOWEST } from '../lib/report/summary'
@@ -138,20 +138,28 @@ test('the duration histogram: twenty bars per decade, each task in the bar of it
   // sixty tasks that all end between 200 and 214 ms land in one bar, not spread to "up to 500 ms"
   const tight = new Distribution(true)
   for (let i = 0; i < 60; i++) tight.record(200.5 + i * 0.2, i < 45 ? 'completed' : 'timeout')
-  t.same(tight.buckets(), [{ gt: 200, le: 224, count: 60, outcomes: { completed: 45, failed: 0, timeout: 15, cancelled: 0 } }])
+  const tightBars = tight.buckets()
+  t.same(tightBars.filter((bar) => bar.count > 0), [{ gt: 200, le: 224, count: 60, outcomes: { completed: 45, failed: 0, timeout: 15, cancelled: 0 } }])
+  t.equal(tightBars.length, MIN_BARS, 'drawn among a decade of bars')
+  t.equal(tightBars[0].gt, 63, 'centred on the values')
 
   const distribution = new Distribution(true)
   for (const ms of [0, 0.1, 0.1001, 0.112]) distribution.record(ms)
   distribution.record(0.2, 'failed')
   const buckets = distribution.buckets()
-  t.same(buckets.map((bucket) => [bucket.gt, bucket.le, bucket.count]), [
+  t.same(buckets.slice(0, 7).map((bucket) => [bucket.gt, bucket.le, bucket.count]), [
     [null, 0.1, 2], [0.1, 0.112, 2], [0.112, 0.125, 0], [0.125, 0.14, 0], [0.14, 0.16, 0], [0.16, 0.18, 0], [0.18, 0.2, 1]
-  ], 'from the first bar with a task to the last, the empty ones between kept')
+  ], 'from the first bar with a task, the empty ones between kept')
+  t.equal(buckets.length, MIN_BARS, 'then padded to a decade of bars')
   t.same(buckets[6].outcomes, { completed: 0, failed: 1, timeout: 0, cancelled: 0 })
+  const wide = new Distribution(true)
+  for (const ms of [1, 10, 100, 1000]) wide.record(ms)
+  t.equal(wide.buckets().length, 3 * 20 + 1, 'three decades: no padding needed')
 
   const slow = new Distribution(true)
   slow.record(1e7, 'cancelled')
-  t.same(slow.buckets(), [{ gt: 1_000_000, le: null, count: 1, outcomes: { completed: 0, failed: 0, timeout: 0, cancelled: 1 } }], 'past the last bound: the open bar')
+  t.same(slow.buckets().pop(), { gt: 1_000_000, le: null, count: 1, outcomes: { completed: 0, failed: 0, timeout: 0, cancelled: 1 } }, 'past the last bound: the open bar')
+  t.equal(slow.buckets().length, MIN_BARS)
   t.same(new Distribution(true).buckets(), [], 'no task, no bars')
 })
 

@@ -20,6 +20,9 @@ function r20Bounds (fromMs: number, toMs: number): number[] {
 /** Upper bounds, in ms, of the duration histogram's bars, 0.1 ms to 1,000 s; one more bar holds everything slower. */
 export const BUCKET_BOUNDS_MS = r20Bounds(0.1, 1_000_000)
 
+/** Fewest bars `buckets()` returns when there are values: one decade. */
+export const MIN_BARS = 20
+
 function toMs (microseconds: number): number {
   return Math.round(microseconds) / 1000
 }
@@ -84,10 +87,15 @@ export class Distribution {
       })
       bars.push({ gt: i === 0 ? null : BUCKET_BOUNDS_MS[i - 1], le: i < BUCKET_BOUNDS_MS.length ? BUCKET_BOUNDS_MS[i] : null, count, outcomes })
     }
-    const first = bars.findIndex((bar) => bar.count > 0)
+    let first = bars.findIndex((bar) => bar.count > 0)
     if (first === -1) return []
     let last = bars.length - 1
     while (bars[last].count === 0) last--
+    // at least a decade of bars around the values: one lone bar drawn across a whole chart says little
+    while (last - first + 1 < MIN_BARS) {
+      if (first > 0) first--
+      if (last - first + 1 < MIN_BARS && last < bars.length - 1) last++
+    }
     return bars.slice(first, last + 1)
   }
 }

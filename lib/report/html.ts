@@ -40,6 +40,7 @@ svg.chart g:hover .hit { fill: #eef1f5; }
 table { border-collapse: collapse; width: 100%; font-size: 14px; font-variant-numeric: tabular-nums; }
 th, td { text-align: right; padding: 4px 8px; border-bottom: 1px solid var(--line); vertical-align: top; }
 th { color: var(--muted); font-weight: 600; font-size: 12px; white-space: nowrap; }
+td[data-value] { white-space: nowrap; }
 .text { text-align: left; }
 td.message { font: 13px ui-monospace, "SFMono-Regular", Menlo, "Liberation Mono", monospace; word-break: break-word; }
 td.ids { font-size: 12px; color: var(--muted); }
@@ -56,42 +57,73 @@ details.group[open] { padding-bottom: 14px; }
 .empty { color: var(--muted); font-size: 14px; }
 `
 
-// sorting by a column's data-value (numbers) or text, and a filter over rows' data-filter
+// Sorting by a column's data-value (numbers) or text, and a filter over rows' data-filter. The
+// view is kept in the address (#sort=-p95&filter=orders), so a sorted, filtered page can be shared.
 const script = `
 (function () {
-  document.querySelectorAll('table.sortable').forEach(function (table) {
-    var heads = table.querySelectorAll('th');
-    heads.forEach(function (th, column) {
+  var tables = Array.prototype.slice.call(document.querySelectorAll('table.sortable'));
+  var filters = Array.prototype.slice.call(document.querySelectorAll('input.filter'));
+  var view = { sort: '', filter: '' };
+  (location.hash.slice(1) || '').split('&').forEach(function (pair) {
+    var at = pair.indexOf('=');
+    if (at > 0 && pair.slice(0, at) in view) view[pair.slice(0, at)] = decodeURIComponent(pair.slice(at + 1));
+  });
+  function remember() {
+    var parts = [];
+    if (view.sort) parts.push('sort=' + encodeURIComponent(view.sort));
+    if (view.filter) parts.push('filter=' + encodeURIComponent(view.filter));
+    history.replaceState(null, '', parts.length ? '#' + parts.join('&') : location.pathname + location.search);
+  }
+  function sortBy(title, ascending) {
+    tables.forEach(function (table) {
+      var heads = Array.prototype.slice.call(table.tHead.rows[0].cells);
+      var column = heads.findIndex(function (th) { return th.hasAttribute('data-sort') && th.textContent === title; });
+      if (column === -1) return;
+      heads.forEach(function (th) { th.removeAttribute('aria-sort'); });
+      heads[column].setAttribute('aria-sort', ascending ? 'ascending' : 'descending');
+      var numeric = heads[column].getAttribute('data-sort') === 'number';
+      var body = table.tBodies[0];
+      var rows = Array.prototype.slice.call(body.rows);
+      rows.sort(function (a, b) {
+        var x = a.cells[column], y = b.cells[column];
+        var order = numeric
+          ? Number(x.getAttribute('data-value')) - Number(y.getAttribute('data-value'))
+          : x.textContent.localeCompare(y.textContent);
+        return ascending ? order : -order;
+      });
+      rows.forEach(function (row) { body.appendChild(row); });
+    });
+    view.sort = (ascending ? '' : '-') + title;
+  }
+  function filter(query) {
+    view.filter = query;
+    var needle = query.trim().toLowerCase();
+    document.querySelectorAll('[data-filter]').forEach(function (row) {
+      row.hidden = needle !== '' && row.getAttribute('data-filter').toLowerCase().indexOf(needle) === -1;
+    });
+  }
+  tables.forEach(function (table) {
+    Array.prototype.slice.call(table.tHead.rows[0].cells).forEach(function (th) {
       if (!th.hasAttribute('data-sort')) return;
       th.tabIndex = 0;
-      function sort() {
-        var ascending = th.getAttribute('aria-sort') !== 'ascending';
-        heads.forEach(function (other) { other.removeAttribute('aria-sort'); });
-        th.setAttribute('aria-sort', ascending ? 'ascending' : 'descending');
-        var body = table.tBodies[0];
-        var rows = Array.prototype.slice.call(body.rows);
-        var numeric = th.getAttribute('data-sort') === 'number';
-        rows.sort(function (a, b) {
-          var x = a.cells[column], y = b.cells[column];
-          var order = numeric
-            ? Number(x.getAttribute('data-value')) - Number(y.getAttribute('data-value'))
-            : x.textContent.localeCompare(y.textContent);
-          return ascending ? order : -order;
-        });
-        rows.forEach(function (row) { body.appendChild(row); });
+      function click() {
+        sortBy(th.textContent, th.getAttribute('aria-sort') !== 'ascending');
+        remember();
       }
-      th.addEventListener('click', sort);
-      th.addEventListener('keydown', function (event) { if (event.key === 'Enter') sort(); });
+      th.addEventListener('click', click);
+      th.addEventListener('keydown', function (event) { if (event.key === 'Enter') click(); });
     });
   });
-  document.querySelectorAll('input.filter').forEach(function (input) {
+  filters.forEach(function (input) {
     input.hidden = false;
-    var rows = document.querySelectorAll(input.getAttribute('data-rows'));
+    input.value = view.filter;
     input.addEventListener('input', function () {
-      var query = input.value.trim().toLowerCase();
-      rows.forEach(function (row) { row.hidden = query !== '' && row.getAttribute('data-filter').toLowerCase().indexOf(query) === -1; });
+      filter(input.value);
+      remember();
     });
   });
+  if (view.sort) sortBy(view.sort.replace(/^-/, ''), view.sort.charAt(0) !== '-');
+  if (view.filter) filter(view.filter);
   document.body.setAttribute('data-enhanced', 'true');
 })();
 `
