@@ -9,7 +9,7 @@ import { promisify } from 'node:util'
 import { Readable, Writable } from 'node:stream'
 import { main } from '../lib/report/cli'
 import { renderHtml, OPEN_GROUPS } from '../lib/report/html'
-import { Summary } from '../lib/report/summary'
+import { Summary, PENDING_SAMPLE, RECENT_SHUTDOWNS } from '../lib/report/summary'
 import { OUTCOMES, RAN_OUTCOMES } from '../lib/report/types'
 import type { Report } from '../lib/report/types'
 import { durableFacts, writeAppLog, writeDurableLogs } from './fixtures/report/logs'
@@ -230,4 +230,33 @@ test('the embedded data is the report, and the page escapes what closes a script
   t.notMatch(embedded, '</script>')
   t.same(JSON.parse(embedded), summary.result())
   t.ok((await readFile(join(root, 'package.json'), 'utf8')).length > 0)
+})
+
+test('edge cases of the page: filters, failures without request ids, long periods, very slow tasks, many shutdowns', async (t) => {
+  const day = 86_400_000
+  const summary = new Summary()
+  const line = (fields: Record<string, unknown>, extra: Record<string, unknown> = {}): void => summary.add(JSON.stringify({
+    time: 1000, deferred: { task: 't', outcome: 'completed', route: '/r', durationMs: 1, queuedMs: 0, ...fields }, ...extra
+  }))
+  // a shutdown line without a time, read before any time: it cannot be placed, so counts as the oldest
+  summary.add(JSON.stringify({ deferredShutdown: { drained: true } }))
+  line({ outcome: 'failed', durationMs: 2e7 }, { err: { message: 'slow and wrong' } })
+  line({}, { time: 300 * day })
+  for (let i = 0; i <= PENDING_SAMPLE; i++) line({ outcome: 'enqueued', jobId: `j${i}` }, { reqId: `r${i}` })
+  // shutdowns out of order, none that ran out of drain time
+  for (let i = 0; i < RECENT_SHUTDOWNS + 1; i++) summary.add(JSON.stringify({ time: (RECENT_SHUTDOWNS - i) * day, pid: 7, deferredShutdown: { drained: true, completed: i } }))
+  summary.add(JSON.stringify({ deferredShutdown: { drained: true } }))
+  const report = summary.result()
+  t.equal(report.timeline.bucketMs >= day, true, 'a period of months: bars of days')
+  t.same(report.shutdowns.recent.map((shutdown) => shutdown.time === null ? null : Date.parse(shutdown.time) / day), [2, 3, 4, 5, 6, 7, 8, 9, 10, null],
+    'the most recent by time; a line without a time goes after the latest time read before it')
+  const html = renderHtml(report)
+  t.match(renderHtml(new Summary({ since: 0, until: 400 * day }).result()), /only since 1970-01-01 00:00:00Z, until 1971-02-05 00:00:00Z/)
+  t.match(html, /<td class="text ids">-<\/td>/, 'a failure without request ids')
+  t.match(html, /data-le="inf"[^>]*><title>over 1000\.00 s: 1 failed<\/title>/, 'past the last bound')
+  t.match(html, `Not finished (the first ${PENDING_SAMPLE})`)
+  t.match(html, /<code>-<\/code><\/td><td class="text"><code>j0<\/code>/, 'a job without a queue name')
+  t.match(html, `<h2 id="shutdowns">Shutdowns: ${RECENT_SHUTDOWNS + 3} (the last ${RECENT_SHUTDOWNS} shown)</h2>`)
+  t.match(html, /<td class="text ids">-<\/td><td class="text">yes<\/td>/, 'a shutdown line without a process')
+  t.match(html, /class="tick" text-anchor="start">1970-01-0\d</, 'dates on the time axis')
 })

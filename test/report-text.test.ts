@@ -1,6 +1,6 @@
 import { test } from 'tap'
-import { Summary, RECENT_SHUTDOWNS } from '../lib/report/summary'
-import { formatMs, formatRate, formatRequest, formatStep, formatTime, FAILURES_SHOWN, MESSAGE_WIDTH, renderText, SLOWEST_SHOWN, TEXT_WIDTH } from '../lib/report/text'
+import { Summary, PENDING_SAMPLE, RECENT_SHUTDOWNS } from '../lib/report/summary'
+import { formatMs, formatRate, formatRequest, formatStep, formatTime, FAILURES_SHOWN, MESSAGE_WIDTH, renderText, SLOWEST_SHOWN, table, TEXT_WIDTH } from '../lib/report/text'
 
 function render (lines: object[]): string {
   const summary = new Summary()
@@ -133,4 +133,21 @@ test('durable jobs and refused requests in the text report', async (t) => {
   t.match(text, /Durable jobs enqueued and not finished in these logs: 1\n/)
   t.match(text, /│ q\s+│ j2\s+│ \/a\s+│ b\s+│/)
   t.match(text, /\(2 enqueued\)\s+│[\s\S]*\(1 retried\)/)
+})
+
+test('a table whose fixed columns alone are too wide keeps its flexible ones readable', async (t) => {
+  const head = Array.from({ length: 12 }, (_, i) => `number ${i}`)
+  const text = table(['name', ...head], ['left', ...head.map(() => 'right' as const)], [['a long name that would wrap', ...head.map(() => '1,234,567')]], [0])
+  t.match(text, /\n│ a long │/, 'the name column stops shrinking at its minimum')
+})
+
+test('edge cases of the text report: jobs without a queue, more pending jobs than listed, drained shutdowns only', async (t) => {
+  const lines: object[] = []
+  for (let i = 0; i <= PENDING_SAMPLE; i++) lines.push(task({ outcome: 'enqueued', jobId: `j${i}` }, { reqId: `r${i}` }))
+  lines.push(task({ outcome: 'enqueued', jobId: 'j0' }, { reqId: 'r0' }))
+  lines.push(task({ outcome: 'completed', jobId: 'done', queue: 'q' }))
+  const text = render(lines)
+  t.match(text, `Durable jobs: ${PENDING_SAMPLE + 1} enqueued, 1 finished, ${PENDING_SAMPLE + 1} not finished yet, 0 retried attempts.`, 'an enqueued line logged twice is one job')
+  t.match(text, `not finished in these logs: ${PENDING_SAMPLE + 1} (the first ${PENDING_SAMPLE} shown)`)
+  t.match(text, /│ -\s+│ j0\s+│/, 'no queue name')
 })

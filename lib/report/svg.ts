@@ -21,7 +21,7 @@ function stackedBars (bars: Array<{ attributes: string, title: string, segments:
   const top = Math.max(1, ...bars.map((bar) => bar.segments.reduce((sum, segment) => sum + segment.count, 0)))
   const plot = HEIGHT - TOP - BOTTOM
   const slot = (WIDTH - LEFT) / Math.max(1, bars.length)
-  const gap = slot > 6 ? Math.min(2, slot * 0.15) : 0
+  const gap = Math.min(2, slot * 0.15)
   const out: string[] = [
     `<svg class="chart" viewBox="0 0 ${WIDTH} ${HEIGHT}" role="img" aria-label="${escapeHtml(label)}" preserveAspectRatio="none">`,
     `<line x1="${LEFT}" y1="${TOP + plot}" x2="${WIDTH}" y2="${TOP + plot}" class="axis"/>`,

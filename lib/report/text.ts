@@ -75,7 +75,7 @@ const MIN_COLUMN = 8
  * A table no wider than TEXT_WIDTH: the `flexible` columns (names, messages) give up width,
  * widest first, and wrap; numbers keep theirs.
  */
-function table (head: string[], align: Array<'left' | 'right'>, rows: string[][], flexible: number[]): string {
+export function table (head: string[], align: Array<'left' | 'right'>, rows: string[][], flexible: number[]): string {
   const widths = head.map((title, i) => Math.max(...[title, ...rows.map((row) => row[i])].flatMap((cell) => cell.split('\n').map((part) => part.length))) + 2)
   const budget = TEXT_WIDTH - (head.length + 1)
   let total = widths.reduce((sum, width) => sum + width, 0)
