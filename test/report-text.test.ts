@@ -1,6 +1,6 @@
 import { test } from 'tap'
 import { Summary, PENDING_SAMPLE, RECENT_SHUTDOWNS } from '../lib/report/summary'
-import { formatMs, formatRate, formatRequest, formatStep, formatTime, FAILURES_SHOWN, MESSAGE_WIDTH, renderText, SLOWEST_SHOWN, table, TEXT_WIDTH } from '../lib/report/text'
+import { formatMs, formatRate, formatRequest, formatStep, formatTime, FAILURES_SHOWN, MESSAGE_WIDTH, renderText, SLOWEST_SHOWN, table, TEXT_WIDTH, wrap } from '../lib/report/text'
 
 function render (lines: object[]): string {
   const summary = new Summary()
@@ -150,4 +150,11 @@ test('edge cases of the text report: jobs without a queue, more pending jobs tha
   t.match(text, `Durable jobs: ${PENDING_SAMPLE + 1} enqueued, 1 finished, ${PENDING_SAMPLE + 1} not finished yet, 0 retried attempts.`, 'an enqueued line logged twice is one job')
   t.match(text, `not finished in these logs: ${PENDING_SAMPLE + 1} (the first ${PENDING_SAMPLE} shown)`)
   t.match(text, /│ -\s+│ j0\s+│/, 'no queue name')
+})
+
+test('wrap: at spaces where it can, inside words where it must', async (t) => {
+  t.equal(wrap('CRM unavailable: 503 Service Unavailable', 20), 'CRM unavailable: 503\nService Unavailable')
+  t.equal(wrap('abcdefghij klm', 4), 'abcd\nefgh\nij\nklm')
+  t.equal(wrap('one\ntwo three', 5), 'one\ntwo\nthree')
+  t.equal(wrap('', 5), '')
 })

@@ -85,17 +85,31 @@ export function table (head: string[], align: Array<'left' | 'right'>, rows: str
     widths[widest]--
     total--
   }
-  const rendered = new Table({
-    head,
-    colAligns: align,
-    colWidths: widths,
-    wordWrap: true,
-    wrapOnWordBoundary: false,
-    chars: compact,
-    style: { head: [], border: [] }
-  })
-  rendered.push(...rows)
+  const rendered = new Table({ head, colAligns: align, colWidths: widths, chars: compact, style: { head: [], border: [] } })
+  rendered.push(...rows.map((row) => row.map((cell, i) => wrap(cell, widths[i] - 2))))
   return rendered.toString()
+}
+
+/** Breaks `text` into lines of at most `width` characters, at spaces where it can, inside words where it must. */
+export function wrap (text: string, width: number): string {
+  return text.split('\n').map((paragraph) => {
+    const lines: string[] = []
+    let line = ''
+    for (let word of paragraph.split(' ')) {
+      if (line !== '' && line.length + 1 + word.length <= width) {
+        line += ` ${word}`
+        continue
+      }
+      if (line !== '') lines.push(line)
+      while (word.length > width) {
+        lines.push(word.slice(0, width))
+        word = word.slice(width)
+      }
+      line = word
+    }
+    lines.push(line)
+    return lines.join('\n')
+  }).join('\n')
 }
 
 /** The terminal view of a report. */
