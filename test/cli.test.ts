@@ -12,6 +12,8 @@ import type { Report } from '../lib/report/types'
 import { appLogFacts, syntheticLines, writeAppLog } from './fixtures/report/logs'
 
 const root = join(__dirname, '..')
+// several tests spawn the CLI through the TypeScript loader: seconds each on a busy machine
+tap.setTimeout(120_000)
 const pkgVersion: string = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')).version
 
 class Sink extends Writable {

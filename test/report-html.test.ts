@@ -1,4 +1,4 @@
-import { test } from 'tap'
+import tap, { test } from 'tap'
 import type { Test } from 'tap'
 import { execFile } from 'node:child_process'
 import { appendFile, mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises'
@@ -15,6 +15,8 @@ import type { Report } from '../lib/report/types'
 import { durableFacts, writeAppLog, writeDurableLogs } from './fixtures/report/logs'
 
 const run = promisify(execFile)
+// five Chromium runs: seconds each on a busy machine
+tap.setTimeout(120_000)
 const root = join(__dirname, '..')
 /** Where the test leaves its screenshot of the page, for a person to look at. */
 const SCREENSHOT = join(root, '.tap', 'report-html', 'report.png')
