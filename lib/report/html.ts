@@ -42,6 +42,7 @@ th, td { text-align: right; padding: 4px 8px; border-bottom: 1px solid var(--lin
 th { color: var(--muted); font-weight: 600; font-size: 12px; white-space: nowrap; }
 td[data-value] { white-space: nowrap; }
 .text { text-align: left; }
+td.text code, td.ids { overflow-wrap: anywhere; }
 td.message { font: 13px ui-monospace, "SFMono-Regular", Menlo, "Liberation Mono", monospace; word-break: break-word; }
 td.ids { font-size: 12px; color: var(--muted); }
 td.bar-cell { width: 140px; }
