@@ -261,3 +261,25 @@ test('an option value that cannot even be described is still refused with a code
     message: 'fastify-send-and-continue: timeout should be a whole number of milliseconds from 0 to 2147483647, instead got a value that cannot be inspected'
   })
 })
+
+test('without a logger nothing is logged and everything is still counted; a logger without isLevelEnabled() gets every line', async (t) => {
+  const silent = Fastify()
+  t.teardown(() => silent.close())
+  await silent.register(plugin)
+  silent.get('/', (req, reply) => reply.sendAndContinue('ok', [() => {}, () => { throw new Error('counted') }]))
+  await silent.inject('/')
+  await silent.sendAndContinue.drain()
+  t.match(silent.sendAndContinue.stats(), { completed: 1, failed: 1 })
+
+  // one function for every level, as a small custom logger might have: it must still be written to
+  const written: Array<{ deferred?: { outcome?: string } }> = []
+  const write = (obj: unknown): void => { if (typeof obj === 'object' && obj !== null) written.push(obj) }
+  const custom = { info: write, error: write, warn: write, debug: write, trace: write, fatal: write, child: () => custom, level: 'info' }
+  const app = Fastify({ loggerInstance: custom as never })
+  t.teardown(() => app.close())
+  await app.register(plugin)
+  app.get('/', (req, reply) => reply.sendAndContinue('ok', () => {}))
+  await app.inject('/')
+  await app.sendAndContinue.drain()
+  t.same(written.filter((line) => line.deferred?.outcome !== undefined).map((line) => line.deferred?.outcome), ['completed'])
+})
