@@ -29,6 +29,7 @@ import type {
 } from './options'
 import { logRefused } from './log'
 import { Scheduler } from './scheduler'
+import { enableTracing } from './tracing'
 import { kWork } from './symbols'
 import type {
   ConnectionStatus,
@@ -124,6 +125,7 @@ function appendHook<T> (hooks: T | T[] | undefined, hook: T, first: boolean): T[
 
 async function fastifySendAndContinue (fastify: FastifyInstance, options: SendAndContinueOptions): Promise<void> {
   const plugin: PluginSettings = resolvePluginOptions(options)
+  enableTracing(plugin.tracing) // TRACING: loads @opentelemetry/api when installed
   const scheduler = new Scheduler(plugin.concurrency, plugin.maxQueued, plugin.onDropped)
   // Route configs are fixed once the route exists: resolve each once, on first use.
   const routeSettings = new WeakMap<object, RouteSettings>()

@@ -13,6 +13,8 @@ import type {
 } from './types'
 import type { TimedEntry, TimerList } from './timers'
 import type { Work } from './work'
+import { traceEnded, traceRegistered, traceReturned, traceStarted, runTraced } from './tracing'
+import type { TaskTrace } from './tracing'
 
 function isThenable (value: unknown): value is PromiseLike<unknown> {
   return value !== null &&
@@ -53,6 +55,8 @@ export class Task implements TaskContext, TimedEntry {
   timerPrev: TimedEntry | null = null
   timerNext: TimedEntry | null = null
   timerList: TimerList | null = null
+  /** Spans and diagnostics channels (lib/tracing.ts); `null` when nothing is traced. */
+  trace: TaskTrace | null
 
   constructor (work: Work, fn: DeferredTask, name: string, timeoutMs: number, always: boolean) {
     this.#work = work
@@ -60,6 +64,7 @@ export class Task implements TaskContext, TimedEntry {
     this.name = name
     this.timeoutMs = timeoutMs
     this.always = always
+    this.trace = traceRegistered(work.settings.tracing) // TRACING: registered
   }
 
   // The AbortController is made on first use: most tasks never look at their signal.
@@ -95,14 +100,18 @@ export class Task implements TaskContext, TimedEntry {
   start (now: number): void {
     this.#startedAt = now
     if (this.timeoutMs > 0) this.#work.scheduler.timers.add(this, this.timeoutMs, now)
+    const trace = traceStarted(this, this.#queuedAt, now) // TRACING: started
     let result: unknown
     try {
-      result = this.#work.run(this.#fn as DeferredTask, this)
+      result = trace === null
+        ? this.#work.run(this.#fn as DeferredTask, this)
+        : this.#work.run(runTraced.bind(trace, this.#fn as DeferredTask), this) // TRACING: run with the span active
     } catch (err) {
       this.settle('failed', err)
       return
     }
     if (isThenable(result)) {
+      if (trace !== null) traceReturned(trace) // TRACING: returned a promise
       Promise.resolve(result).then(settleCompleted.bind(this), settleFailed.bind(this))
     } else {
       this.settle('completed')
@@ -144,6 +153,7 @@ export class Task implements TaskContext, TimedEntry {
       logTask(work.log, line, outcome === 'failed' ? error : undefined)
     }
 
+    traceEnded(this, outcome, error, reason, this.#queuedAt, this.#startedAt) // TRACING: ended
     if (this.timerList !== null) this.timerList.remove(this)
     if (outcome !== 'dropped') this.#fn = null
     work.taskSettled(this, error)
