@@ -43,10 +43,11 @@ export function loadApi (): Api | null {
  * an SDK registered a tracer provider. `null` otherwise, so untraced apps allocate nothing per task.
  */
 export function activeContext (): TraceContext | null {
-  if (api === undefined || api === null) return null
-  const provider = api.trace.getTracerProvider() as { getDelegate?: () => unknown }
+  const otel = loadApi()
+  if (otel === null) return null
+  const provider = otel.trace.getTracerProvider() as { getDelegate?: () => unknown }
   if (provider.getDelegate?.() === noopProvider) return null
-  return api.context.active()
+  return otel.context.active()
 }
 
 function attributesOf (message: TaskMessage, routeUrl: string | undefined): OTel.Attributes {

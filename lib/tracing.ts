@@ -25,6 +25,9 @@ export interface TracedTask {
   }
   /** Set by `traceRegistered()` and `traceStarted()`, `null` when nothing is traced. */
   trace: TaskTrace | null
+  /** A durable job's attempt: BullMQ's job id and the attempt (1-based). */
+  readonly jobId?: string
+  readonly attempt?: number
 }
 
 /** A task's tracing state: its span and channel message. */
@@ -60,7 +63,7 @@ export function traceRegistered (spans: boolean): TaskTrace | null {
 
 function messageOf (task: TracedTask, queuedMs: number): TaskMessage {
   const work = task.work
-  return {
+  const message: TaskMessage = {
     name: task.name,
     route: work.route,
     method: work.request.method,
@@ -71,6 +74,11 @@ function messageOf (task: TracedTask, queuedMs: number): TaskMessage {
     durationMs: 0,
     outcome: null
   }
+  if (task.jobId !== undefined) {
+    message.jobId = task.jobId
+    message.attempt = task.attempt
+  }
+  return message
 }
 
 /**

@@ -27,10 +27,10 @@ const instrumentation = new FastifyOtelInstrumentation()
 instrumentation.setTracerProvider(provider)
 
 /** An app with @fastify/otel and the plugin registered; the exporter is emptied first. */
-export async function buildTraced (t: Test, options: SendAndContinueOptions = {}): Promise<Built> {
+export async function buildTraced (t: Test, options: SendAndContinueOptions = {}, level = 'info'): Promise<Built> {
   exporter.reset()
   const logs = new LogCollector()
-  const app = Fastify({ logger: { level: 'info', stream: logs } })
+  const app = Fastify({ logger: { level, stream: logs } })
   t.teardown(() => app.close())
   // first, as its README asks, so that it sees every route
   await app.register(instrumentation.plugin())
