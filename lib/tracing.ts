@@ -82,8 +82,8 @@ function messageOf (task: TracedTask, queuedMs: number): TaskMessage {
 }
 
 /**
- * The task starts (times from `performance.now()`, `queuedAt` 0 when it was never queued): opens
- * its span. Returns the state `runTraced` needs, or `null` when nothing is traced.
+ * The task starts (times from `performance.now()`; the scheduler set `queuedAt` when it took the
+ * task): opens its span. Returns the state `runTraced` needs, or `null` when nothing is traced.
  */
 export function traceStarted (task: TracedTask, queuedAt: number, startedAt: number): TaskTrace | null {
   let trace = task.trace
@@ -93,7 +93,7 @@ export function traceStarted (task: TracedTask, queuedAt: number, startedAt: num
     trace = task.trace = new TaskTrace(null)
   }
   trace.published = published
-  const message = trace.message = messageOf(task, queuedAt === 0 ? 0 : round(startedAt - queuedAt))
+  const message = trace.message = messageOf(task, round(startedAt - queuedAt))
   if (trace.parent !== null) trace.span = startSpan(trace.parent, message, task.work.request.routeUrl)
   return trace
 }
