@@ -30,6 +30,7 @@ import type {
 import { logRefused } from './log'
 import { Scheduler } from './scheduler'
 import { enableTracing } from './tracing'
+import type { TaskMessage } from './channels'
 import { kWork } from './symbols'
 import type {
   ConnectionStatus,
@@ -261,6 +262,7 @@ declare namespace fastifySendAndContinue {
     SendAndContinueOptions,
     SendAndContinueStats,
     TaskContext,
+    TaskMessage,
     TaskOutcome
   }
   export { fastifySendAndContinue as default, fastifySendAndContinue }
