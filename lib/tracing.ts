@@ -112,10 +112,11 @@ export function runTraced (this: TaskTrace, fn: DeferredTask, ctx: TaskContext):
   return taskChannel.start.runStores(this.message as TaskMessage, runInTaskSpan, this, fn, ctx)
 }
 
-/** The task function returned a promise: its synchronous part is over (`end`); `asyncEnd` comes when it ends. */
+/**
+ * The task function returned a promise (called before the plugin waits on it): its synchronous
+ * part is over (`end`); `asyncStart` and `asyncEnd` come when it ends.
+ */
 export function traceReturned (trace: TaskTrace): void {
-  // it may already have ended: a thenable can call back at once
-  if (!trace.running) return
   trace.running = false
   if (trace.published) taskChannel.end.publish(trace.message as TaskMessage)
 }
