@@ -2,7 +2,7 @@ import { performance } from 'node:perf_hooks'
 import { outcomeChannel, taskChannel } from './channels'
 import type { TaskMessage } from './channels'
 import { round } from './log'
-import { activeContext, endSpan, loadApi, runInSpan, startSpan } from './otel'
+import { activeContext, endSpan, extractTraceContext, loadApi, runInSpan, startSpan } from './otel'
 import type { TaskSpan, TraceContext } from './otel'
 import type { ConnectionStatus, DeferredTask, DropReason, Outcome, RequestSnapshot, TaskContext } from './types'
 
@@ -58,6 +58,15 @@ export function enableTracing (spans: boolean): void {
 export function traceRegistered (spans: boolean): TaskTrace | null {
   if (!spans) return null
   const parent = activeContext()
+  return parent === null ? null : new TaskTrace(parent)
+}
+
+/**
+ * A durable job's attempt starts in a worker: like `traceRegistered()`, with the context the job
+ * carries (`JobPayload.trace`, written by `injectTraceContext()` at registration) as the parent.
+ */
+export function traceJobRegistered (carrier: Record<string, string> | undefined): TaskTrace | null {
+  const parent = extractTraceContext(carrier)
   return parent === null ? null : new TaskTrace(parent)
 }
 

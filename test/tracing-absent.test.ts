@@ -25,6 +25,7 @@ test('without @opentelemetry/api installed the plugin works unchanged and the ch
     failed: 1,
     events: ['start:sendMail', 'end:sendMail:null', 'start:fails', 'end:fails:failed', 'asyncEnd:sendMail:completed'],
     injected: null,
-    extracted: null
+    extracted: null,
+    jobTrace: null
   })
 })

@@ -1,8 +1,8 @@
 import { test } from 'tap'
 import { ROOT_CONTEXT, trace } from '@opentelemetry/api'
 import { performance } from 'node:perf_hooks'
-import { extractTraceContext, injectTraceContext, runTraced, traceEnded, traceStarted, TaskTrace } from '../lib/tracing'
-import type { TracedTask } from '../lib/tracing'
+import { extractTraceContext, injectTraceContext, runTraced, traceEnded, traceJobRegistered, traceStarted } from '../lib/tracing'
+import type { TaskTrace, TracedTask } from '../lib/tracing'
 import type { TaskContext } from '../lib/types'
 import { exporter, parentOf, spanNamed } from './tracing-helpers'
 
@@ -31,7 +31,7 @@ test('a durable job\'s attempt: its span joins the enqueuing request\'s trace, w
     name: 'sendInvoice',
     timeoutMs: 0,
     work: { route: '/orders', request: { id: 'req-9', method: 'POST', url: '/orders', routeUrl: '/orders' }, connection: 'finished', statusCode: 202 },
-    trace: new TaskTrace(extractTraceContext(carrier)),
+    trace: traceJobRegistered(carrier),
     jobId: 'sendInvoice-42',
     attempt: 2
   }
