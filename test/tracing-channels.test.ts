@@ -89,6 +89,17 @@ test('an async failure: error, asyncStart and asyncEnd carry the rejection', asy
   t.equal(seen[2].copy.error, boom)
 })
 
+test('a thenable that calls back at once: end when it was returned, then asyncStart and asyncEnd', async (t) => {
+  const seen = record(t)
+  const { app, logs } = await build(t)
+  app.get('/', (request, reply) => reply.sendAndContinue('ok', function eager () {
+    return { then (resolve: () => void) { resolve() } }
+  }))
+  await app.inject('/')
+  await logs.untilOutcomes(1)
+  t.same(events(seen), ['start:eager:null', 'end:eager:null', 'asyncStart:eager:completed', 'asyncEnd:eager:completed'])
+})
+
 test('timeout and cancel: asyncEnd comes when the plugin gives up, not when the task\'s promise settles', async (t) => {
   const seen = record(t)
   const { app, logs } = await build(t, { timeout: 20, concurrency: 1, drainTimeout: 10 })

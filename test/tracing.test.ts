@@ -207,14 +207,19 @@ test('a skipped task (the client aborted): zero-length span, status UNSET', asyn
   t.same(span.startTime, span.endTime)
 })
 
-test('tracing: false: no task spans, the request is traced as before', async (t) => {
+test('tracing: false: no task spans; a task still runs in the context of its own registration', async (t) => {
   const { app, logs } = await buildTraced(t, { tracing: false })
-  app.get('/', (request, reply) => reply.sendAndContinue('ok', function untraced () {
-    user.startActiveSpan('inside', (span) => span.end())
-  }))
+  app.get('/', (request, reply) => {
+    user.startActiveSpan('load user', (span) => {
+      reply.defer(function firstUntraced () { user.startActiveSpan('inside first', (span) => span.end()) })
+      span.end()
+    })
+    return reply.sendAndContinue('ok', function secondUntraced () { user.startActiveSpan('inside second', (span) => span.end()) })
+  })
   await app.inject('/')
-  await logs.untilOutcomes(1)
+  await logs.untilOutcomes(2)
   t.same(spans().filter((span) => span.name.startsWith('deferred')), [])
   const handler = spans().find((span) => span.name.startsWith('handler')) as ReadableSpan
-  t.equal(parentOf(spanNamed('inside')), handler.spanContext().spanId, 'the task still runs in its registration\'s context')
+  t.equal(parentOf(spanNamed('inside first')), spanNamed('load user').spanContext().spanId)
+  t.equal(parentOf(spanNamed('inside second')), handler.spanContext().spanId)
 })
