@@ -106,7 +106,7 @@ async function fastifySendAndContinue (fastify: FastifyInstance, options: SendAn
     routeOptions.onResponse = appendHook(routeOptions.onResponse, onResponse as onResponseHookHandler, false)
     routeOptions.onError = appendHook(routeOptions.onError, onError as onErrorHookHandler, true)
     if (settings.rejectWhenSaturated) {
-      routeOptions.onRequest = appendHook(routeOptions.onRequest, rejectWhenSaturated(settings.retryAfter, routeOptions.url ?? NOT_FOUND_ROUTE), true)
+      routeOptions.onRequest = appendHook(routeOptions.onRequest, rejectWhenSaturated(settings.retryAfter, routeOptions.url), true)
     }
   }
 
@@ -164,12 +164,13 @@ async function fastifySendAndContinue (fastify: FastifyInstance, options: SendAn
       throw new FST_SAC_NOT_ENABLED(routeName(config.method, config.url), why)
     }
     const request = reply.request
-    const snapshot: RequestSnapshot = {
+    // frozen: every task of the request shares it, and the log lines read it
+    const snapshot: RequestSnapshot = Object.freeze({
       id: String(request.id),
       method: request.method,
       url: request.url,
       routeUrl: config.url
-    }
+    })
     const work = new Work(scheduler, request.log, snapshot, config.url ?? NOT_FOUND_ROUTE, settings)
     reply[kWork] = work
     followConnection(work, reply)
@@ -254,8 +255,9 @@ function toTasks (where: string, task: unknown): DeferredTask[] {
 }
 
 // Whether the whole response reached the client. Each server flavour needs its own reading:
-// - HTTP/1.x: Node emits 'finish' and reports `writableFinished` even when the socket died before
-//   the data was flushed, so a destroyed socket that had not finished writing counts as aborted;
+// - HTTP/1.x: a response ended but not finished never reached the socket; Node emits 'finish' and
+//   reports `writableFinished` even when the socket died before the data was flushed, so a
+//   destroyed socket that had not finished writing counts as aborted too;
 // - HTTP/2 compatibility API: a reset stream also emits 'finish' and reports `writableFinished`,
 //   so an ended response whose stream was reset (rstCode > 0) counts as aborted;
 // - inject(): light-my-request's Response has no socket to flush, so ended is as finished as it gets.
@@ -266,6 +268,8 @@ function connectionOf (reply: FastifyReply): ConnectionStatus {
   if (stream !== undefined) return stream.rstCode > 0 || !raw.writableEnded ? 'aborted' : 'finished'
   if (!raw.writableEnded) return 'aborted'
   if ('_lightMyRequest' in raw) return 'finished'
+  // ended but never flushed: a pipelined response queued behind one the client did not wait for
+  if (!raw.writableFinished) return 'aborted'
   const socket = reply.request.raw.socket
   return socket.destroyed && !socket.writableFinished ? 'aborted' : 'finished'
 }

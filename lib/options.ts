@@ -147,9 +147,10 @@ const milliseconds: Rule = {
 }
 const boolean: Rule = { check: (v) => typeof v === 'boolean', expected: 'a boolean' }
 const policy: Rule = { check: (v) => v === 'run' || v === 'skip', expected: "'run' or 'skip'" }
+// Retry-After is written as a plain integer: larger values would print in exponent notation
 const seconds: Rule = {
-  check: (v) => typeof v === 'number' && Number.isInteger(v) && v > 0,
-  expected: 'a positive whole number of seconds'
+  check: (v) => typeof v === 'number' && Number.isInteger(v) && v >= 1 && v <= MAX_TIMEOUT,
+  expected: `a whole number of seconds from 1 to ${MAX_TIMEOUT}`
 }
 
 const routeRules: Record<keyof RouteSendAndContinueOptions, Rule> = {
