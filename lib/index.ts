@@ -29,7 +29,7 @@ import type {
   RouteSettings,
   SendAndContinueOptions
 } from './options'
-import { logRefused, round } from './log'
+import { logRefused } from './log'
 import { Scheduler } from './scheduler'
 import { kSendCalled, kWork } from './symbols'
 import { Task } from './task'
@@ -120,38 +120,44 @@ async function fastifySendAndContinue (fastify: FastifyInstance, options: SendAn
     }
     const callOptions = validateCallOptions('reply.sendAndContinue()', options)
     if (task !== undefined) {
-      addTasks(reply, toTasks('reply.sendAndContinue()', task), callOptions)
+      checkTask('reply.sendAndContinue()', task)
+      addTasks(reply, task, callOptions)
     }
     reply[kSendCalled] = true
     return reply.send(payload)
   }
 
   function defer (this: FastifyReply, task: DeferredTask | DeferredTask[], options?: DeferOptions): FastifyReply {
-    const tasks = toTasks('reply.defer()', task)
-    addTasks(this as ReplyState, tasks, validateCallOptions('reply.defer()', options))
+    checkTask('reply.defer()', task)
+    addTasks(this as ReplyState, task, validateCallOptions('reply.defer()', options))
     return this
   }
 
-  function addTasks (reply: ReplyState, fns: DeferredTask[], options: DeferOptions): void {
+  // `task` was checked: a function, or a non-empty array of functions
+  function addTasks (reply: ReplyState, task: DeferredTask | DeferredTask[], options: DeferOptions): void {
     const work = reply[kWork] ?? createWork(reply)
     const timeout = options.timeout ?? work.settings.timeout
     const always = options.always ?? false
     // one capture per call: the tasks run in the async context (AsyncLocalStorage) they were registered in
     const scope = new AsyncResource('fastify-send-and-continue')
-    const many = fns.length > 1
+    if (typeof task === 'function') {
+      const one = new Task(work, task, options.name ?? (task.name || 'anonymous'), timeout, always, scope)
+      work.registered++
+      if (work.connection === null && isClosed(reply.raw)) handOver(work, reply)
+      work.add(one)
+      return
+    }
     const tasks: Task[] = []
-    for (let i = 0; i < fns.length; i++) {
-      const fn = fns[i]
-      const name = options.name === undefined
-        ? fn.name || (many ? `anonymous[${i}]` : 'anonymous')
-        : many ? `${options.name}[${i}]` : options.name
+    for (let i = 0; i < task.length; i++) {
+      const fn = task[i]
+      const name = options.name === undefined ? fn.name || `anonymous[${i}]` : `${options.name}[${i}]`
       tasks.push(new Task(work, fn, name, timeout, always, scope))
     }
     // counted first, so the response's one close line says how many tasks it carried
     work.registered += tasks.length
     // registered after the response closed: the listeners came too late, so hand over now
     if (work.connection === null && isClosed(reply.raw)) handOver(work, reply)
-    for (const task of tasks) work.add(task)
+    for (const one of tasks) work.add(one)
   }
 
   function createWork (reply: ReplyState): Work {
@@ -224,7 +230,7 @@ function onError (this: FastifyInstance, request: FastifyRequest, reply: Fastify
  */
 function handOver (work: Work, reply: FastifyReply): void {
   if (work.connection !== null) return
-  work.responseClosed(connectionOf(reply), reply.raw.statusCode, round(reply.elapsedTime))
+  work.responseClosed(connectionOf(reply), reply)
 }
 
 // A response can end without 'finish' or 'close': on HTTP/1.x a pipelined response still queued
@@ -233,24 +239,25 @@ function handOver (work: Work, reply: FastifyReply): void {
 // the stream's 'close' always comes; inject() has no socket and always closes the response.
 function followConnection (work: Work, reply: FastifyReply): void {
   const raw = reply.raw
-  raw.once('close', function responseClosed () { handOver(work, reply) })
   const req = reply.request.raw
-  if (req.httpVersionMajor !== 1 || '_lightMyRequest' in raw) return
-  req.once('close', function requestClosed () {
-    // the request also closes after a normal response; only a dead socket matters here
-    if (req.socket.destroyed) handOver(work, reply)
-  })
+  const followsRequest = req.httpVersionMajor === 1 && !('_lightMyRequest' in raw)
+  // one listener for both, kept with `on`: it is idempotent, and both emitters are gone soon
+  function closed (this: unknown): void {
+    // the request also closes after a normal response; only a dead socket matters there
+    if (this === req && !req.socket.destroyed) return
+    handOver(work, reply)
+  }
+  raw.on('close', closed)
+  if (followsRequest) req.on('close', closed)
 }
 
 function routeName (method: unknown, url: unknown): string {
   return `${Array.isArray(method) ? method.join(',') : String(method)} ${url === undefined ? NOT_FOUND_ROUTE : String(url)}`
 }
 
-function toTasks (where: string, task: unknown): DeferredTask[] {
-  if (typeof task === 'function') return [task as DeferredTask]
-  if (Array.isArray(task) && task.length > 0 && task.every((fn) => typeof fn === 'function')) {
-    return task as DeferredTask[]
-  }
+function checkTask (where: string, task: unknown): void {
+  if (typeof task === 'function') return
+  if (Array.isArray(task) && task.length > 0 && task.every((fn) => typeof fn === 'function')) return
   throw new FST_SAC_INVALID_TASK(where, describe(task))
 }
 

@@ -260,7 +260,9 @@ export function resolveRouteSettings (plugin: PluginSettings, config: unknown, r
   }
 }
 
+const NO_OPTIONS: DeferOptions = Object.freeze({})
+
 export function validateCallOptions (where: string, options: unknown): DeferOptions {
-  if (options === undefined) return {}
+  if (options === undefined) return NO_OPTIONS
   return validate<DeferOptions>(where, options, callRules)
 }
