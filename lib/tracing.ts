@@ -6,10 +6,10 @@ import { activeContext, endSpan, extractTraceContext, loadApi, runInSpan, startS
 import type { TaskSpan, TraceContext } from './otel'
 import type { ConnectionStatus, DeferredTask, DropReason, Outcome, RequestSnapshot, TaskContext } from './types'
 
-// What the core calls at five points of a task's life (registered, started, returned a promise,
-// ended, or ended without running) to publish the diagnostics channels and make the task's span.
-// Without subscribers and without a registered tracer provider, each call is a check and no
-// allocation.
+// What the core calls at four points of a task's life (registered, started, returned a promise,
+// ended, whether it ran or not), and `runTraced` that runs the task function, to publish the
+// diagnostics channels and make the task's span. Without subscribers and without a registered
+// tracer provider, each call is a check and no allocation.
 
 export { extractTraceContext, injectTraceContext } from './otel'
 
