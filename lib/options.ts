@@ -67,6 +67,12 @@ export interface SendAndContinueOptions {
    */
   retryAfter?: number
   /**
+   * Whether each task gets an OpenTelemetry span (when `@opentelemetry/api` is installed and a
+   * tracer provider registered). `false` turns spans off; the diagnostics channels are published either way.
+   * @default true
+   */
+  tracing?: boolean
+  /**
    * Durable work: jobs from `task.with()` are added to this BullMQ queue on Redis before the
    * response is sent, and run in worker processes (`createWorker()`). See lib/durable/options.ts.
    */
@@ -112,6 +118,8 @@ export interface RouteSettings {
   closeConnection: boolean
   rejectWhenSaturated: boolean
   retryAfter: number
+  /** Plugin-wide: spans on or off. */
+  tracing: boolean
 }
 
 export interface PluginSettings extends RouteSettings {
@@ -132,7 +140,8 @@ export const defaults = {
   maxQueued: 10_000,
   onDropped: null,
   rejectWhenSaturated: false,
-  retryAfter: 5
+  retryAfter: 5,
+  tracing: true
 }
 
 type Check = (value: unknown) => boolean
@@ -171,6 +180,7 @@ const pluginRules: Record<keyof SendAndContinueOptions, Rule> = {
     expected: 'a whole number of at least 0, or Infinity'
   },
   onDropped: { check: (v) => typeof v === 'function', expected: 'a function' },
+  tracing: boolean,
   // its fields are checked by lib/durable/options.ts
   queue: { check: isPlainObject, expected: 'an object' }
 }
@@ -226,7 +236,8 @@ export function resolvePluginOptions (options: unknown): PluginSettings {
     maxQueued: pick(given.maxQueued, defaults.maxQueued),
     onDropped: pick(given.onDropped, defaults.onDropped),
     rejectWhenSaturated: pick(given.rejectWhenSaturated, defaults.rejectWhenSaturated),
-    retryAfter: pick(given.retryAfter, defaults.retryAfter)
+    retryAfter: pick(given.retryAfter, defaults.retryAfter),
+    tracing: pick(given.tracing, defaults.tracing)
   }
 }
 
@@ -252,7 +263,8 @@ export function resolveRouteSettings (plugin: PluginSettings, config: unknown, r
     onClientAbort: pick(given.onClientAbort, plugin.onClientAbort),
     closeConnection: pick(given.closeConnection, plugin.closeConnection),
     rejectWhenSaturated: pick(given.rejectWhenSaturated, plugin.rejectWhenSaturated),
-    retryAfter: pick(given.retryAfter, plugin.retryAfter)
+    retryAfter: pick(given.retryAfter, plugin.retryAfter),
+    tracing: plugin.tracing
   }
 }
 

@@ -1,6 +1,6 @@
 import Fastify from 'fastify'
 import type { FastifyBaseLogger, FastifyReply } from 'fastify'
-import { expectAssignable, expectError, expectType } from 'tsd'
+import { expectAssignable, expectError, expectNotAssignable, expectType } from 'tsd'
 import fastifySendAndContinue, { createWorker, defineTask, isSendAndContinueError } from '../..'
 import type {
   DurableJob,
@@ -72,6 +72,14 @@ if (isSendAndContinueError(err)) {
   expectType<'FST_SAC_INVALID_OPTION' | 'FST_SAC_UNKNOWN_OPTION' | 'FST_SAC_INVALID_TASK' | 'FST_SAC_NOT_ENABLED' | 'FST_SAC_ALREADY_SENT' | 'FST_SAC_HIJACKED' |
   'FST_SAC_INVALID_JOB_DATA' | 'FST_SAC_DUPLICATE_TASK' | 'FST_SAC_UNKNOWN_TASK' | 'FST_SAC_NO_QUEUE' | 'FST_SAC_REDIS_UNREACHABLE' | 'FST_SAC_REDIS_EVICTION'>(err.code)
 }
+
+// tracing
+expectAssignable<SendAndContinueOptions>({ tracing: false })
+expectNotAssignable<SendAndContinueOptions>({ tracing: 'off' })
+declare const message: import('../..').TaskMessage
+expectType<Outcome | null>(message.outcome)
+expectType<ConnectionStatus | null>(message.connection)
+expectType<number>(message.queuedMs)
 
 // durable work
 const sendWelcome = defineTask<{ userId: number }>('sendWelcome', async (data, ctx) => {
