@@ -1,9 +1,17 @@
 import createError from '@fastify/error'
 import { inspect } from 'node:util'
 
-/** Renders a value the way the error messages quote it: `'abc'`, `12`, `[Function: f]`. */
+/**
+ * Renders a value the way the error messages quote it: `'abc'`, `12`, `[Function: f]`. Values
+ * come from users and tasks, so one that fights back (a Proxy whose traps throw) is described
+ * rather than allowed to throw.
+ */
 export function describe (value: unknown): string {
-  return inspect(value, { depth: 1, breakLength: Infinity })
+  try {
+    return inspect(value, { depth: 1, breakLength: Infinity })
+  } catch {
+    return 'a value that cannot be inspected'
+  }
 }
 
 // Every error this plugin throws, declared once: the exports, the code union and the set the

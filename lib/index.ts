@@ -3,10 +3,12 @@ import type {
   FastifyReply,
   FastifyRequest,
   HookHandlerDoneFunction,
+  onErrorHookHandler,
   onRequestHookHandler,
   onResponseHookHandler,
   RouteOptions
 } from 'fastify'
+import { AsyncResource } from 'node:async_hooks'
 import fp from 'fastify-plugin'
 import { httpErrors } from '@fastify/sensible'
 import {
@@ -27,9 +29,10 @@ import type {
   RouteSettings,
   SendAndContinueOptions
 } from './options'
-import { logRefused } from './log'
+import { logRefused, round } from './log'
 import { Scheduler } from './scheduler'
-import { kWork } from './symbols'
+import { kSendCalled, kWork } from './symbols'
+import { Task } from './task'
 import type {
   ConnectionStatus,
   DeferredTask,
@@ -64,11 +67,176 @@ declare module 'fastify' {
   }
 }
 
-interface ReplyWithWork extends FastifyReply { [kWork]: Work | null }
+interface ReplyState extends FastifyReply {
+  [kWork]: Work | null
+  [kSendCalled]: boolean
+}
 
 type RouteConfig = { sendAndContinue?: unknown, url?: string, method?: string | string[] }
 
 const NOT_FOUND_ROUTE = '(not found)'
+
+async function fastifySendAndContinue (fastify: FastifyInstance, options: SendAndContinueOptions): Promise<void> {
+  const plugin: PluginSettings = resolvePluginOptions(options)
+  const scheduler = new Scheduler(plugin.concurrency, plugin.maxQueued, plugin.onDropped)
+  // Route configs are fixed once the route exists: resolve each once, on first use.
+  const routeSettings = new WeakMap<object, RouteSettings>()
+
+  fastify.decorateReply(kWork, null)
+  fastify.decorateReply(kSendCalled, false)
+  fastify.decorateReply('defer', defer)
+  fastify.decorateReply('sendAndContinue', sendAndContinue)
+  fastify.decorate('sendAndContinue', {
+    drain: () => scheduler.drain(),
+    stats: () => scheduler.stats()
+  })
+  fastify.addHook('onRoute', onRoute)
+  fastify.addHook('onClose', function onClose (instance) {
+    return scheduler.shutdown(plugin.drainTimeout, instance.log)
+  })
+
+  function onRoute (routeOptions: RouteOptions): void {
+    const config = routeOptions.config as RouteConfig | undefined
+    const route = routeName(routeOptions.method, routeOptions.url)
+    const settings = resolveRouteSettings(plugin, config?.sendAndContinue, route)
+    if (!settings.enabled) return
+    routeOptions.onResponse = appendHook(routeOptions.onResponse, onResponse as onResponseHookHandler, false)
+    routeOptions.onError = appendHook(routeOptions.onError, onError as onErrorHookHandler, true)
+    if (settings.rejectWhenSaturated) {
+      routeOptions.onRequest = appendHook(routeOptions.onRequest, rejectWhenSaturated(settings.retryAfter, routeOptions.url ?? NOT_FOUND_ROUTE), true)
+    }
+  }
+
+  function sendAndContinue (this: FastifyReply, payload?: unknown, task?: DeferredTask | DeferredTask[], options?: DeferOptions): FastifyReply {
+    const reply = this as ReplyState
+    // `reply.sent` stays false while async onSend hooks run: the plugin's own flag says send was called
+    if (reply[kSendCalled] || reply.sent) {
+      const config = reply.routeOptions.config as RouteConfig
+      const route = routeName(config.method, config.url)
+      throw reply.raw.writableEnded || !reply.sent ? new FST_SAC_ALREADY_SENT(route) : new FST_SAC_HIJACKED(route)
+    }
+    const callOptions = validateCallOptions('reply.sendAndContinue()', options)
+    if (task !== undefined) {
+      addTasks(reply, toTasks('reply.sendAndContinue()', task), callOptions)
+    }
+    reply[kSendCalled] = true
+    return reply.send(payload)
+  }
+
+  function defer (this: FastifyReply, task: DeferredTask | DeferredTask[], options?: DeferOptions): FastifyReply {
+    const tasks = toTasks('reply.defer()', task)
+    addTasks(this as ReplyState, tasks, validateCallOptions('reply.defer()', options))
+    return this
+  }
+
+  function addTasks (reply: ReplyState, fns: DeferredTask[], options: DeferOptions): void {
+    const work = reply[kWork] ?? createWork(reply)
+    const timeout = options.timeout ?? work.settings.timeout
+    const always = options.always ?? false
+    // one capture per call: the tasks run in the async context (AsyncLocalStorage) they were registered in
+    const scope = new AsyncResource('fastify-send-and-continue')
+    const many = fns.length > 1
+    const tasks: Task[] = []
+    for (let i = 0; i < fns.length; i++) {
+      const fn = fns[i]
+      const name = options.name === undefined
+        ? fn.name || (many ? `anonymous[${i}]` : 'anonymous')
+        : many ? `${options.name}[${i}]` : options.name
+      tasks.push(new Task(work, fn, name, timeout, always, scope))
+    }
+    // counted first, so the response's one close line says how many tasks it carried
+    work.registered += tasks.length
+    // registered after the response closed: the listeners came too late, so hand over now
+    if (work.connection === null && isClosed(reply.raw)) handOver(work, reply)
+    for (const task of tasks) work.add(task)
+  }
+
+  function createWork (reply: ReplyState): Work {
+    const config = reply.routeOptions.config as RouteConfig
+    const settings = settingsOf(config)
+    if (!settings.enabled) {
+      const why = config.sendAndContinue === false
+        ? 'the route sets config.sendAndContinue: false'
+        : 'the plugin is registered with global: false and the route does not set config.sendAndContinue'
+      throw new FST_SAC_NOT_ENABLED(routeName(config.method, config.url), why)
+    }
+    const request = reply.request
+    const snapshot: RequestSnapshot = {
+      id: String(request.id),
+      method: request.method,
+      url: request.url,
+      routeUrl: config.url
+    }
+    const work = new Work(scheduler, request.log, snapshot, config.url ?? NOT_FOUND_ROUTE, settings)
+    reply[kWork] = work
+    followConnection(work, reply)
+    if (settings.closeConnection && request.raw.httpVersionMajor === 1 && !reply.raw.headersSent) {
+      reply.header('connection', 'close')
+    }
+    return work
+  }
+
+  function settingsOf (config: RouteConfig): RouteSettings {
+    let settings = routeSettings.get(config)
+    if (settings === undefined) {
+      settings = resolveRouteSettings(plugin, config.sendAndContinue, routeName(config.method, config.url))
+      routeSettings.set(config, settings)
+    }
+    return settings
+  }
+
+  // The refusal is an expected answer, not an error: one warn line without a stack, counted, and
+  // sent from here so Fastify's error handler does not log it again at error level.
+  function rejectWhenSaturated (retryAfter: number, route: string): onRequestHookHandler {
+    const header = String(retryAfter)
+    const error = httpErrors.serviceUnavailable('deferred work is saturated, retry later')
+    const body = { statusCode: error.statusCode, error: 'Service Unavailable', message: error.message }
+    return function rejectWhenSaturated (request, reply, done) {
+      if (!scheduler.saturated) return done()
+      scheduler.refused()
+      logRefused(request.log, { method: request.method, route, retryAfter })
+      reply.code(503).header('retry-after', header).send(body)
+    }
+  }
+}
+
+function onResponse (this: FastifyInstance, request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction): void {
+  const work = (reply as ReplyState)[kWork]
+  if (work !== null) handOver(work, reply)
+  done()
+}
+
+// Sending failed (serialization, an onSend hook) and the error handler will send the error
+// response: a sendAndContinue() from the error handler is a first send, not a second.
+function onError (this: FastifyInstance, request: FastifyRequest, reply: FastifyReply, error: Error, done: HookHandlerDoneFunction): void {
+  (reply as ReplyState)[kSendCalled] = false
+  done()
+}
+
+/**
+ * Hands the request's work over once its response closed. onResponse, the response's 'close',
+ * the request's 'close' and a late registration all call it; the first does it, the others find
+ * it done.
+ */
+function handOver (work: Work, reply: FastifyReply): void {
+  if (work.connection !== null) return
+  work.responseClosed(connectionOf(reply), reply.raw.statusCode, round(reply.elapsedTime))
+}
+
+// A response can end without 'finish' or 'close': on HTTP/1.x a pipelined response still queued
+// behind an earlier one when the client hangs up gets neither (Node 20). The request is then
+// destroyed with its socket and emits 'close', so the work follows the request too. Over HTTP/2
+// the stream's 'close' always comes; inject() has no socket and always closes the response.
+function followConnection (work: Work, reply: FastifyReply): void {
+  const raw = reply.raw
+  raw.once('close', function responseClosed () { handOver(work, reply) })
+  const req = reply.request.raw
+  if (req.httpVersionMajor !== 1 || '_lightMyRequest' in raw) return
+  req.once('close', function requestClosed () {
+    // the request also closes after a normal response; only a dead socket matters here
+    if (req.socket.destroyed) handOver(work, reply)
+  })
+}
 
 function routeName (method: unknown, url: unknown): string {
   return `${Array.isArray(method) ? method.join(',') : String(method)} ${url === undefined ? NOT_FOUND_ROUTE : String(url)}`
@@ -105,135 +273,9 @@ function isClosed (raw: FastifyReply['raw']): boolean {
   return raw.destroyed || (raw as { closed?: boolean }).closed === true || stream?.closed === true
 }
 
-// Hands the request's work over once its response closed; whichever of onResponse, 'close' or a
-// late registration comes first does it, the others find it done.
-function dispatch (work: Work, reply: FastifyReply): void {
-  if (work.connection === null) work.close(reply, connectionOf(reply))
-}
-
-function onResponse (this: FastifyInstance, request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction): void {
-  const work = (reply as ReplyWithWork)[kWork]
-  if (work !== null) dispatch(work, reply)
-  done()
-}
-
 function appendHook<T> (hooks: T | T[] | undefined, hook: T, first: boolean): T[] {
   const list = hooks === undefined ? [] : Array.isArray(hooks) ? hooks : [hooks]
   return first ? [hook, ...list] : [...list, hook]
-}
-
-async function fastifySendAndContinue (fastify: FastifyInstance, options: SendAndContinueOptions): Promise<void> {
-  const plugin: PluginSettings = resolvePluginOptions(options)
-  const scheduler = new Scheduler(plugin.concurrency, plugin.maxQueued, plugin.onDropped)
-  // Route configs are fixed once the route exists: resolve each once, on first use.
-  const routeSettings = new WeakMap<object, RouteSettings>()
-
-  function settingsOf (config: RouteConfig): RouteSettings {
-    let settings = routeSettings.get(config)
-    if (settings === undefined) {
-      settings = resolveRouteSettings(plugin, config.sendAndContinue, routeName(config.method, config.url))
-      routeSettings.set(config, settings)
-    }
-    return settings
-  }
-
-  // The refusal is an expected answer, not an error: one warn line without a stack, counted, and
-  // sent from here so Fastify's error handler does not log it again at error level.
-  function rejectWhenSaturated (retryAfter: number, route: string): onRequestHookHandler {
-    const header = String(retryAfter)
-    const error = httpErrors.serviceUnavailable('deferred work is saturated, retry later')
-    const body = { statusCode: error.statusCode, error: 'Service Unavailable', message: error.message }
-    return function rejectWhenSaturated (request, reply, done) {
-      if (!scheduler.saturated) return done()
-      scheduler.rejected++
-      logRefused(request.log, { method: request.method, route, retryAfter })
-      reply.code(503).header('retry-after', header).send(body)
-    }
-  }
-
-  fastify.addHook('onRoute', function onRoute (routeOptions: RouteOptions) {
-    const config = routeOptions.config as RouteConfig | undefined
-    const settings = resolveRouteSettings(plugin, config?.sendAndContinue, routeName(routeOptions.method, routeOptions.url))
-    if (!settings.enabled) return
-    routeOptions.onResponse = appendHook(routeOptions.onResponse, onResponse as onResponseHookHandler, false)
-    if (settings.rejectWhenSaturated) {
-      routeOptions.onRequest = appendHook(routeOptions.onRequest, rejectWhenSaturated(settings.retryAfter, routeOptions.url ?? NOT_FOUND_ROUTE), true)
-    }
-  })
-
-  function createWork (reply: FastifyReply): Work {
-    const config = reply.routeOptions.config as RouteConfig
-    const settings = settingsOf(config)
-    const route = config.url ?? NOT_FOUND_ROUTE
-    if (!settings.enabled) {
-      const why = config.sendAndContinue === false
-        ? 'the route sets config.sendAndContinue: false'
-        : 'the plugin is registered with global: false and the route does not set config.sendAndContinue'
-      throw new FST_SAC_NOT_ENABLED(routeName(config.method, config.url), why)
-    }
-    const request = reply.request
-    const snapshot: RequestSnapshot = {
-      id: String(request.id),
-      method: request.method,
-      url: request.url,
-      routeUrl: config.url
-    }
-    const work = new Work(scheduler, request.log, snapshot, route, settings)
-    ;(reply as ReplyWithWork)[kWork] = work
-    const raw = reply.raw
-    // onResponse never runs when the client hangs up mid-response: 'close' always comes.
-    raw.once('close', () => { dispatch(work, reply) })
-    if (settings.closeConnection && request.raw.httpVersionMajor === 1 && !raw.headersSent) {
-      reply.header('connection', 'close')
-    }
-    return work
-  }
-
-  function register (reply: FastifyReply, tasks: DeferredTask[], options: DeferOptions): void {
-    const work = (reply as ReplyWithWork)[kWork] ?? createWork(reply)
-    const timeout = options.timeout ?? work.settings.timeout
-    const always = options.always ?? false
-    const many = tasks.length > 1
-    for (let i = 0; i < tasks.length; i++) {
-      const fn = tasks[i]
-      const name = options.name === undefined
-        ? fn.name || (many ? `anonymous[${i}]` : 'anonymous')
-        : many ? `${options.name}[${i}]` : options.name
-      work.add(fn, name, timeout, always)
-    }
-    // the response may have closed before this call: the 'close' listener came too late
-    if (isClosed(reply.raw)) dispatch(work, reply)
-  }
-
-  function defer (this: FastifyReply, task: DeferredTask | DeferredTask[], options?: DeferOptions): FastifyReply {
-    const tasks = toTasks('reply.defer()', task)
-    register(this, tasks, validateCallOptions('reply.defer()', options))
-    return this
-  }
-
-  function sendAndContinue (this: FastifyReply, payload?: unknown, task?: DeferredTask | DeferredTask[], options?: DeferOptions): FastifyReply {
-    if (this.sent) {
-      const config = this.routeOptions.config as RouteConfig
-      const route = routeName(config.method, config.url)
-      throw this.raw.writableEnded ? new FST_SAC_ALREADY_SENT(route) : new FST_SAC_HIJACKED(route)
-    }
-    const callOptions = validateCallOptions('reply.sendAndContinue()', options)
-    if (task !== undefined) {
-      register(this, toTasks('reply.sendAndContinue()', task), callOptions)
-    }
-    return this.send(payload)
-  }
-
-  fastify.decorateReply(kWork, null)
-  fastify.decorateReply('defer', defer)
-  fastify.decorateReply('sendAndContinue', sendAndContinue)
-  fastify.decorate('sendAndContinue', {
-    drain: () => scheduler.drain(),
-    stats: () => scheduler.stats()
-  })
-  fastify.addHook('onClose', function onClose (instance) {
-    return scheduler.close(plugin.drainTimeout, instance.log)
-  })
 }
 
 fp(fastifySendAndContinue, {

@@ -1,4 +1,5 @@
 import type { FastifyBaseLogger } from 'fastify'
+import { describe } from './errors'
 import type { ConnectionStatus, Outcome } from './types'
 
 // The log lines are a public interface: the README's "Log format" section and the report read
@@ -108,12 +109,23 @@ export function round (ms: number): number {
   return Math.round(ms * 1000) / 1000
 }
 
-/** Writes a task line. Callers check `isLevelEnabled(log, TASK_LEVELS[outcome])` before building `line`. */
+/**
+ * Writes a task line. Callers check `isLevelEnabled(log, TASK_LEVELS[outcome])` before building `line`.
+ * `err` is whatever the task threw or rejected with: should the logger fail to serialize it (a
+ * revoked Proxy, a throwing getter), the line is written with a description of it instead.
+ */
 export function logTask (log: FastifyBaseLogger, line: TaskLine, err?: unknown): void {
   const message = line.reason === undefined ? TASK_MESSAGES[line.outcome] : `${TASK_MESSAGES[line.outcome]}: ${line.reason}`
   const level = TASK_LEVELS[line.outcome]
-  if (err === undefined) log[level]({ deferred: line }, message)
-  else log[level]({ deferred: line, err }, message)
+  if (err === undefined) {
+    log[level]({ deferred: line }, message)
+    return
+  }
+  try {
+    log[level]({ deferred: line, err }, message)
+  } catch {
+    log[level]({ deferred: line, err: new Error(`the task failed with a value the logger could not write: ${describe(err)}`) }, message)
+  }
 }
 
 export function logResponse (log: FastifyBaseLogger, line: ResponseLine): void {

@@ -1,7 +1,8 @@
 import { performance } from 'node:perf_hooks'
 import type { FastifyBaseLogger } from 'fastify'
-import type { Task } from './task'
 import { logShutdown } from './log'
+import { TaskState } from './task'
+import type { Task } from './task'
 import { Timers } from './timers'
 import { zeroOutcomes } from './types'
 import type { DeferredTask, DropReason, DroppedTaskInfo, Outcome, SendAndContinueStats } from './types'
@@ -9,28 +10,34 @@ import type { Work } from './work'
 
 /**
  * Process-wide (per Fastify instance) bounded FIFO for deferred tasks: `concurrency` run at
- * once, `maxQueued` wait, the rest are dropped with a log line. It also keeps the counts,
- * resolves `drain()` and runs the shutdown drain.
+ * once, `maxQueued` wait, the rest are dropped with a log line. It owns every count: tasks
+ * waiting for their response (through the works that hold them), queued and running tasks, and
+ * the outcomes; it can reach each of those tasks, so the shutdown can cancel and log every one.
  */
 export class Scheduler {
   readonly concurrency: number
   readonly maxQueued: number
-  readonly running = new Set<Task>()
   readonly timers = new Timers()
-  pending = 0
-  /** Requests answered 503 by `rejectWhenSaturated`. */
-  rejected = 0
-  /** Set when `app.close()` starts: tasks registered from then on are dropped. */
-  closing = false
-  /** Set when the shutdown drain ran out: whatever is left is cancelled. */
-  cancelling = false
-  readonly counts = zeroOutcomes()
 
+  readonly #counts = zeroOutcomes()
+  #pending = 0
+  #rejected = 0
+  /** Set when `app.close()` starts: tasks registered from then on are dropped. */
+  #closing = false
+  /** Set when the shutdown drain ran out: whatever is left is cancelled. */
+  #cancelling = false
+  // works whose response has not closed, with tasks waiting for it: an intrusive list
+  #heldHead: Work | null = null
+  // running tasks in start order: an intrusive list (a Set would keep ended tasks reachable to
+  // the young-generation collector, which then promotes them)
+  #runHead: Task | null = null
+  #runTail: Task | null = null
+  #running = 0
   // FIFO: an array read from #head, compacted as it drains
   #queue: Array<Task | undefined> = []
   #head = 0
   #pumping = false
-  #onDropped: ((info: DroppedTaskInfo) => void) | null
+  readonly #onDropped: ((info: DroppedTaskInfo) => void) | null
   #idleWaiters: Array<() => void> = []
 
   constructor (concurrency: number, maxQueued: number, onDropped: ((info: DroppedTaskInfo) => void) | null) {
@@ -39,48 +46,98 @@ export class Scheduler {
     this.#onDropped = onDropped
   }
 
-  get queued (): number {
-    return this.#queue.length - this.#head
-  }
+  /** Tasks registered on responses that have not closed. */
+  get pending (): number { return this.#pending }
+  get queued (): number { return this.#queue.length - this.#head }
+  get running (): number { return this.#running }
+  get closing (): boolean { return this.#closing }
 
   get saturated (): boolean {
-    return this.running.size + this.queued >= this.concurrency + this.maxQueued
+    return this.#running + this.queued >= this.concurrency + this.maxQueued
   }
 
   get idle (): boolean {
-    return this.pending === 0 && this.queued === 0 && this.running.size === 0
+    return this.#pending === 0 && this.queued === 0 && this.#running === 0
   }
 
-  /** Hands a dispatched task over: run now, queue, drop when full, cancel after the drain ran out. */
+  /** A request was answered 503 by `rejectWhenSaturated`. */
+  refused (): void {
+    this.#rejected++
+  }
+
+  /** A task was registered on `work` and waits to be handed over: counted as pending until then. */
+  hold (work: Work): void {
+    this.#pending++
+    if (work.held) return
+    work.held = true
+    work.heldNext = this.#heldHead
+    if (this.#heldHead !== null) this.#heldHead.heldPrev = work
+    this.#heldHead = work
+  }
+
+  /** `work` holds no waiting task any more. */
+  unhold (work: Work): void {
+    if (!work.held) return
+    work.held = false
+    if (work.heldPrev === null) this.#heldHead = work.heldNext
+    else work.heldPrev.heldNext = work.heldNext
+    if (work.heldNext !== null) work.heldNext.heldPrev = work.heldPrev
+    work.heldPrev = work.heldNext = null
+  }
+
+  /** Takes a held task its request hands over: run now, queue, drop when full, cancel after the drain ran out. */
   submit (task: Task): void {
-    if (this.cancelling) {
-      task.settle('cancelled')
+    this.#pending--
+    task.state = TaskState.HandedOver
+    if (this.#cancelling) {
+      task.end('cancelled')
     } else if (this.saturated) {
       this.drop(task, 'queue-full')
-    } else if (this.running.size < this.concurrency && this.queued === 0 && !this.#pumping) {
+    } else if (this.#running < this.concurrency && this.queued === 0 && !this.#pumping) {
       // a free slot and nobody ahead: start it without going through the queue
       const now = performance.now()
-      task.queued(now)
-      this.running.add(task)
-      task.start(now)
+      task.handedOver(now)
+      this.#start(task, now)
     } else {
-      task.queued(performance.now())
+      task.handedOver(performance.now())
       this.#queue.push(task)
       this.#pump()
     }
   }
 
-  // Starts queued tasks while slots are free. A task that settles while it starts calls back in
+  /** A held task its request hands over as `skipped` (the client aborted). */
+  skip (task: Task): void {
+    this.#pending--
+    task.state = TaskState.HandedOver
+    task.end('skipped')
+  }
+
+  /** A held task the shutdown drain gave up on before it was handed over. */
+  cancelHeld (task: Task): void {
+    this.#pending--
+    task.end('cancelled')
+  }
+
+  #start (task: Task, now: number): void {
+    task.state = TaskState.Running
+    this.#running++
+    task.runPrev = this.#runTail
+    if (this.#runTail === null) this.#runHead = task
+    else this.#runTail.runNext = task
+    this.#runTail = task
+    task.start(now)
+  }
+
+  // Starts queued tasks while slots are free. A task that ends while it starts calls back in
   // here; the loop already running picks up its slot, so the stack stays flat.
   #pump (): void {
     if (this.#pumping) return
     this.#pumping = true
     const queue = this.#queue
-    while (this.running.size < this.concurrency && this.#head < queue.length) {
+    while (this.#running < this.concurrency && this.#head < queue.length) {
       const task = queue[this.#head] as Task
       queue[this.#head++] = undefined
-      this.running.add(task)
-      task.start(performance.now())
+      this.#start(task, performance.now())
     }
     if (this.#head === 0) {
       // nothing was taken: the queue is as it was
@@ -95,10 +152,10 @@ export class Scheduler {
   }
 
   drop (task: Task, reason: DropReason): void {
-    task.settle('dropped', undefined, reason)
+    task.end('dropped', undefined, reason)
     const onDropped = this.#onDropped
     if (onDropped === null) return
-    const work: Work = task.work
+    const work = task.work
     const info: DroppedTaskInfo = {
       name: task.name,
       reason,
@@ -114,15 +171,28 @@ export class Scheduler {
     }
   }
 
-  /** Called once per task when it settles: counts it and frees its slot if it was running. */
-  settled (task: Task): void {
-    this.counts[task.outcome as Outcome]++
-    if (this.running.delete(task)) this.#pump()
-    if (this.#idleWaiters.length > 0 && this.idle) {
-      const waiters = this.#idleWaiters
-      this.#idleWaiters = []
-      for (const resolve of waiters) resolve()
+  /** Called once per task when it ends: counts it and frees its slot if it was running. */
+  taskEnded (task: Task): void {
+    this.#counts[task.outcome as Outcome]++
+    const wasRunning = task.state === TaskState.Running
+    task.state = TaskState.Ended
+    if (wasRunning) {
+      if (task.runPrev === null) this.#runHead = task.runNext
+      else task.runPrev.runNext = task.runNext
+      if (task.runNext === null) this.#runTail = task.runPrev
+      else task.runNext.runPrev = task.runPrev
+      task.runPrev = task.runNext = null
+      this.#running--
+      this.#pump()
     }
+    this.#notifyIfIdle()
+  }
+
+  #notifyIfIdle (): void {
+    if (this.#idleWaiters.length === 0 || !this.idle) return
+    const waiters = this.#idleWaiters
+    this.#idleWaiters = []
+    for (const resolve of waiters) resolve()
   }
 
   drain (): Promise<void> {
@@ -131,23 +201,21 @@ export class Scheduler {
   }
 
   stats (): SendAndContinueStats {
-    // a Set iterates in insertion order, so the first running task started first
-    const oldest = this.running.values().next().value
-    const oldestRunningMs = oldest === undefined ? 0 : Math.round(performance.now() - oldest.startedAt)
+    const oldest = this.#runHead
     return {
-      pending: this.pending,
+      pending: this.#pending,
       queued: this.queued,
-      running: this.running.size,
-      ...this.counts,
-      rejected: this.rejected,
+      running: this.#running,
+      ...this.#counts,
+      rejected: this.#rejected,
       saturated: this.saturated,
-      oldestRunningMs
+      oldestRunningMs: oldest === null ? 0 : Math.round(performance.now() - oldest.startedAt)
     }
   }
 
-  /** The shutdown drain: waits up to `drainTimeout`, then cancels what is left. */
-  async close (drainTimeout: number, log: FastifyBaseLogger): Promise<void> {
-    this.closing = true
+  /** The shutdown drain of `app.close()`: waits up to `drainTimeout`, then cancels what is left. */
+  async shutdown (drainTimeout: number, log: FastifyBaseLogger): Promise<void> {
+    this.#closing = true
     const startedAt = performance.now()
     const drained = this.idle || await new Promise<boolean>((resolve) => {
       const timer = setTimeout(resolve, drainTimeout, false)
@@ -156,26 +224,26 @@ export class Scheduler {
         resolve(true)
       })
     })
-    if (!drained) this.cancelAll()
+    if (!drained) this.#cancelRemaining()
     logShutdown(log, {
       drained,
       durationMs: Math.round(performance.now() - startedAt),
       drainTimeout,
-      ...this.counts
+      ...this.#counts
     })
   }
 
-  cancelAll (): void {
-    this.cancelling = true
+  // Waiting tasks first, then queued ones, then running ones: once the queue is empty, a
+  // running task that ends cannot start another.
+  #cancelRemaining (): void {
+    this.#cancelling = true
+    while (this.#heldHead !== null) this.#heldHead.cancelWaiting()
     const queued = this.#queue.slice(this.#head) as Task[]
     this.#queue = []
     this.#head = 0
-    for (const task of queued) {
-      task.abort(cancelReason(task), 'cancelled')
-    }
-    for (const task of [...this.running]) {
-      task.abort(cancelReason(task), 'cancelled')
-    }
+    for (const task of queued) task.abort(cancelReason(task), 'cancelled')
+    while (this.#runHead !== null) this.#runHead.abort(cancelReason(this.#runHead), 'cancelled')
+    this.#notifyIfIdle()
   }
 }
 

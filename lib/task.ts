@@ -1,7 +1,9 @@
+import type { AsyncResource } from 'node:async_hooks'
 import { performance } from 'node:perf_hooks'
+import type { FastifyBaseLogger } from 'fastify'
 import { isLevelEnabled, logTask, round, TASK_LEVELS } from './log'
 import type { TaskLine } from './log'
-import type { FastifyBaseLogger } from 'fastify'
+import type { TimedEntry, TimerList } from './timers'
 import type {
   ConnectionStatus,
   DeferredTask,
@@ -11,55 +13,66 @@ import type {
   TaskContext,
   TaskOutcome
 } from './types'
-import type { TimedEntry, TimerList } from './timers'
 import type { Work } from './work'
 
-function isThenable (value: unknown): value is PromiseLike<unknown> {
-  return value !== null &&
-    (typeof value === 'object' || typeof value === 'function') &&
-    typeof (value as { then?: unknown }).then === 'function'
-}
+/** Where a task is in its life; it only ever moves forward. */
+export const TaskState = {
+  /** Registered on a response that has not closed yet. */
+  Waiting: 0,
+  /** Handed over by its request: queued, skipped or dropped, not running yet. */
+  HandedOver: 1,
+  Running: 2,
+  Ended: 3
+} as const
+// the type of the same name (a value and a type may share one)
+// eslint-disable-next-line @typescript-eslint/no-redeclare
+export type TaskState = typeof TaskState[keyof typeof TaskState]
 
 // Bound per task rather than closures over start(): smaller, and start()'s scope is not kept alive.
-function settleCompleted (this: Task): void {
-  this.settle('completed')
+function endCompleted (this: Task): void {
+  this.end('completed')
 }
 
-function settleFailed (this: Task, err: unknown): void {
-  this.settle('failed', err)
+function endFailed (this: Task, err: unknown): void {
+  this.end('failed', err)
 }
 
 /**
- * One deferred task. It is also the `ctx` the task function receives: one object per task,
- * whose private fields hold the plugin's bookkeeping. It references the request's `Work`
- * (logger, snapshot, connection status), never the live request or reply.
+ * The plugin's bookkeeping for one deferred task. User code never sees it: the task function
+ * receives a `Context`, whose only field is private, so no task can end itself, another task, or
+ * walk the scheduler's lists.
  */
-export class Task implements TaskContext, TimedEntry {
+export class Task implements TimedEntry {
   readonly name: string
   readonly always: boolean
   readonly timeoutMs: number
+  readonly work: Work
+  state: TaskState = TaskState.Waiting
   outcome: Outcome | null = null
-  /** Set once the task was handed to the scheduler or skipped. */
-  dispatched = false
-
-  #work: Work
-  #fn: DeferredTask | null
-  #controller: AbortController | null = null
-  #abortReason: DOMException | null = null
-  #queuedAt = 0
-  #startedAt = 0
-  // the scheduler's timer list links running tasks with a time limit
+  // the scheduler's list of running tasks, in start order
+  runPrev: Task | null = null
+  runNext: Task | null = null
+  // the scheduler's timer list of running tasks with a time limit
   deadline = 0
   timerPrev: TimedEntry | null = null
   timerNext: TimedEntry | null = null
   timerList: TimerList | null = null
 
-  constructor (work: Work, fn: DeferredTask, name: string, timeoutMs: number, always: boolean) {
-    this.#work = work
+  #fn: DeferredTask | null
+  // the async context of the registration (AsyncLocalStorage): the task runs in it
+  #scope: AsyncResource
+  #controller: AbortController | null = null
+  #abortReason: DOMException | null = null
+  #queuedAt = 0
+  #startedAt = 0
+
+  constructor (work: Work, fn: DeferredTask, name: string, timeoutMs: number, always: boolean, scope: AsyncResource) {
+    this.work = work
     this.#fn = fn
     this.name = name
     this.timeoutMs = timeoutMs
     this.always = always
+    this.#scope = scope
   }
 
   // The AbortController is made on first use: most tasks never look at their signal.
@@ -71,41 +84,34 @@ export class Task implements TaskContext, TimedEntry {
     return this.#controller.signal
   }
 
-  get log (): FastifyBaseLogger { return this.#work.log }
-  get connection (): ConnectionStatus { return this.#work.connection as ConnectionStatus }
-  get statusCode (): number { return this.#work.statusCode }
-  get request (): RequestSnapshot { return this.#work.request }
-  get outcomes (): readonly TaskOutcome[] | undefined {
-    return this.always ? this.#work.outcomes : undefined
-  }
-
   get startedAt (): number { return this.#startedAt }
 
-  /** The request's deferred work this task belongs to. */
-  get work (): Work { return this.#work }
-
-  /** The function, for `onDropped`. */
+  /** The function, kept for `onDropped` when the task is dropped. */
   get fn (): DeferredTask | null { return this.#fn }
 
-  queued (now: number): void {
+  /** The scheduler took the task; `queuedMs` counts from here. */
+  handedOver (now: number): void {
     this.#queuedAt = now
   }
 
   /** Runs the task. Called by the scheduler, which has counted it as running. */
   start (now: number): void {
     this.#startedAt = now
-    if (this.timeoutMs > 0) this.#work.scheduler.timers.add(this, this.timeoutMs, now)
-    let result: unknown
+    if (this.timeoutMs > 0) this.work.scheduler.timers.add(this, this.timeoutMs, now)
+    // Everything the task controls, its return value included, is read inside the try: a
+    // value whose `then` getter throws is a failed task, not an exception in the plugin.
     try {
-      result = this.#work.run(this.#fn as DeferredTask, this)
+      const result: unknown = this.#scope.runInAsyncScope(this.#fn as DeferredTask, null, new Context(this))
+      if (result !== null && (typeof result === 'object' || typeof result === 'function')) {
+        const then = (result as { then?: unknown }).then
+        if (typeof then === 'function') {
+          then.call(result, endCompleted.bind(this), endFailed.bind(this))
+          return
+        }
+      }
+      this.end('completed')
     } catch (err) {
-      this.settle('failed', err)
-      return
-    }
-    if (isThenable(result)) {
-      Promise.resolve(result).then(settleCompleted.bind(this), settleFailed.bind(this))
-    } else {
-      this.settle('completed')
+      this.end('failed', err)
     }
   }
 
@@ -113,40 +119,71 @@ export class Task implements TaskContext, TimedEntry {
     this.abort(new DOMException(`deferred task "${this.name}" timed out after ${this.timeoutMs} ms`, 'TimeoutError'), 'timeout')
   }
 
-  /** Aborts the signal of a task that has not settled and ends it as `timeout` or `cancelled`. */
+  /** Aborts the signal of a task that has not ended and ends it as `timeout` or `cancelled`. */
   abort (reason: DOMException, outcome: 'timeout' | 'cancelled'): void {
+    if (this.outcome !== null) return
     this.#abortReason = reason
-    this.settle(outcome)
-    this.#controller?.abort(reason)
+    this.end(outcome)
+    // listeners of the signal are the task's code: what they throw is theirs, not the plugin's
+    try {
+      this.#controller?.abort(reason)
+    } catch (err) {
+      this.work.log.error({ err, deferred: { task: this.name, route: this.work.route } }, 'a deferred task\'s abort listener threw')
+    }
   }
 
   /** Ends the task: exactly one outcome, one log line, one slot released. Later calls are ignored. */
-  settle (outcome: Outcome, error?: unknown, reason?: DropReason): void {
+  end (outcome: Outcome, error?: unknown, reason?: DropReason): void {
     if (this.outcome !== null) return
     this.outcome = outcome
-    const work = this.#work
-    if (isLevelEnabled(work.log, TASK_LEVELS[outcome])) {
-      const now = performance.now()
-      const started = this.#startedAt
-      const queuedAt = this.#queuedAt
-      const line: TaskLine = {
-        task: this.name,
-        outcome,
-        connection: work.connection,
-        method: work.request.method,
-        route: work.route,
-        statusCode: work.statusCode,
-        durationMs: started === 0 ? 0 : round(now - started),
-        queuedMs: queuedAt === 0 ? 0 : round((started === 0 ? now : started) - queuedAt)
-      }
-      if (outcome === 'timeout') line.timeoutMs = this.timeoutMs
-      if (reason !== undefined) line.reason = reason
-      logTask(work.log, line, outcome === 'failed' ? error : undefined)
-    }
-
     if (this.timerList !== null) this.timerList.remove(this)
+    const work = this.work
+    if (isLevelEnabled(work.log, TASK_LEVELS[outcome])) this.#log(outcome, error, reason)
     if (outcome !== 'dropped') this.#fn = null
-    work.taskSettled(this, error)
-    work.scheduler.settled(this)
+    work.taskEnded(this, error)
+    work.scheduler.taskEnded(this)
+  }
+
+  #log (outcome: Outcome, error: unknown, reason: DropReason | undefined): void {
+    const work = this.work
+    const now = performance.now()
+    const started = this.#startedAt
+    const queuedAt = this.#queuedAt
+    const line: TaskLine = {
+      task: this.name,
+      outcome,
+      connection: work.connection,
+      method: work.request.method,
+      route: work.route,
+      statusCode: work.statusCode,
+      durationMs: started === 0 ? 0 : round(now - started),
+      queuedMs: queuedAt === 0 ? 0 : round((started === 0 ? now : started) - queuedAt)
+    }
+    if (outcome === 'timeout') line.timeoutMs = this.timeoutMs
+    if (reason !== undefined) line.reason = reason
+    logTask(work.log, line, outcome === 'failed' ? error : undefined)
+  }
+}
+
+/**
+ * What a task function receives: the documented fields as getters over a private reference, so
+ * `ctx` gives a task nothing it could use to reach the plugin's bookkeeping. Made when the task
+ * starts: a pending task does not pay for it.
+ */
+class Context implements TaskContext {
+  readonly #task: Task
+
+  constructor (task: Task) {
+    this.#task = task
+  }
+
+  get signal (): AbortSignal { return this.#task.signal }
+  get log (): FastifyBaseLogger { return this.#task.work.log }
+  get connection (): ConnectionStatus { return this.#task.work.connection as ConnectionStatus }
+  get statusCode (): number { return this.#task.work.statusCode }
+  get request (): RequestSnapshot { return this.#task.work.request }
+  get name (): string { return this.#task.name }
+  get outcomes (): readonly TaskOutcome[] | undefined {
+    return this.#task.always ? this.#task.work.outcomes : undefined
   }
 }

@@ -1,14 +1,17 @@
-import { AsyncResource } from 'node:async_hooks'
-import type { FastifyBaseLogger, FastifyReply } from 'fastify'
+import type { FastifyBaseLogger } from 'fastify'
 import type { RouteSettings } from './options'
 import type { Scheduler } from './scheduler'
-import { isLevelEnabled, logResponse, round } from './log'
-import { Task } from './task'
-import type { ConnectionStatus, DeferredTask, RequestSnapshot, TaskContext, TaskOutcome } from './types'
+import { isLevelEnabled, logResponse } from './log'
+import { TaskState } from './task'
+import type { Task } from './task'
+import type { ConnectionStatus, RequestSnapshot, TaskOutcome } from './types'
 
 /**
  * The deferred work of one request. It outlives the request and reply, so it copies what it
  * needs from them (logger, snapshot, route) and holds neither.
+ *
+ * Its tasks wait until the response closed, are then handed to the scheduler (`always` tasks
+ * once the others ended), and report back when they end.
  */
 export class Work {
   readonly scheduler: Scheduler
@@ -16,17 +19,23 @@ export class Work {
   readonly request: RequestSnapshot
   readonly route: string
   readonly settings: RouteSettings
-  /** How the response closed; `null` until it did, when the tasks are dispatched. */
+  /** How the response closed; `null` until it did. */
   connection: ConnectionStatus | null = null
+  /** The response's status code; `0` until it closed. */
   statusCode = 0
+  /** Tasks registered on the request, whatever became of them; counted by the caller of `add()`. */
+  registered = 0
+  // the scheduler's list of works with waiting tasks
+  heldPrev: Work | null = null
+  heldNext: Work | null = null
+  held = false
 
-  // Tasks keep the async context of the request that registered them (AsyncLocalStorage).
-  #asyncResource = new AsyncResource('fastify-send-and-continue')
   // allocated on first use: the bookkeeping of a pending task should stay small
   #waiting: Task[] | null = null
   #always: Task[] | null = null
   #outcomes: TaskOutcome[] | null = null
-  #unsettled = 0
+  /** Tasks handed over (not `always`) that have not ended. */
+  #unended = 0
   #alwaysStarted = false
 
   constructor (scheduler: Scheduler, log: FastifyBaseLogger, request: RequestSnapshot, route: string, settings: RouteSettings) {
@@ -37,79 +46,81 @@ export class Work {
     this.settings = settings
   }
 
-  get taskCount (): number {
-    return (this.#waiting?.length ?? 0) + (this.#always?.length ?? 0)
-  }
-
+  /** What `always` tasks see: the outcomes of the request's other tasks so far (a copy). */
   get outcomes (): readonly TaskOutcome[] {
-    return this.#outcomes ?? []
+    return Object.freeze(this.#outcomes === null ? [] : this.#outcomes.slice())
   }
 
-  run (fn: DeferredTask, ctx: TaskContext): unknown {
-    return this.#asyncResource.runInAsyncScope(fn, null, ctx)
-  }
-
-  add (fn: DeferredTask, name: string, timeoutMs: number, always: boolean): void {
-    const task = new Task(this, fn, name, timeoutMs, always)
-    if (this.scheduler.closing) {
-      this.scheduler.drop(task, 'closing')
+  add (task: Task): void {
+    const scheduler = this.scheduler
+    if (scheduler.closing) {
+      scheduler.drop(task, 'closing')
       return
     }
-    this.scheduler.pending++
+    scheduler.hold(this)
     if (this.connection === null) {
-      if (always) (this.#always ??= []).push(task)
+      if (task.always) (this.#always ??= []).push(task)
       else (this.#waiting ??= []).push(task)
-    } else if (always) {
+    } else if (!task.always) {
       // registered after the response closed
-      (this.#always ??= []).push(task)
-      if (this.#alwaysStarted || this.#unsettled === 0) this.#startAlways()
+      this.#unended++
+      this.#submit(task)
+    } else if (this.#alwaysStarted || this.#unended === 0) {
+      this.#submit(task)
     } else {
-      this.#unsettled++
-      this.#dispatch(task)
+      (this.#always ??= []).push(task)
     }
+    this.#unholdWhenEmpty()
   }
 
-  /** The response closed: log how, then hand every task over. Runs once per request. */
-  close (reply: FastifyReply, connection: ConnectionStatus): void {
+  /** The response closed: log how, then hand every waiting task over. Runs once per request. */
+  responseClosed (connection: ConnectionStatus, statusCode: number, responseTime: number): void {
     this.connection = connection
-    this.statusCode = reply.raw.statusCode
-    if (isLevelEnabled(this.log, 'info')) this.#logClose(reply, connection)
-
+    this.statusCode = statusCode
+    if (isLevelEnabled(this.log, 'info')) {
+      logResponse(this.log, {
+        connection,
+        method: this.request.method,
+        route: this.route,
+        statusCode,
+        responseTime,
+        tasks: this.registered
+      })
+    }
     const tasks = this.#waiting
     this.#waiting = null
     if (tasks !== null) {
-      this.#unsettled = tasks.length
-      for (const task of tasks) this.#dispatch(task)
+      this.#unended = tasks.length
+      for (const task of tasks) this.#submit(task)
     }
-    if (this.#unsettled === 0 && this.#always !== null) this.#startAlways()
+    if (this.#unended === 0 && this.#always !== null) this.#startAlways()
+    this.#unholdWhenEmpty()
   }
 
-  #logClose (reply: FastifyReply, connection: ConnectionStatus): void {
-    logResponse(this.log, {
-      connection,
-      method: this.request.method,
-      route: this.route,
-      statusCode: this.statusCode,
-      responseTime: round(reply.elapsedTime),
-      tasks: this.taskCount
-    })
+  /** The shutdown drain ran out: every task still waiting (for the response, or for the others) is cancelled. */
+  cancelWaiting (): void {
+    const tasks = [...this.#waiting ?? [], ...this.#always ?? []]
+    this.#waiting = this.#always = null
+    this.scheduler.unhold(this)
+    for (const task of tasks) this.scheduler.cancelHeld(task)
   }
 
-  taskSettled (task: Task, error: unknown): void {
+  taskEnded (task: Task, error: unknown): void {
     if (task.always) return
     ;(this.#outcomes ??= []).push(error === undefined
-      ? { name: task.name, outcome: task.outcome! }
-      : { name: task.name, outcome: task.outcome!, error })
-    if (!task.dispatched) return
-    this.#unsettled--
-    if (this.#unsettled === 0 && this.#always !== null) this.#startAlways()
+      ? { name: task.name, outcome: task.outcome as TaskOutcome['outcome'] }
+      : { name: task.name, outcome: task.outcome as TaskOutcome['outcome'], error })
+    // ended before it was handed over: dropped or cancelled while waiting
+    if (task.state === TaskState.Waiting) return
+    this.#unended--
+    if (this.#unended === 0 && this.#always !== null) this.#startAlways()
   }
 
-  #dispatch (task: Task): void {
-    task.dispatched = true
-    this.scheduler.pending--
+  // Each task stays counted as pending until the scheduler has it, so drain() cannot see the
+  // scheduler idle between two tasks of one response.
+  #submit (task: Task): void {
     if (this.connection === 'aborted' && this.settings.onClientAbort === 'skip' && !task.always) {
-      task.settle('skipped')
+      this.scheduler.skip(task)
     } else {
       this.scheduler.submit(task)
     }
@@ -119,6 +130,11 @@ export class Work {
     this.#alwaysStarted = true
     const tasks = this.#always as Task[]
     this.#always = null
-    for (const task of tasks) this.#dispatch(task)
+    for (const task of tasks) this.#submit(task)
+    this.#unholdWhenEmpty()
+  }
+
+  #unholdWhenEmpty (): void {
+    if (this.#waiting === null && this.#always === null) this.scheduler.unhold(this)
   }
 }

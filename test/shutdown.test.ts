@@ -96,7 +96,7 @@ test('work registered once close started is dropped, logged and handed to onDrop
   t.equal(dropped[0].task, late)
 })
 
-test('a task dispatched after the drain ran out is cancelled, not run', async (t) => {
+test('a task whose response has not closed when the drain runs out is cancelled and logged then, and never runs', async (t) => {
   const { app: server, logs } = await app({ drainTimeout: 0 })
   let reply: import('fastify').FastifyReply | undefined
   const started = deferred()
@@ -109,8 +109,15 @@ test('a task dispatched after the drain ran out is cancelled, not run', async (t
   server.inject('/').catch(() => {})
   await started.promise
   await server.close()
-  // the response closes only now: its task is past the drain
+  t.equal(logs.outcomes.length, 1, 'logged by the shutdown, not left pending')
+  t.match(logs.outcomes[0], { deferred: { task: 'registeredBeforeClose', outcome: 'cancelled', connection: null, statusCode: 0 } })
+  const summary = logs.lines.find((line) => line.deferredShutdown !== undefined)
+  t.match(summary, { deferredShutdown: { drained: false, cancelled: 1 } })
+  t.match(server.sendAndContinue.stats(), { pending: 0, cancelled: 1 })
+  // the response closes only now: one close line, no second outcome
   reply?.raw.destroy()
-  await logs.untilOutcomes(1)
-  t.match(logs.outcomes[0], { deferred: { task: 'registeredBeforeClose', outcome: 'cancelled', connection: 'aborted' } })
+  await logs.until(() => logs.closes.length === 1)
+  t.match(logs.closes[0], { deferred: { connection: 'aborted', tasks: 1 } })
+  await server.sendAndContinue.drain()
+  t.equal(logs.outcomes.length, 1)
 })
