@@ -428,7 +428,14 @@ function writeReports (results) {
   return written
 }
 
-module.exports = { writeReports, markdown, readmeBlock }
+/** The instruction-count tables as text, for the console at the end of a run. */
+function instructionText (results) {
+  const cg = results.callgrind
+  if (cg === undefined || cg.skipped !== undefined) return ''
+  return `${instructionTable(cg)}\n\n${ratioTable(cg)}\n`
+}
+
+module.exports = { writeReports, markdown, readmeBlock, instructionText }
 
 if (require.main === module) {
   const file = process.argv[2] ?? path.join(__dirname, 'results', 'latest.json')

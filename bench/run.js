@@ -26,7 +26,7 @@ const { runCallgrind } = require('./phases/callgrind')
 const { environment } = require('./environment')
 const { targets } = require('./targets')
 const tracing = require('./tracing')
-const { writeReports } = require('./report')
+const { writeReports, instructionText } = require('./report')
 
 const PHASES = ['wallclock', 'callgrind', 'heap']
 const tmpDir = path.join(__dirname, 'results', 'tmp')
@@ -110,10 +110,16 @@ async function main () {
     partial,
     phases: only
   }
-  const wall = only.includes('wallclock') ? await wallclock(wrk) : null
+  const timed = async (phase, run) => {
+    const at = Date.now()
+    const result = await run()
+    log(`${phase}: ${Math.round((Date.now() - at) / 1000)} s`)
+    return result
+  }
+  const wall = only.includes('wallclock') ? await timed('wall clock', () => wallclock(wrk)) : null
   // the heap phase counts bytes, not time: it runs beside the instruction counts
-  const heapDone = only.includes('heap') ? runHeap({ tasks: plan.heapTasks, tmpDir, log }) : Promise.resolve(undefined)
-  const callgrind = only.includes('callgrind') ? await runCallgrind({ plan: callgrindPlan, log, variants: selectedInstructionVariants() }) : undefined
+  const heapDone = only.includes('heap') ? timed('heap', () => runHeap({ tasks: plan.heapTasks, tmpDir, log })) : Promise.resolve(undefined)
+  const callgrind = only.includes('callgrind') ? await timed('instruction counts', () => runCallgrind({ plan: callgrindPlan, log, variants: selectedInstructionVariants() })) : undefined
   const heap = await heapDone
 
   const loadAverageEnd = os.loadavg()
@@ -139,8 +145,9 @@ async function main () {
     heap
   })
   results.targets = targets(results)
-  for (const target of results.targets) {
-    const verdict = target.met === null ? 'not measured' : target.met ? 'met' : 'MISSED'
+  if (callgrind?.variants !== undefined) log(`\n${instructionText(results)}`)
+  for (const target of results.targets.filter((t) => t.met !== null)) {
+    const verdict = target.met ? 'met' : 'MISSED'
     log(`target ${target.id.padEnd(16)} ${Number.isFinite(target.measured.median) ? target.measured.median.toFixed(target.unit === 'x' ? 3 : 0) : '-'}${target.unit} (limit ${target.limit}${target.unit}): ${verdict}`)
   }
   results.rounds = wall?.rounds

@@ -20,6 +20,10 @@ function instructionRatios (callgrind) {
     ['plugin-idle', 'plain', null, true],
     ['setimmediate-log', 'plain', LIGHT, true]
   ]
+  // every tracing row against the same variant without tracing
+  for (const v of callgrind.variants) {
+    if (v.tracing !== undefined) pairs.push([v.base, 'sac', v.pending, v.logger])
+  }
   return pairs.map(([base, reference, pending, logger]) => {
     const name = (b) => [b, pending === null ? null : `${pending}`, logger ? 'pino' : null].filter(Boolean).join('-')
     return { id: `${name(base)}/${name(reference)}`, name: name(base), reference: name(reference), pending, logger, ratio: kinstr(name(base)) / kinstr(name(reference)) }

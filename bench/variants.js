@@ -120,11 +120,11 @@ const BASES = {
   setimmediate: { label: '`send` + `setImmediate(task)`', handler: 'setimmediate', deferring: true },
   'setimmediate-log': { label: '`send` + `setImmediate(task)`, one `request.log` line per task', handler: 'setimmediate-log', deferring: true },
   'plugin-idle': { label: 'plugin registered, route does not defer', handler: 'send', plugin: true },
-  sac: { label: '`sendAndContinue` + task', handler: 'sac', plugin: true, deferring: true }
-  // Slots for the tracing rows, filled when the plugin has a `tracing` option
-  // (bench/tracing.js says whether it does):
-  // 'sac-otel': { label: '`sendAndContinue` + task, tracing on (OTel SDK, in-memory exporter)', handler: 'sac', plugin: true, deferring: true, tracing: 'otel' },
-  // 'sac-channel': { label: '`sendAndContinue` + task, diagnostics channel without subscribers', handler: 'sac', plugin: true, deferring: true, tracing: 'channel' }
+  sac: { label: '`sendAndContinue` + task', handler: 'sac', plugin: true, deferring: true },
+  // The tracing rows, measured when the built plugin has tracing (bench/tracing.js says whether
+  // and sets the app up); compared with `sac`.
+  'sac-otel': { label: '`sendAndContinue` + task, tracing on (OTel SDK, in-memory exporter)', handler: 'sac', plugin: true, deferring: true, tracing: 'otel' },
+  'sac-channel': { label: '`sendAndContinue` + task, tracing\'s diagnostics channel without subscribers', handler: 'sac', plugin: true, deferring: true, tracing: 'channel' }
 }
 
 function instructionVariant (base, pending, logger) {

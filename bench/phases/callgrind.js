@@ -61,6 +61,7 @@ function summarizeOne (variant, measured) {
   return {
     name: variant.name,
     base: variant.base,
+    tracing: variant.tracing,
     label: variant.label,
     logger: variant.logger,
     pending: variant.pending,
