@@ -195,6 +195,32 @@ function ratioTable (callgrind) {
   return rows.join('\n')
 }
 
+/** A C++ cost centre shortened: no `v8::internal::`, no return type, no parameters; a C library's file without its path. */
+function shortName (fn) {
+  if (fn.startsWith('(JIT')) return fn
+  let name = fn.replace(/v8::internal::|heap::base::/g, '').replace(/\(anonymous namespace\)/g, '{anonymous}')
+  // the parameter list: the last balanced (...) group, possibly followed by const and a recursion mark
+  let depth = 0
+  for (let i = name.length - 1; i >= 0; i--) {
+    if (name[i] === ')') depth++
+    else if (name[i] === '(' && --depth === 0) {
+      name = name.slice(0, i) + name.slice(i).replace(/^\(.*\)( const)?/, '')
+      break
+    }
+  }
+  // the return type: whatever precedes the last space outside template brackets
+  depth = 0
+  for (let i = name.length - 1; i >= 0; i--) {
+    if (name[i] === '>') depth++
+    else if (name[i] === '<') depth--
+    else if (name[i] === ' ' && depth === 0) {
+      name = name.slice(i + 1)
+      break
+    }
+  }
+  return name.replace(/^[^:]*\/([^/:]+):/, '$1:')
+}
+
 /** The functions whose own instructions grow most from the hand-written variant to the plugin. */
 function costCentreTable (callgrind, name, reference, count = 15) {
   const variant = callgrind.variants.find((v) => v.name === name)
@@ -205,7 +231,7 @@ function costCentreTable (callgrind, name, reference, count = 15) {
     '| --- | ---: | ---: | ---: |'
   ]
   for (const row of costCentres(variant, ref, count)) {
-    rows.push(`| \`${row.fn.replace(/\|/g, '\\|')}\` | ${num(row.kinstr, 2)} | ${num(row.reference, 2)} | ${row.delta >= 0 ? '+' : ''}${num(row.delta, 2)} |`)
+    rows.push(`| \`${shortName(row.fn).replace(/\|/g, '\\|')}\` | ${num(row.kinstr, 2)} | ${num(row.reference, 2)} | ${row.delta >= 0 ? '+' : ''}${num(row.delta, 2)} |`)
   }
   return rows.join('\n')
 }

@@ -99,6 +99,7 @@ async function main () {
   const startedAt = Date.now()
   fs.mkdirSync(tmpDir, { recursive: true })
   const wrk = args['no-wrk'] ? null : wrkVersion()
+  if (wrk === null && !args['no-wrk'] && only.includes('wallclock')) log('wrk is not installed: autocannon only (`apt-get install -y wrk` adds the primary load tool)')
   const loadAverageStart = os.loadavg()
   log(`fastify-send-and-continue bench: ${quick ? 'quick' : 'full'} run, phases ${only.join(', ')}`)
   log(`load average at start: ${loadAverageStart.map((l) => l.toFixed(2)).join(' ')}`)

@@ -54,6 +54,8 @@ async function main () {
     return reply
   }
 
+  // the runner is gone (stopped or crashed): nothing left to answer
+  process.once('disconnect', () => process.exit(0))
   process.on('message', (message) => {
     if (message.type === 'snapshot') {
       snapshot(message).then((reply) => process.send(reply))
