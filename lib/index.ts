@@ -29,7 +29,7 @@ import type {
   RouteSettings,
   SendAndContinueOptions
 } from './options'
-import { logRefused, round } from './log'
+import { logRefused } from './log'
 import { Scheduler } from './scheduler'
 import { kSendCalled, kWork } from './symbols'
 import { Task } from './task'
@@ -103,7 +103,7 @@ async function fastifySendAndContinue (fastify: FastifyInstance, options: SendAn
     routeOptions.onResponse = appendHook(routeOptions.onResponse, onResponse as onResponseHookHandler, false)
     routeOptions.onError = appendHook(routeOptions.onError, onError as onErrorHookHandler, true)
     if (settings.rejectWhenSaturated) {
-      routeOptions.onRequest = appendHook(routeOptions.onRequest, rejectWhenSaturated(settings.retryAfter, routeOptions.url ?? NOT_FOUND_ROUTE), true)
+      routeOptions.onRequest = appendHook(routeOptions.onRequest, rejectWhenSaturated(settings.retryAfter, routeOptions.url), true)
     }
   }
 
@@ -117,38 +117,44 @@ async function fastifySendAndContinue (fastify: FastifyInstance, options: SendAn
     }
     const callOptions = validateCallOptions('reply.sendAndContinue()', options)
     if (task !== undefined) {
-      addTasks(reply, toTasks('reply.sendAndContinue()', task), callOptions)
+      checkTask('reply.sendAndContinue()', task)
+      addTasks(reply, task, callOptions)
     }
     reply[kSendCalled] = true
     return reply.send(payload)
   }
 
   function defer (this: FastifyReply, task: DeferredTask | DeferredTask[], options?: DeferOptions): FastifyReply {
-    const tasks = toTasks('reply.defer()', task)
-    addTasks(this as ReplyState, tasks, validateCallOptions('reply.defer()', options))
+    checkTask('reply.defer()', task)
+    addTasks(this as ReplyState, task, validateCallOptions('reply.defer()', options))
     return this
   }
 
-  function addTasks (reply: ReplyState, fns: DeferredTask[], options: DeferOptions): void {
+  // `task` was checked: a function, or a non-empty array of functions
+  function addTasks (reply: ReplyState, task: DeferredTask | DeferredTask[], options: DeferOptions): void {
     const work = reply[kWork] ?? createWork(reply)
     const timeout = options.timeout ?? work.settings.timeout
     const always = options.always ?? false
     // one capture per call: the tasks run in the async context (AsyncLocalStorage) they were registered in
     const scope = new AsyncResource('fastify-send-and-continue')
-    const many = fns.length > 1
+    if (typeof task === 'function') {
+      const one = new Task(work, task, options.name ?? (task.name || 'anonymous'), timeout, always, scope)
+      work.registered++
+      if (work.connection === null && isClosed(reply.raw)) handOver(work, reply)
+      work.add(one)
+      return
+    }
     const tasks: Task[] = []
-    for (let i = 0; i < fns.length; i++) {
-      const fn = fns[i]
-      const name = options.name === undefined
-        ? fn.name || (many ? `anonymous[${i}]` : 'anonymous')
-        : many ? `${options.name}[${i}]` : options.name
+    for (let i = 0; i < task.length; i++) {
+      const fn = task[i]
+      const name = options.name === undefined ? fn.name || `anonymous[${i}]` : `${options.name}[${i}]`
       tasks.push(new Task(work, fn, name, timeout, always, scope))
     }
     // counted first, so the response's one close line says how many tasks it carried
     work.registered += tasks.length
     // registered after the response closed: the listeners came too late, so hand over now
     if (work.connection === null && isClosed(reply.raw)) handOver(work, reply)
-    for (const task of tasks) work.add(task)
+    for (const one of tasks) work.add(one)
   }
 
   function createWork (reply: ReplyState): Work {
@@ -161,12 +167,13 @@ async function fastifySendAndContinue (fastify: FastifyInstance, options: SendAn
       throw new FST_SAC_NOT_ENABLED(routeName(config.method, config.url), why)
     }
     const request = reply.request
-    const snapshot: RequestSnapshot = {
+    // frozen: every task of the request shares it, and the log lines read it
+    const snapshot: RequestSnapshot = Object.freeze({
       id: String(request.id),
       method: request.method,
       url: request.url,
       routeUrl: config.url
-    }
+    })
     const work = new Work(scheduler, request.log, snapshot, config.url ?? NOT_FOUND_ROUTE, settings)
     reply[kWork] = work
     followConnection(work, reply)
@@ -220,7 +227,7 @@ function onError (this: FastifyInstance, request: FastifyRequest, reply: Fastify
  */
 function handOver (work: Work, reply: FastifyReply): void {
   if (work.connection !== null) return
-  work.responseClosed(connectionOf(reply), reply.raw.statusCode, round(reply.elapsedTime))
+  work.responseClosed(connectionOf(reply), reply)
 }
 
 // A response can end without 'finish' or 'close': on HTTP/1.x a pipelined response still queued
@@ -242,17 +249,16 @@ function routeName (method: unknown, url: unknown): string {
   return `${Array.isArray(method) ? method.join(',') : String(method)} ${url === undefined ? NOT_FOUND_ROUTE : String(url)}`
 }
 
-function toTasks (where: string, task: unknown): DeferredTask[] {
-  if (typeof task === 'function') return [task as DeferredTask]
-  if (Array.isArray(task) && task.length > 0 && task.every((fn) => typeof fn === 'function')) {
-    return task as DeferredTask[]
-  }
+function checkTask (where: string, task: unknown): void {
+  if (typeof task === 'function') return
+  if (Array.isArray(task) && task.length > 0 && task.every((fn) => typeof fn === 'function')) return
   throw new FST_SAC_INVALID_TASK(where, describe(task))
 }
 
 // Whether the whole response reached the client. Each server flavour needs its own reading:
-// - HTTP/1.x: Node emits 'finish' and reports `writableFinished` even when the socket died before
-//   the data was flushed, so a destroyed socket that had not finished writing counts as aborted;
+// - HTTP/1.x: a response ended but not finished never reached the socket; Node emits 'finish' and
+//   reports `writableFinished` even when the socket died before the data was flushed, so a
+//   destroyed socket that had not finished writing counts as aborted too;
 // - HTTP/2 compatibility API: a reset stream also emits 'finish' and reports `writableFinished`,
 //   so an ended response whose stream was reset (rstCode > 0) counts as aborted;
 // - inject(): light-my-request's Response has no socket to flush, so ended is as finished as it gets.
@@ -263,6 +269,8 @@ function connectionOf (reply: FastifyReply): ConnectionStatus {
   if (stream !== undefined) return stream.rstCode > 0 || !raw.writableEnded ? 'aborted' : 'finished'
   if (!raw.writableEnded) return 'aborted'
   if ('_lightMyRequest' in raw) return 'finished'
+  // ended but never flushed: a pipelined response queued behind one the client did not wait for
+  if (!raw.writableFinished) return 'aborted'
   const socket = reply.request.raw.socket
   return socket.destroyed && !socket.writableFinished ? 'aborted' : 'finished'
 }

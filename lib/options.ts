@@ -138,9 +138,10 @@ const milliseconds: Rule = {
 }
 const boolean: Rule = { check: (v) => typeof v === 'boolean', expected: 'a boolean' }
 const policy: Rule = { check: (v) => v === 'run' || v === 'skip', expected: "'run' or 'skip'" }
+// Retry-After is written as a plain integer: larger values would print in exponent notation
 const seconds: Rule = {
-  check: (v) => typeof v === 'number' && Number.isInteger(v) && v > 0,
-  expected: 'a positive whole number of seconds'
+  check: (v) => typeof v === 'number' && Number.isInteger(v) && v >= 1 && v <= MAX_TIMEOUT,
+  expected: `a whole number of seconds from 1 to ${MAX_TIMEOUT}`
 }
 
 const routeRules: Record<keyof RouteSendAndContinueOptions, Rule> = {
@@ -247,7 +248,9 @@ export function resolveRouteSettings (plugin: PluginSettings, config: unknown, r
   }
 }
 
+const NO_OPTIONS: DeferOptions = Object.freeze({})
+
 export function validateCallOptions (where: string, options: unknown): DeferOptions {
-  if (options === undefined) return {}
+  if (options === undefined) return NO_OPTIONS
   return validate<DeferOptions>(where, options, callRules)
 }

@@ -24,8 +24,6 @@ export class Scheduler {
   #rejected = 0
   /** Set when `app.close()` starts: tasks registered from then on are dropped. */
   #closing = false
-  /** Set when the shutdown drain ran out: whatever is left is cancelled. */
-  #cancelling = false
   // works whose response has not closed, with tasks waiting for it: an intrusive list
   #heldHead: Work | null = null
   // running tasks in start order: an intrusive list (a Set would keep ended tasks reachable to
@@ -46,10 +44,7 @@ export class Scheduler {
     this.#onDropped = onDropped
   }
 
-  /** Tasks registered on responses that have not closed. */
-  get pending (): number { return this.#pending }
   get queued (): number { return this.#queue.length - this.#head }
-  get running (): number { return this.#running }
   get closing (): boolean { return this.#closing }
 
   get saturated (): boolean {
@@ -85,13 +80,15 @@ export class Scheduler {
     work.heldPrev = work.heldNext = null
   }
 
-  /** Takes a held task its request hands over: run now, queue, drop when full, cancel after the drain ran out. */
+  /**
+   * Takes a held task its request hands over: run now, queue, or drop when full. (Once the drain
+   * ran out nothing is handed over any more: every held task was cancelled, and no work is
+   * registered while the app closes.)
+   */
   submit (task: Task): void {
     this.#pending--
     task.state = TaskState.HandedOver
-    if (this.#cancelling) {
-      task.end('cancelled')
-    } else if (this.saturated) {
+    if (this.saturated) {
       this.drop(task, 'queue-full')
     } else if (this.#running < this.concurrency && this.queued === 0 && !this.#pumping) {
       // a free slot and nobody ahead: start it without going through the queue
@@ -236,7 +233,6 @@ export class Scheduler {
   // Waiting tasks first, then queued ones, then running ones: once the queue is empty, a
   // running task that ends cannot start another.
   #cancelRemaining (): void {
-    this.#cancelling = true
     while (this.#heldHead !== null) this.#heldHead.cancelWaiting()
     const queued = this.#queue.slice(this.#head) as Task[]
     this.#queue = []

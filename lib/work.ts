@@ -1,7 +1,7 @@
-import type { FastifyBaseLogger } from 'fastify'
+import type { FastifyBaseLogger, FastifyReply } from 'fastify'
 import type { RouteSettings } from './options'
 import type { Scheduler } from './scheduler'
-import { isLevelEnabled, logResponse } from './log'
+import { isLevelEnabled, logResponse, round } from './log'
 import { TaskState } from './task'
 import type { Task } from './task'
 import type { ConnectionStatus, RequestSnapshot, TaskOutcome } from './types'
@@ -74,7 +74,8 @@ export class Work {
   }
 
   /** The response closed: log how, then hand every waiting task over. Runs once per request. */
-  responseClosed (connection: ConnectionStatus, statusCode: number, responseTime: number): void {
+  responseClosed (connection: ConnectionStatus, reply: FastifyReply): void {
+    const statusCode = reply.raw.statusCode
     this.connection = connection
     this.statusCode = statusCode
     if (isLevelEnabled(this.log, 'info')) {
@@ -83,7 +84,7 @@ export class Work {
         method: this.request.method,
         route: this.route,
         statusCode,
-        responseTime,
+        responseTime: round(reply.elapsedTime),
         tasks: this.registered
       })
     }

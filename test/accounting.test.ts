@@ -1,4 +1,6 @@
 import { test } from 'tap'
+import { AsyncLocalStorage } from 'node:async_hooks'
+import type { FastifyReply } from 'fastify'
 import fc from 'fast-check'
 import assert from 'node:assert/strict'
 import { once } from 'node:events'
@@ -7,7 +9,7 @@ import { Readable } from 'node:stream'
 import { setImmediate as nextTurn } from 'node:timers/promises'
 import { build, deferred, listen } from './helpers'
 import type { LogLine } from './helpers'
-import { abortBeforeResponse, abortMidStream, countBy, failOnCrash } from './reliability-helpers'
+import { abortBeforeResponse, abortMidStream, countBy, failOnCrash, pipelineThenHangUp } from './reliability-helpers'
 import type { DroppedTaskInfo, Outcome, TaskContext } from '../lib/index'
 
 failOnCrash()
@@ -16,10 +18,11 @@ failOnCrash()
 // registered ends with exactly one outcome line, and stats() (and the shutdown summary) count
 // exactly those lines.
 
-type TaskKind = 'sync' | 'async' | 'throws' | 'rejects' | 'hangs' | 'ignoresSignal'
-type RequestKind = 'normal' | 'abortMidStream' | 'abortBeforeSend' | 'handlerThrows' | 'deferAfterClose'
+type TaskKind = 'sync' | 'async' | 'throws' | 'rejects' | 'hangs' | 'ignoresSignal' | 'thenGetterThrows' | 'rejectsUnloggable'
+type RequestKind = 'normal' | 'abortMidStream' | 'abortBeforeSend' | 'handlerThrows' | 'deferAfterClose' | 'pipelinedHangUp' | 'hijackedHangUp'
 
-interface TaskSpec { kind: TaskKind, timeout: 0 | 25, always: boolean }
+/** `fromHook`: registered from a preHandler hook, in an async context of its own. */
+interface TaskSpec { kind: TaskKind, timeout: 0 | 25, always: boolean, fromHook: boolean }
 interface RequestSpec { kind: RequestKind, tasks: TaskSpec[] }
 interface Scenario {
   concurrency: number
@@ -39,19 +42,27 @@ const taskKinds: Record<TaskKind, (ctx: TaskContext) => unknown> = {
   hangs: (ctx) => new Promise((resolve, reject) => {
     ctx.signal.addEventListener('abort', () => reject(ctx.signal.reason), { once: true })
   }),
-  ignoresSignal: () => new Promise(() => {})
+  ignoresSignal: () => new Promise(() => {}),
+  thenGetterThrows: () => ({ get then () { throw new Error('task threw') } }),
+  rejectsUnloggable: () => Promise.reject(revoked.proxy)
 }
+
+const revoked = Proxy.revocable({}, {})
+revoked.revoke()
+// each task is registered inside als.run(its name): it must run in that context
+const als = new AsyncLocalStorage<string>()
 
 const scenario: fc.Arbitrary<Scenario> = fc.record({
   concurrency: fc.integer({ min: 1, max: 3 }),
   maxQueued: fc.integer({ min: 0, max: 4 }),
   onClientAbort: fc.constantFrom('run' as const, 'skip' as const),
   requests: fc.array(fc.record({
-    kind: fc.constantFrom<RequestKind>('normal', 'normal', 'abortMidStream', 'abortBeforeSend', 'handlerThrows', 'deferAfterClose'),
+    kind: fc.constantFrom<RequestKind>('normal', 'normal', 'abortMidStream', 'abortBeforeSend', 'handlerThrows', 'deferAfterClose', 'pipelinedHangUp', 'hijackedHangUp'),
     tasks: fc.array(fc.record({
-      kind: fc.constantFrom<TaskKind>('sync', 'async', 'throws', 'rejects', 'hangs', 'ignoresSignal'),
+      kind: fc.constantFrom<TaskKind>('sync', 'async', 'throws', 'rejects', 'hangs', 'ignoresSignal', 'thenGetterThrows', 'rejectsUnloggable'),
       timeout: fc.constantFrom(0 as const, 25 as const),
-      always: fc.boolean()
+      always: fc.boolean(),
+      fromHook: fc.boolean()
     }), { minLength: 1, maxLength: 3 })
   }), { minLength: 1, maxLength: 8 }),
   closeAfter: fc.nat({ max: 8 })
@@ -61,13 +72,15 @@ interface Registered { name: string, reqId: string, request: RequestSpec, task: 
 
 /** The outcomes a task may end with, given what it does and what happened to its request. */
 function allowedOutcomes (entry: Registered, onClientAbort: 'run' | 'skip'): Outcome[] {
-  const aborted = entry.request.kind === 'abortMidStream' || entry.request.kind === 'abortBeforeSend'
+  const aborted = expectedConnection[entry.request.kind] === 'aborted'
   if (aborted && onClientAbort === 'skip' && !entry.task.always) return ['skipped']
   const own: Record<TaskKind, Outcome> = {
     sync: 'completed',
     async: 'completed',
     throws: 'failed',
     rejects: 'failed',
+    thenGetterThrows: 'failed',
+    rejectsUnloggable: 'failed',
     hangs: entry.task.timeout > 0 ? 'timeout' : 'cancelled',
     ignoresSignal: entry.task.timeout > 0 ? 'timeout' : 'cancelled'
   }
@@ -80,7 +93,9 @@ const expectedConnection: Record<RequestKind, string> = {
   handlerThrows: 'finished',
   deferAfterClose: 'finished',
   abortMidStream: 'aborted',
-  abortBeforeSend: 'aborted'
+  abortBeforeSend: 'aborted',
+  pipelinedHangUp: 'aborted',
+  hijackedHangUp: 'aborted'
 }
 
 let runs = 0
@@ -98,29 +113,51 @@ async function check (t: Parameters<Parameters<typeof test>[0]>[0], s: Scenario)
   })
   const registered: Registered[] = []
   const calls = new Map<string, number>()
+  const wrongContext: string[] = []
   const handlerStarted = s.requests.map(() => deferred())
 
+  function register (reply: FastifyReply, reqId: string, i: number, fromHook: boolean): void {
+    const spec = s.requests[i]
+    spec.tasks.forEach((task, j) => {
+      if (task.fromHook !== fromHook) return
+      const name = `r${run}-q${i}-t${j}`
+      registered.push({ name, reqId, request: spec, task })
+      als.run(name, () => reply.defer((ctx) => {
+        calls.set(name, (calls.get(name) ?? 0) + 1)
+        if (als.getStore() !== name) wrongContext.push(name)
+        return taskKinds[task.kind](ctx)
+      }, { name, timeout: task.timeout, always: task.always }))
+    })
+  }
+
+  app.addHook('preHandler', (req, reply, done) => {
+    const { kind, i } = req.params as { kind: string, i: string }
+    if (kind !== 'hold' && kind !== 'deferAfterClose') register(reply, String(req.id), Number(i), true)
+    done()
+  })
+
   app.get('/:kind/:i', async (req, reply) => {
-    const i = Number((req.params as { i: string }).i)
+    const { kind, i: index } = req.params as { kind: string, i: string }
+    if (kind === 'hold') {
+      // holds the connection's first response: the next pipelined one queues behind it
+      await once(reply.raw, 'close')
+      return 'held'
+    }
+    const i = Number(index)
     const spec = s.requests[i]
     if (spec.kind === 'deferAfterClose') {
       // work registered once the response is gone (and maybe while the app closes)
       reply.send('ok')
       await once(reply.raw, 'close')
+      register(reply, String(req.id), i, true)
     }
-    spec.tasks.forEach((task, j) => {
-      const name = `r${run}-q${i}-t${j}`
-      registered.push({ name, reqId: String(req.id), request: spec, task })
-      reply.defer((ctx) => {
-        calls.set(name, (calls.get(name) ?? 0) + 1)
-        return taskKinds[task.kind](ctx)
-      }, { name, timeout: task.timeout, always: task.always })
-    })
+    register(reply, String(req.id), i, false)
     handlerStarted[i].resolve()
     switch (spec.kind) {
       case 'deferAfterClose':
         return reply
       case 'normal':
+      case 'pipelinedHangUp':
         return 'ok'
       case 'handlerThrows':
         throw new Error('handler threw')
@@ -129,6 +166,11 @@ async function check (t: Parameters<Parameters<typeof test>[0]>[0], s: Scenario)
         body.push('first')
         return reply.send(body)
       }
+      case 'hijackedHangUp':
+        reply.hijack()
+        reply.raw.writeHead(200)
+        reply.raw.write('partial, never ended')
+        return reply
       case 'abortBeforeSend':
         await once(reply.raw, 'close')
         return reply.send('too late')
@@ -138,14 +180,22 @@ async function check (t: Parameters<Parameters<typeof test>[0]>[0], s: Scenario)
 
   let done = 0
   let closing: Promise<void> | null = null
-  const startClose = () => { closing ??= app.close() }
+  const closeStarted = deferred()
+  const startClose = () => {
+    closing ??= app.close()
+    closeStarted.resolve()
+  }
   if (s.closeAfter === 0) startClose()
   await Promise.all(s.requests.map(async (spec, i) => {
     const path = `/${spec.kind}/${i}`
     if (spec.kind === 'abortMidStream') {
       await abortMidStream(port, path).catch(() => {}) // refused once the server closes
-    } else if (spec.kind === 'abortBeforeSend') {
+    } else if (spec.kind === 'abortBeforeSend' || spec.kind === 'hijackedHangUp') {
       await abortBeforeResponse(port, path, handlerStarted[i].promise)
+    } else if (spec.kind === 'pipelinedHangUp') {
+      // a request that reaches the server once it closes gets a 503 queued behind the held one:
+      // the client gives up then too
+      await pipelineThenHangUp(port, [`/hold/${i}`, path], Promise.race([handlerStarted[i].promise, closeStarted.promise]))
     } else {
       await new Promise<void>((resolve) => {
         request({ host: '127.0.0.1', port, path, agent: false }, (res) => {
@@ -180,9 +230,11 @@ async function check (t: Parameters<Parameters<typeof test>[0]>[0], s: Scenario)
     assert.ok(ran <= 1, `${entry.name} ran ${ran} times`)
     if (outcome === 'completed' || outcome === 'failed' || outcome === 'timeout') assert.equal(ran, 1, `${entry.name} ran`)
     if (outcome === 'skipped' || outcome === 'dropped') assert.equal(ran, 0, `${entry.name} never ran`)
-    if (outcome === 'failed') assert.match(line.err?.message ?? '', /^task (threw|rejected)$/)
+    if (outcome === 'failed') assert.match(line.err?.message ?? '', /^task (threw|rejected)$|could not write: <Revoked Proxy>$/)
     if (entry.request.kind === 'handlerThrows') assert.equal(line.deferred?.statusCode, 500)
   }
+
+  assert.deepEqual(wrongContext, [], 'every task ran in the async context of its registration')
 
   const counts = countBy(outcomes, (l) => l.deferred?.outcome)
   const stats = app.sendAndContinue.stats()
@@ -202,11 +254,10 @@ async function check (t: Parameters<Parameters<typeof test>[0]>[0], s: Scenario)
   assert.deepEqual(closes.map((l) => l.reqId).sort(), [...reqIds].sort(), 'one close line per request with work')
   for (const close of closes) {
     const mine = registered.filter((r) => r.reqId === close.reqId)
-    const droppedClosing = new Set(dropped.filter((d) => d.reqId === close.reqId && d.reason === 'closing').map((d) => d.name))
-    // the line counts the tasks known when it is written: for work registered after the response
-    // closed, that is the first reply.defer() call (one task here)
+    // the line counts the tasks registered when it is written, dropped ones included: for work
+    // registered after the response closed, that is the first reply.defer() call (one task here)
     const counted = mine[0].request.kind === 'deferAfterClose' ? mine.slice(0, 1) : mine
-    assert.equal(close.deferred?.tasks, counted.filter((r) => !droppedClosing.has(r.name)).length, `${close.reqId}: the tasks count`)
+    assert.equal(close.deferred?.tasks, counted.length, `${close.reqId}: the tasks count`)
     assert.equal(close.deferred?.connection, expectedConnection[mine[0].request.kind], `${close.reqId}: the connection`)
   }
   return counts
@@ -223,13 +274,13 @@ test('accounting invariant: one outcome line per task, and stats() counts exactl
 
 test('accounting invariant: a hand-picked scenario with every case at once', async (t) => {
   const all: TaskSpec[] = (Object.keys(taskKinds) as TaskKind[]).flatMap((kind) => [
-    { kind, timeout: 25, always: false },
-    { kind, timeout: 0, always: true }
+    { kind, timeout: 25, always: false, fromHook: false },
+    { kind, timeout: 0, always: true, fromHook: true }
   ])
-  const requests: RequestSpec[] = (['normal', 'abortMidStream', 'abortBeforeSend', 'handlerThrows', 'deferAfterClose'] as const)
+  const requests: RequestSpec[] = (['normal', 'abortMidStream', 'abortBeforeSend', 'handlerThrows', 'deferAfterClose', 'pipelinedHangUp', 'hijackedHangUp'] as const)
     .map((kind) => ({ kind, tasks: all }))
-  const first = await check(t, { concurrency: 2, maxQueued: 20, onClientAbort: 'run', requests, closeAfter: 5 })
-  const second = await check(t, { concurrency: 1, maxQueued: 2, onClientAbort: 'skip', requests, closeAfter: 5 })
+  const first = await check(t, { concurrency: 2, maxQueued: 20, onClientAbort: 'run', requests, closeAfter: 7 })
+  const second = await check(t, { concurrency: 1, maxQueued: 2, onClientAbort: 'skip', requests, closeAfter: 7 })
   const seen = new Set([...first.keys(), ...second.keys()])
   t.same([...seen].sort(), ['cancelled', 'completed', 'dropped', 'failed', 'skipped', 'timeout'],
     'the books balanced with every outcome in play')

@@ -88,6 +88,21 @@ test('work deferred after the response closed runs at once, with the known conne
   t.same(logs.closes.map((line) => line.deferred?.tasks), [1])
 })
 
+test('an array deferred after the response closed: one close line counting all of it, then each task runs', async (t) => {
+  const { app, logs } = await build(t)
+  app.get('/', async (req, reply) => {
+    reply.raw.once('close', () => {
+      reply.defer([function lateA () {}, function lateB () {}])
+    })
+    return 'ok'
+  })
+  await app.inject('/')
+  await logs.untilOutcomes(2)
+  t.same(logs.outcomes.map((line) => [line.deferred?.task, line.deferred?.outcome, line.deferred?.connection]),
+    [['lateA', 'completed', 'finished'], ['lateB', 'completed', 'finished']])
+  t.same(logs.closes.map((line) => line.deferred?.tasks), [2])
+})
+
 test('work added after the tasks were dispatched is dispatched on its own', async (t) => {
   const { app, logs } = await build(t)
   const secondRan = deferred<string>()

@@ -33,7 +33,7 @@ const invalidPluginOptions: Array<[string, unknown, string]> = [
   ['maxQueued', '10', "instead got '10'"],
   ['onDropped', 'log', "onDropped should be a function, instead got 'log'"],
   ['rejectWhenSaturated', 'true', "rejectWhenSaturated should be a boolean, instead got 'true'"],
-  ['retryAfter', 0, 'retryAfter should be a positive whole number of seconds, instead got 0']
+  ['retryAfter', 0, 'retryAfter should be a whole number of seconds from 1 to 2147483647, instead got 0']
 ]
 
 for (const [name, value, message] of invalidPluginOptions) {
@@ -99,7 +99,7 @@ test('invalid route options are refused when the route is declared', async (t) =
     message: "route GET /d config.sendAndContinue: unknown option 'drainTimeout', expected one of timeout, onClientAbort, closeConnection, rejectWhenSaturated, retryAfter"
   })
   t.throws(() => app.route({ method: ['GET', 'POST'], url: '/e', config: { sendAndContinue: { retryAfter: -2 } }, handler: () => 'x' }), {
-    message: 'route GET,POST /e config.sendAndContinue: retryAfter should be a positive whole number of seconds, instead got -2'
+    message: 'route GET,POST /e config.sendAndContinue: retryAfter should be a whole number of seconds from 1 to 2147483647, instead got -2'
   })
 })
 

@@ -1,5 +1,6 @@
 import tap from 'tap'
 import { request } from 'node:http'
+import { connect } from 'node:net'
 import { setImmediate as nextTurn } from 'node:timers/promises'
 import { setFlagsFromString } from 'node:v8'
 import { runInNewContext } from 'node:vm'
@@ -78,6 +79,21 @@ export function abortBeforeResponse (port: number, path: string, hangUp: Promise
     req.on('close', () => resolve(status))
     req.end()
     hangUp.then(() => req.destroy(), () => req.destroy())
+  })
+}
+
+/**
+ * Sends GETs for `paths` pipelined in one write on a new connection and destroys it once `hangUp`
+ * resolves: the later responses are still queued behind the first. Resolves once the socket closed.
+ */
+export function pipelineThenHangUp (port: number, paths: string[], hangUp: Promise<unknown>): Promise<void> {
+  return new Promise((resolve) => {
+    const socket = connect(port, '127.0.0.1', () => {
+      socket.write(paths.map((path) => `GET ${path} HTTP/1.1\r\nHost: localhost\r\n\r\n`).join(''))
+    })
+    socket.on('error', () => {}) // refused while the server closes
+    socket.on('close', () => resolve())
+    hangUp.then(() => socket.destroy(), () => socket.destroy())
   })
 }
 
