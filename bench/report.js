@@ -107,7 +107,7 @@ function heapTable (results) {
 
 function targetValue (target) {
   const format = target.unit === 'x'
-    ? ratio
+    ? (target.id.startsWith('instr') ? ratio3 : ratio)
     : target.unit === 'B' ? bytes : (v) => `${num(v, 0)} µs`
   return withSpread(target.measured, format)
 }
@@ -263,8 +263,10 @@ ${instructionTable(cg)}
 
 ${ratioTable(cg)}
 
-Garbage collection comes in lumps (a mark-compact lands in one window and not the next): the "without GC" column
-repeats within about 1% between runs, the GC column moves by a few thousand instructions per request.
+How far to trust a difference: in two full runs on this machine the variants without the plugin (the same code
+both times) repeated within 1.5% with the logger off and within 5% with pino. Garbage collection moves most (a
+mark-compact lands in one window and not in the next), so compare the "without GC" column too, and repeat a run
+(\`npm run bench -- --only callgrind --variants …\`) before trusting a change smaller than that.
 ${light === undefined
 ? ''
 : `
@@ -363,13 +365,14 @@ ${wallRows}| Load average (1, 5, 15 min) | ${loadAverage(env.loadAverageStart)} 
 
 ## Which figures to trust for what
 
-- **Instruction counts** (callgrind) repeat from run to run whatever else the machine does: use them for
-  differences of a few percent and for the targets, and the "without GC" column for the smallest ones.
+- **Instruction counts** (callgrind) do not depend on what else the machine does: use them for the targets and
+  for differences of a few percent (they repeat within 1.5% with the logger off, 5% with pino; see below).
   They count work, not time: no cache misses, no system calls, no waiting.
 - **Wall-clock** figures (req/s, latency, CPU µs per request) on this shared 2-core machine move by tens of
   percent between identical servers (see the noise-control row): read their paired ratios as indicative, for
   large effects and for latency, which instructions cannot show.
-- **Heap per pending task** counts bytes and repeats within a few bytes.
+- **Heap per pending task** counts bytes: with the logger off it repeats within a few bytes; with pino it moved by
+  up to 300 B between two runs, so read the pino rows to the nearest few hundred bytes.
 
 ## Targets
 

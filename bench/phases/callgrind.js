@@ -57,7 +57,7 @@ function summarizeOne (variant, measured) {
   const inclusive = functions(main, true)
   const self = functions(main)
   const perRequest = (n) => n / requests / 1000
-  const top = [...self].sort((a, b) => b[1] - a[1]).slice(0, 60).map(([fn, ir]) => [fn, perRequest(ir)])
+  const top = [...self].sort((a, b) => b[1] - a[1]).slice(0, 200).map(([fn, ir]) => [fn, perRequest(ir)])
   return {
     name: variant.name,
     base: variant.base,
