@@ -236,13 +236,16 @@ function handOver (work: Work, reply: FastifyReply): void {
 // the stream's 'close' always comes; inject() has no socket and always closes the response.
 function followConnection (work: Work, reply: FastifyReply): void {
   const raw = reply.raw
-  raw.once('close', function responseClosed () { handOver(work, reply) })
   const req = reply.request.raw
-  if (req.httpVersionMajor !== 1 || '_lightMyRequest' in raw) return
-  req.once('close', function requestClosed () {
-    // the request also closes after a normal response; only a dead socket matters here
-    if (req.socket.destroyed) handOver(work, reply)
-  })
+  const followsRequest = req.httpVersionMajor === 1 && !('_lightMyRequest' in raw)
+  // one listener for both, kept with `on`: it is idempotent, and both emitters are gone soon
+  function closed (this: unknown): void {
+    // the request also closes after a normal response; only a dead socket matters there
+    if (this === req && !req.socket.destroyed) return
+    handOver(work, reply)
+  }
+  raw.on('close', closed)
+  if (followsRequest) req.on('close', closed)
 }
 
 function routeName (method: unknown, url: unknown): string {

@@ -98,10 +98,24 @@ export const SHUTDOWN_MESSAGES = {
 
 export const REFUSED_MESSAGE = 'request refused: deferred work is saturated'
 
-/** Whether a line at `level` would be written; loggers without the method (Fastify's disabled logger) say yes. */
+// Fastify without a logger uses one whose methods are all the same empty function: nothing it is
+// given is written, so nothing is built for it. Any other logger without isLevelEnabled() is asked.
+const writesNothing = new WeakMap<object, boolean>()
+
+function isNullLogger (log: FastifyBaseLogger): boolean {
+  const info = log.info as object
+  let known = writesNothing.get(info)
+  if (known === undefined) {
+    known = log.info === log.error && log.info === log.trace && /^function \w*\s*\(\)\s*\{\s*\}$/.test(String(log.info))
+    writesNothing.set(info, known)
+  }
+  return known
+}
+
+/** Whether a line at `level` would be written. */
 export function isLevelEnabled (log: FastifyBaseLogger, level: Level): boolean {
   const check = (log as { isLevelEnabled?: (level: string) => boolean }).isLevelEnabled
-  return typeof check !== 'function' || check.call(log, level)
+  return typeof check === 'function' ? check.call(log, level) : !isNullLogger(log)
 }
 
 /** Milliseconds to the microsecond, as logged. */

@@ -53,7 +53,6 @@ export class Task implements TimedEntry {
   runPrev: Task | null = null
   runNext: Task | null = null
   // the scheduler's timer list of running tasks with a time limit
-  deadline = 0
   timerPrev: TimedEntry | null = null
   timerNext: TimedEntry | null = null
   timerList: TimerList | null = null
@@ -97,7 +96,7 @@ export class Task implements TimedEntry {
   /** Runs the task. Called by the scheduler, which has counted it as running. */
   start (now: number): void {
     this.#startedAt = now
-    if (this.timeoutMs > 0) this.work.scheduler.timers.add(this, this.timeoutMs, now)
+    if (this.timeoutMs > 0) this.work.scheduler.timers.add(this, this.timeoutMs)
     // Everything the task controls, its return value included, is read inside the try: a
     // value whose `then` getter throws is a failed task, not an exception in the plugin.
     try {

@@ -1,8 +1,8 @@
 import { performance } from 'node:perf_hooks'
 
-/** What a timer list holds: an intrusive, doubly linked node with its deadline. */
+/** What a timer list holds: an intrusive, doubly linked node; its deadline is `startedAt` + the list's duration. */
 export interface TimedEntry {
-  deadline: number
+  readonly startedAt: number
   timerPrev: TimedEntry | null
   timerNext: TimedEntry | null
   timerList: TimerList | null
@@ -26,8 +26,8 @@ export class TimerList {
     this.#onEmpty = onEmpty
   }
 
-  add (entry: TimedEntry, now: number): void {
-    entry.deadline = now + this.duration
+  /** `entry` started now: its `startedAt` is the latest in the list. */
+  add (entry: TimedEntry): void {
     entry.timerList = this
     entry.timerPrev = this.tail
     entry.timerNext = null
@@ -57,13 +57,13 @@ export class TimerList {
     }
     const now = performance.now()
     let head = this.head
-    while (head !== null && head.deadline <= now) {
+    while (head !== null && head.startedAt + this.duration <= now) {
       // onTimeout removes the entry from this list
       head.onTimeout()
       head = this.head
     }
     if (head !== null && this.#timer === null) {
-      this.#timer = setTimeout(expire, Math.ceil(head.deadline - now), this)
+      this.#timer = setTimeout(expire, Math.ceil(head.startedAt + this.duration - now), this)
     }
   }
 }
@@ -77,12 +77,12 @@ export class Timers {
   readonly #lists = new Map<number, TimerList>()
   readonly #forget = (list: TimerList): void => { this.#lists.delete(list.duration) }
 
-  add (entry: TimedEntry, duration: number, now: number): void {
+  add (entry: TimedEntry, duration: number): void {
     let list = this.#lists.get(duration)
     if (list === undefined) {
       list = new TimerList(duration, this.#forget)
       this.#lists.set(duration, list)
     }
-    list.add(entry, now)
+    list.add(entry)
   }
 }

@@ -185,7 +185,7 @@ test('sendAndContinue() twice while an async onSend hook runs throws FST_SAC_ALR
 test('after sending failed, the error handler may call sendAndContinue() again', async (t) => {
   const { app, logs } = await build(t)
   app.setErrorHandler((error, req, reply) => {
-    return reply.code(500).sendAndContinue({ failed: error.message }, function reportFailure () {})
+    return reply.code(500).sendAndContinue({ failed: (error as Error).message }, function reportFailure () {})
   })
   app.get('/', {
     schema: { response: { 200: { type: 'object', properties: { n: { type: 'integer' } }, required: ['n'] } } }
@@ -222,7 +222,7 @@ test('work deferred after the response finished, while the app closes: dropped w
 test('retryAfter is bounded to what a Retry-After header can say', async (t) => {
   for (const retryAfter of [1e21, 2 ** 31, 0, 1.5]) {
     const app = Fastify()
-    await t.rejects(app.register(plugin, { retryAfter }).ready(), {
+    await t.rejects(async () => { await app.register(plugin, { retryAfter }) }, {
       code: 'FST_SAC_INVALID_OPTION',
       message: `fastify-send-and-continue: retryAfter should be a whole number of seconds from 1 to 2147483647, instead got ${inspect(retryAfter)}`
     })
@@ -256,8 +256,30 @@ test('the task context exposes the documented fields and nothing of the plugin\'
 test('an option value that cannot even be described is still refused with a coded error', async (t) => {
   const app = Fastify()
   const timeout = { [inspect.custom] () { throw new Error('no') } }
-  await t.rejects(app.register(plugin, { timeout } as never).ready(), {
+  await t.rejects(async () => { await app.register(plugin, { timeout } as never) }, {
     code: 'FST_SAC_INVALID_OPTION',
     message: 'fastify-send-and-continue: timeout should be a whole number of milliseconds from 0 to 2147483647, instead got a value that cannot be inspected'
   })
+})
+
+test('without a logger nothing is logged and everything is still counted; a logger without isLevelEnabled() gets every line', async (t) => {
+  const silent = Fastify()
+  t.teardown(() => silent.close())
+  await silent.register(plugin)
+  silent.get('/', (req, reply) => reply.sendAndContinue('ok', [() => {}, () => { throw new Error('counted') }]))
+  await silent.inject('/')
+  await silent.sendAndContinue.drain()
+  t.match(silent.sendAndContinue.stats(), { completed: 1, failed: 1 })
+
+  // one function for every level, as a small custom logger might have: it must still be written to
+  const written: Array<{ deferred?: { outcome?: string } }> = []
+  const write = (obj: unknown): void => { if (typeof obj === 'object' && obj !== null) written.push(obj) }
+  const custom = { info: write, error: write, warn: write, debug: write, trace: write, fatal: write, child: () => custom, level: 'info' }
+  const app = Fastify({ loggerInstance: custom as never })
+  t.teardown(() => app.close())
+  await app.register(plugin)
+  app.get('/', (req, reply) => reply.sendAndContinue('ok', () => {}))
+  await app.inject('/')
+  await app.sendAndContinue.drain()
+  t.same(written.filter((line) => line.deferred?.outcome !== undefined).map((line) => line.deferred?.outcome), ['completed'])
 })

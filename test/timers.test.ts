@@ -4,19 +4,25 @@ import { Timers } from '../lib/timers'
 import type { TimedEntry } from '../lib/timers'
 import { build, deferred } from './helpers'
 
-function entry (name: string, fired: Array<{ name: string, late: number }>, onFire = (): void => {}): TimedEntry {
-  const self: TimedEntry = {
-    deadline: 0,
+function entry (name: string, fired: Array<{ name: string, late: number }>, onFire = (): void => {}): TimedEntry & { startedAt: number } {
+  const self: TimedEntry & { startedAt: number } = {
+    startedAt: 0,
     timerPrev: null,
     timerNext: null,
     timerList: null,
     onTimeout () {
-      fired.push({ name, late: performance.now() - self.deadline })
+      fired.push({ name, late: performance.now() - self.startedAt - (self.timerList?.duration ?? 0) })
       self.timerList?.remove(self)
       onFire()
     }
   }
   return self
+}
+
+/** Starts `e` now under a `duration` limit, as a task does. */
+function start (timers: Timers, e: TimedEntry & { startedAt: number }, duration: number): void {
+  e.startedAt = performance.now()
+  timers.add(e, duration)
 }
 
 test('one timer serves a list; removing the head re-arms it for the next deadline', async (t) => {
@@ -26,10 +32,10 @@ test('one timer serves a list; removing the head re-arms it for the next deadlin
   const second = entry('second', fired)
   const thirdFired = deferred()
   const third = entry('third', fired, thirdFired.resolve)
-  timers.add(first, 30, performance.now())
+  start(timers, first, 30)
   await new Promise((resolve) => setTimeout(resolve, 10))
-  timers.add(second, 30, performance.now())
-  timers.add(third, 30, performance.now())
+  start(timers, second, 30)
+  start(timers, third, 30)
   // the middle and the head leave before their deadlines: the timer armed for `first` fires early
   second.timerList?.remove(second)
   first.timerList?.remove(first)
@@ -48,8 +54,8 @@ test('entries of different limits live in different lists; an emptied list keeps
   const shortFired = deferred()
   const short = entry('short', fired, shortFired.resolve)
   const long = entry('long', fired)
-  timers.add(long, 40, performance.now())
-  timers.add(short, 10, performance.now())
+  start(timers, long, 40)
+  start(timers, short, 10)
   t.not(short.timerList, long.timerList)
   t.equal(timeouts(), before + 2, 'one timer per list')
   long.timerList?.remove(long)
