@@ -266,7 +266,8 @@ ${ratioTable(cg)}
 How far to trust a difference: in two full runs on this machine the variants without the plugin (the same code
 both times) repeated within 1.5% with the logger off and within 5% with pino. Garbage collection moves most (a
 mark-compact lands in one window and not in the next), so compare the "without GC" column too, and repeat a run
-(\`npm run bench -- --only callgrind --variants …\`) before trusting a change smaller than that.
+(\`npm run bench -- --only callgrind --variants …\`, \`--requests 12000\` for a longer window: a young-generation
+collection comes only every few thousand requests) before trusting a change smaller than that.
 ${light === undefined
 ? ''
 : `

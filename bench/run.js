@@ -11,6 +11,9 @@
 //                              bench/results/tmp/
 //   --variants a,b             instruction-count variants to run (names as printed), e.g.
 //                              `--only callgrind --variants sac-100,setimmediate-100`
+//   --requests N               measured requests per instruction-count variant (4000): a young-
+//                              generation collection comes every few thousand requests, so a
+//                              longer window averages GC better
 
 const fs = require('node:fs')
 const os = require('node:os')
@@ -36,12 +39,13 @@ const { values: args } = parseArgs({
     quick: { type: 'boolean', default: process.env.BENCH_QUICK === '1' },
     'no-wrk': { type: 'boolean', default: process.env.BENCH_NO_WRK === '1' },
     only: { type: 'string' },
-    variants: { type: 'string' }
+    variants: { type: 'string' },
+    requests: { type: 'string' }
   }
 })
 const only = args.only === undefined ? PHASES : args.only.split(',')
 for (const phase of only) if (!PHASES.includes(phase)) throw new Error(`--only: unknown phase ${phase} (one of ${PHASES.join(', ')})`)
-const partial = only.length < PHASES.length || args.variants !== undefined
+const partial = only.length < PHASES.length || args.variants !== undefined || args.requests !== undefined
 const quick = args.quick
 
 const plan = quick
@@ -51,6 +55,10 @@ const plan = quick
 const callgrindPlan = quick
   ? { parallel: 2, warmup: 3000, countedWarmup: 500, requests: 1000 }
   : { parallel: 2, warmup: 5000, countedWarmup: 1000, requests: 4000 }
+if (args.requests !== undefined) {
+  callgrindPlan.requests = Number(args.requests)
+  if (!(Number.isInteger(callgrindPlan.requests) && callgrindPlan.requests > 0)) throw new Error(`--requests should be a positive whole number, instead got ${args.requests}`)
+}
 
 function log (line) {
   process.stdout.write(`${line}\n`)
