@@ -11,18 +11,18 @@ async function sendMail (to: string, signal: AbortSignal): Promise<void> {
   console.log(`e-mail sent to ${to}`)
 }
 
-const app = Fastify({ logger: true })
-
-app.register(sendAndContinue, { timeout: 5000 })
-
-app.post<{ Body: { email: string } }>('/signup', async (request, reply) => {
-  const { email } = request.body
-  return reply.code(201).sendAndContinue({ ok: true }, async function sendWelcomeEmail ({ signal }) {
-    await sendMail(email, signal)
-  })
-})
-
 async function main (): Promise<void> {
+  const app = Fastify({ logger: true })
+  // awaited: the plugin's options are checked here, and routes declared after it can use it
+  await app.register(sendAndContinue, { timeout: 5000 })
+
+  app.post<{ Body: { email: string } }>('/signup', async (request, reply) => {
+    const { email } = request.body
+    return reply.code(201).sendAndContinue({ ok: true }, async function sendWelcomeEmail ({ signal }) {
+      await sendMail(email, signal)
+    })
+  })
+
   const url = await app.listen({ port: 0, host: '127.0.0.1' })
   const response = await fetch(`${url}/signup`, {
     method: 'POST',

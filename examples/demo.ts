@@ -1,8 +1,9 @@
 // The whole story on a real server: the client has its answer long before the deferred work
-// ends, and the log tells what happened to each task.
+// ends, and the log tells what happened to each task: all six outcomes, completed, failed,
+// timeout, skipped, cancelled and dropped.
 //
 // Run: npm run demo
-// (it builds, then runs npx tsx examples/demo.ts [log-file]; the log goes to the temp directory by default)
+// (it builds once, then runs npx tsx examples/demo.ts [log-file]; the log goes to the temp directory by default)
 import Fastify from 'fastify'
 import pino from 'pino'
 import { spawnSync } from 'node:child_process'
@@ -62,7 +63,8 @@ function abortable (ms: number, signal: AbortSignal): Promise<void> {
 }
 
 async function start (): Promise<string> {
-  await app.register(sendAndContinue, { timeout: 1000, drainTimeout: 5000 })
+  // small numbers, so a burst fills the queue and a slow task outlasts the shutdown drain
+  await app.register(sendAndContinue, { timeout: 1000, drainTimeout: 1000, concurrency: 2, maxQueued: 2 })
 
   app.post('/signup', (req, reply) => {
     return reply.code(201).sendAndContinue({ welcome: true }, async function sendWelcomeEmail ({ signal }) {
@@ -97,10 +99,24 @@ async function start (): Promise<string> {
     }, { timeout: 200 })
   })
 
-  app.post('/upload', (req, reply) => {
-    return reply.code(202).sendAndContinue({ stored: true }, async function processUpload ({ signal }) {
-      await abortable(400, signal)
+  app.post('/import', (req, reply) => {
+    // five rows, two slots, two queue places: the fifth has no room
+    const rows = [1, 2, 3, 4, 5].map(() => async function importRow ({ signal }: { signal: AbortSignal }) {
+      await abortable(100, signal)
     })
+    return reply.code(202).sendAndContinue({ rows: rows.length }, rows)
+  })
+
+  app.post('/upload', (req, reply) => {
+    return reply.code(202).sendAndContinue({ stored: true }, [
+      async function processUpload ({ signal }) {
+        await abortable(400, signal)
+      },
+      // longer than the drain: the shutdown aborts its signal and logs it cancelled
+      async function rebuildSearchIndex ({ signal }) {
+        await abortable(30_000, signal)
+      }
+    ], { timeout: 0 })
   })
 
   app.get('/health', () => 'ok')
@@ -121,7 +137,11 @@ function taskEnded (line: Line): void {
       ? ` (its limit is ${timeoutMs} ms: its signal aborted)`
       : outcome === 'skipped'
         ? ' (this route skips its tasks when the client aborts)'
-        : connection === 'aborted' ? ' (always: true, so it ran after the others, client gone or not)' : ''
+        : outcome === 'dropped'
+          ? ' (two running, two waiting: no room for a fifth)'
+          : outcome === 'cancelled'
+            ? ' (the drain ran out: its signal aborted)'
+            : connection === 'aborted' ? ' (always: true, so it ran after the others, client gone or not)' : ''
   step(`${task}: ${outcome}${why}`)
 }
 
@@ -171,9 +191,11 @@ async function main (): Promise<void> {
   await scenario('3. A failing task', `${url}/orders`, 'POST', 'order-1', 1)
   await scenario('4. A task past its timeout', `${url}/thumbnail`, 'GET', 'thumb-1', 1)
 
-  console.log('\n  5. A shutdown that drains\n  POST /upload (reqId upload-1), then app.close() at once')
+  await scenario('5. A burst past the queue', `${url}/import`, 'POST', 'import-1', 5)
+
+  console.log('\n  6. A shutdown: what ends within the drain completes, the rest is cancelled\n  POST /upload (reqId upload-1), then app.close() at once')
   t0 = performance.now()
-  const uploadEnded = watcher.until(1, isTaskOf('upload-1'), taskEnded)
+  const uploadEnded = watcher.until(2, isTaskOf('upload-1'), taskEnded)
   const drained = watcher.until(1, (line) => line.deferredShutdown !== undefined, (line) => {
     const { drained, durationMs } = line.deferredShutdown as { drained: boolean, durationMs: number }
     step(`the drain ${drained ? 'finished' : 'ran out'} after ${durationMs} ms: app.close() can resolve`)

@@ -10,26 +10,30 @@ import closeWithGrace from 'close-with-grace'
 import { setTimeout as sleep } from 'node:timers/promises'
 import sendAndContinue from 'fastify-send-and-continue'
 
-const app = Fastify({ logger: true })
+async function start (): Promise<void> {
+  const app = Fastify({ logger: true })
 
-// drainTimeout stays below close-with-grace's delay, so the plugin cancels what is left (and
-// logs it) before close-with-grace gives up on the whole close
-app.register(sendAndContinue, { drainTimeout: 8000 })
+  // drainTimeout stays below close-with-grace's delay, so the plugin cancels what is left (and
+  // logs it) before close-with-grace gives up on the whole close
+  await app.register(sendAndContinue, { drainTimeout: 8000 })
 
-app.post('/exports', (request, reply) => {
-  return reply.code(202).sendAndContinue({ accepted: true }, async function buildExport ({ signal, log }) {
-    await sleep(1000, undefined, { signal })
-    log.info('export ready')
+  app.post('/exports', (request, reply) => {
+    return reply.code(202).sendAndContinue({ accepted: true }, async function buildExport ({ signal, log }) {
+      await sleep(1000, undefined, { signal })
+      log.info('export ready')
+    })
   })
-})
 
-closeWithGrace({ delay: 10_000 }, async ({ signal, err }) => {
-  if (err !== undefined) app.log.error({ err }, 'closing after an error')
-  else app.log.info(`${signal} received, closing`)
-  await app.close()
-})
+  closeWithGrace({ delay: 10_000 }, async ({ signal, err }) => {
+    if (err !== undefined) app.log.error({ err }, 'closing after an error')
+    else app.log.info(`${signal} received, closing`)
+    await app.close()
+  })
 
-app.listen({ port: Number(process.env.PORT ?? 3000), host: '127.0.0.1' }).catch((err) => {
-  app.log.error({ err }, 'could not listen')
+  await app.listen({ port: Number(process.env.PORT ?? 3000), host: '127.0.0.1' })
+}
+
+start().catch((err) => {
+  console.error(err)
   process.exit(1)
 })

@@ -1,6 +1,7 @@
 import tap, { test } from 'tap'
 import type { Test } from 'tap'
 import { spawn } from 'node:child_process'
+import { readFileSync } from 'node:fs'
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -11,6 +12,9 @@ import type { Report } from '../lib/report/types'
 import { appLogFacts, syntheticLines, writeAppLog } from './fixtures/report/logs'
 
 const root = join(__dirname, '..')
+// several tests spawn the CLI through the TypeScript loader: seconds each on a busy machine
+tap.setTimeout(120_000)
+const pkgVersion: string = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')).version
 
 class Sink extends Writable {
   text = ''
@@ -106,7 +110,8 @@ test('report: the terminal table of a real app log', async (t) => {
   t.match(stdout, /^Read \d+ lines: 25 used, \d+ skipped/)
   t.match(stdout, '14 tasks: 6 completed, 3 failed, 1 timeout, 1 skipped, 2 cancelled, 1 dropped.')
   t.match(stdout, '10 responses carried deferred work, 1 aborted by the client (10.0%).')
-  t.match(stdout, /│ \/orders\s+│ syncCrm\s+│\s+failed\s+│\s+2 │ CRM unavailable: 503\s+│ order-1, order-2\s+│/)
+  t.match(stdout, /│ \/orders\s+│ failed\s+│\s+2 │ CRM unavailable: 503\s+│ order-1\s+│\n│ syncCrm\s+│[^\n]*│ order-2\s+│/)
+  t.ok(stdout.split('\n').every((line) => line.length <= 100), 'every line fits 100 columns')
   t.match(stdout, /Shutdowns: 1, 1 ran out of drain time/)
 })
 
@@ -115,7 +120,7 @@ test('report --json: one JSON object with totals and groups', async (t) => {
   const { code, stdout } = await run(['report', '--json', file])
   t.equal(code, 0)
   const report = JSON.parse(stdout) as Report
-  t.same(report.totals, { tasks: 14, outcomes: appLogFacts.outcomes, aborted: 1, responses: 10, abortedResponses: 1 })
+  t.same(report.totals, { tasks: 14, outcomes: appLogFacts.outcomes, aborted: 1, responses: 10, abortedResponses: 1, refused: 0 })
   const crm = report.groups.find((group) => group.task === 'syncCrm')
   t.match(crm, {
     route: '/orders',
@@ -126,9 +131,31 @@ test('report --json: one JSON object with totals and groups', async (t) => {
     durationMs: { count: 3 },
     queuedMs: { count: 3 },
     slowest: [{ reqId: String, durationMs: Number, outcome: 'failed' }],
-    failures: [{ outcome: 'failed', message: 'CRM unavailable: 503', count: 2, reqIds: ['order-1', 'order-2'] }]
+    failures: [{ outcome: 'failed', message: 'CRM unavailable: 503', count: 2, samples: [{ reqId: 'order-1', file }, { reqId: 'order-2', file }] }]
   })
   for (const key of ['p50', 'p95', 'p99', 'max'] as const) t.type(crm?.durationMs[key], 'number')
+  t.equal(report.version, pkgVersion)
+  t.same(report.sources, { files: [file], processes: 1 })
+
+  // one time format: every time in the JSON is ISO 8601 (or null), no epoch milliseconds anywhere
+  const times: unknown[] = []
+  const numbers: number[] = []
+  JSON.parse(stdout, (key, value) => {
+    if (['time', 'from', 'to', 'since', 'until', 'start'].includes(key)) times.push(value)
+    if (typeof value === 'number') numbers.push(value)
+    return value
+  })
+  t.ok(times.length > 20, `${times.length} times`)
+  t.same(times.filter((time) => time !== null && !(typeof time === 'string' && /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/.test(time))), [], 'all ISO 8601')
+  t.same(numbers.filter((n) => n > 1e12), [], 'no epoch milliseconds')
+  t.match(report.shutdowns.recent[0], { time: /Z$/, file, pid: Number, hostname: String })
+})
+
+test('--version and -v print the package version', async (t) => {
+  for (const argv of [['--version'], ['-v'], ['report', '--version']]) {
+    t.same(await run(argv), { code: 0, stdout: `${pkgVersion}\n`, stderr: '' }, argv.join(' '))
+  }
+  t.match(USAGE, '-v, --version')
 })
 
 test('--fail-on exits 1 when one of the outcomes appears, 0 otherwise', async (t) => {

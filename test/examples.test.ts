@@ -7,7 +7,8 @@ import { envWithoutCoverage } from './child-env'
 
 const root = join(__dirname, '..')
 
-// the examples load the built package: they are run to prove they work, not to cover lib/
+// the examples load the package's source through tsx (tsconfig paths): they are run to prove they
+// work, not to cover lib/
 const env = envWithoutCoverage({ PORT: '0' })
 
 interface Ran { code: number | null, signal: NodeJS.Signals | null, stdout: string, stderr: string }

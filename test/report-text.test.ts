@@ -1,6 +1,6 @@
 import { test } from 'tap'
-import { Summary, RECENT_SHUTDOWNS } from '../lib/report/summary'
-import { formatMs, formatRate, formatTime, MESSAGE_WIDTH, renderText, SLOWEST_SHOWN } from '../lib/report/text'
+import { Summary, PENDING_SAMPLE, RECENT_SHUTDOWNS } from '../lib/report/summary'
+import { formatMs, formatRate, formatRequest, formatStep, formatTime, FAILURES_SHOWN, MESSAGE_WIDTH, renderText, SLOWEST_SHOWN, table, TEXT_WIDTH, wrap } from '../lib/report/text'
 
 function render (lines: object[]): string {
   const summary = new Summary()
@@ -39,7 +39,8 @@ test('a log with only shutdown lines: no task tables, the shutdowns with the mos
 })
 
 test('tasks without response lines, lines without times, long messages, missing reqIds', async (t) => {
-  const long = 'x'.repeat(MESSAGE_WIDTH + 20)
+  // 'z' is in no word the report writes
+  const long = 'z'.repeat(MESSAGE_WIDTH + 20)
   const text = render([
     task({ durationMs: 1500 }, { reqId: 'slow-1' }),
     task({ durationMs: 250 }),
@@ -47,11 +48,12 @@ test('tasks without response lines, lines without times, long messages, missing 
   ])
   t.match(text, 'From ? to ?.', 'no line had a time')
   t.match(text, /│ \/a\s+│\s+0 │\s+0 │\s+- │/, 'no response lines: no aborted rate')
-  t.match(text, /│\s+1\.50 s │ completed │ \/a\s+│ mail │ slow-1 │/)
+  t.match(text, /│\s+1\.50 s │ completed │ \/a\s+│ mail │ slow-1\s+│/)
   t.match(text, /│\s+250 ms │ completed │ \/a\s+│ mail │ -\s+│/, 'a line without reqId')
-  t.match(text, `${'x'.repeat(MESSAGE_WIDTH - 1)}…`)
-  t.notMatch(text, 'x'.repeat(MESSAGE_WIDTH))
-  t.match(text, /│ -\s+│\n/, 'no sample reqIds')
+  t.equal(text.match(/z/g)?.length, MESSAGE_WIDTH - 1, 'the message cut at its width, then wrapped in its column')
+  t.match(text, /z…/)
+  t.match(text, /│ -\s+│\n/, 'no sample requests')
+  t.ok(text.split('\n').every((line) => line.length <= TEXT_WIDTH), `no line wider than ${TEXT_WIDTH}`)
 })
 
 test('the slowest tasks table merges the groups and keeps the slowest ones', async (t) => {
@@ -63,4 +65,96 @@ test('the slowest tasks table merges the groups and keeps the slowest ones', asy
   t.equal(rows.length, SLOWEST_SHOWN)
   t.match(rows[0], 'r29')
   t.match(rows[SLOWEST_SHOWN - 1], 'r20')
+})
+
+test('formats steps of time and requests, qualified when the logs come from several processes', async (t) => {
+  t.same([100, 1000, 30_000, 300_000, 7_200_000, 172_800_000].map(formatStep), ['100 ms', '1 s', '30 s', '5 min', '2 h', '2 d'])
+  const ref = { reqId: 'req-1', file: '/var/log/web.log', hostname: 'web-1', pid: 42, time: null }
+  t.equal(formatRequest(ref, false), 'req-1')
+  t.equal(formatRequest(ref, true), 'req-1 (web.log pid 42)')
+  t.equal(formatRequest({ ...ref, file: null }, true), 'req-1 (pid 42)')
+  t.equal(formatRequest({ ...ref, file: null, pid: null, reqId: null }, true), '-', 'nothing to qualify with')
+})
+
+test('every table fits 100 columns, whatever the length of the names', async (t) => {
+  const route = '/api/v2/organisations/:organisationId/projects/:projectId/members/:memberId/invitations'
+  const lines = []
+  for (let i = 0; i < 40; i++) {
+    lines.push(task({ route, task: `notifyEveryMemberOfTheProjectAboutTheInvitation${i % 3}`, outcome: i % 4 === 0 ? 'failed' : 'completed', durationMs: 1234.5 + i },
+      { reqId: `request-with-a-long-id-${i}`, err: { message: `the upstream notification service answered 503 for member ${i} after 3 retries` }, pid: i % 2, hostname: 'h' }))
+    lines.push({ level: 30, deferred: { connection: 'finished', route, statusCode: 200, responseTime: 1, tasks: 1 } })
+  }
+  lines.push({ time: 1, pid: 1, deferredShutdown: { drained: false, durationMs: 10_000, drainTimeout: 10_000, completed: 123456, failed: 12345, timeout: 1234, skipped: 123, cancelled: 12, dropped: 1 } })
+  const text = render(lines)
+  const wide = text.split('\n').filter((line) => line.length > TEXT_WIDTH)
+  t.same(wide, [], `no line wider than ${TEXT_WIDTH}`)
+  t.match(text, /\(pid [01]\)/, 'several processes: requests carry their pid')
+  t.match(text, /\d processes\./)
+})
+
+test('the failures table keeps the most frequent messages, and says how many there are', async (t) => {
+  const lines = []
+  for (let i = 0; i < FAILURES_SHOWN + 5; i++) {
+    for (let n = 0; n <= i; n++) lines.push(task({ outcome: 'failed' }, { err: { message: `error ${i}` }, reqId: `r${i}-${n}` }))
+  }
+  const text = render(lines)
+  t.match(text, `Failures, by message (the ${FAILURES_SHOWN} most frequent of ${FAILURES_SHOWN + 5} messages; --json or --html for all)`)
+  t.match(text, `error ${FAILURES_SHOWN + 4} `)
+  t.notMatch(text, /error 4 /, 'the rarest are left out')
+})
+
+test('--task: the summary says what it counted', async (t) => {
+  const summary = new Summary({ tasks: ['mail'] })
+  for (let i = 0; i < 60; i++) {
+    summary.add(JSON.stringify(task({}, { reqId: `r${i}` })))
+    summary.add(JSON.stringify({ deferred: { connection: 'finished', route: '/a', statusCode: 200, responseTime: 1, tasks: 1 } }))
+  }
+  const text = renderText(summary.result())
+  t.match(text, '60 tasks: 60 completed.')
+  t.match(text, 'Responses and refused requests not counted: --task keeps task lines only (those lines name no task).')
+  t.notMatch(text, /0 responses/)
+  t.match(renderText(new Summary({ tasks: ['none'] }).result()), 'No deferred-work lines found.')
+  const none = new Summary({ tasks: ['none'] })
+  none.add(JSON.stringify(task({})))
+  t.match(renderText(none.result()), 'No deferred-work line matches the filters.')
+})
+
+test('durable jobs and refused requests in the text report', async (t) => {
+  const text = render([
+    task({ outcome: 'enqueued', jobId: 'j1', queue: 'q' }, { reqId: 'a' }),
+    task({ outcome: 'enqueued', jobId: 'j2', queue: 'q' }, { reqId: 'b' }),
+    task({ outcome: 'retrying', jobId: 'j1', queue: 'q', attempt: 1 }),
+    task({ outcome: 'completed', jobId: 'j1', queue: 'q', attempt: 2 }),
+    task({ outcome: 'completed', jobId: 'j1', queue: 'q', attempt: 2 }),
+    { level: 40, deferredRefused: { method: 'POST', route: '/a', retryAfter: 1 } }
+  ])
+  t.match(text, 'Durable jobs: 2 enqueued, 1 finished, 1 not finished yet, 1 retried attempts, 1 final lines logged again (counted once).')
+  t.match(text, '1 requests refused with a 503 (rejectWhenSaturated).')
+  t.match(text, /Durable jobs enqueued and not finished in these logs: 1\n/)
+  t.match(text, /│ q\s+│ j2\s+│ \/a\s+│ b\s+│/)
+  t.match(text, /\(2 enqueued\)\s+│[\s\S]*\(1 retried\)/)
+})
+
+test('a table whose fixed columns alone are too wide keeps its flexible ones readable', async (t) => {
+  const head = Array.from({ length: 12 }, (_, i) => `number ${i}`)
+  const text = table(['name', ...head], ['left', ...head.map(() => 'right' as const)], [['a long name that would wrap', ...head.map(() => '1,234,567')]], [0])
+  t.match(text, /\n│ a long │/, 'the name column stops shrinking at its minimum')
+})
+
+test('edge cases of the text report: jobs without a queue, more pending jobs than listed, drained shutdowns only', async (t) => {
+  const lines: object[] = []
+  for (let i = 0; i <= PENDING_SAMPLE; i++) lines.push(task({ outcome: 'enqueued', jobId: `j${i}` }, { reqId: `r${i}` }))
+  lines.push(task({ outcome: 'enqueued', jobId: 'j0' }, { reqId: 'r0' }))
+  lines.push(task({ outcome: 'completed', jobId: 'done', queue: 'q' }))
+  const text = render(lines)
+  t.match(text, `Durable jobs: ${PENDING_SAMPLE + 1} enqueued, 1 finished, ${PENDING_SAMPLE + 1} not finished yet, 0 retried attempts.`, 'an enqueued line logged twice is one job')
+  t.match(text, `not finished in these logs: ${PENDING_SAMPLE + 1} (the first ${PENDING_SAMPLE} shown)`)
+  t.match(text, /│ -\s+│ j0\s+│/, 'no queue name')
+})
+
+test('wrap: at spaces where it can, inside words where it must', async (t) => {
+  t.equal(wrap('CRM unavailable: 503 Service Unavailable', 20), 'CRM unavailable: 503\nService Unavailable')
+  t.equal(wrap('abcdefghij klm', 4), 'abcd\nefgh\nij\nklm')
+  t.equal(wrap('one\ntwo three', 5), 'one\ntwo\nthree')
+  t.equal(wrap('', 5), '')
 })

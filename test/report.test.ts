@@ -7,11 +7,12 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { Readable } from 'node:stream'
 import { gzipSync } from 'node:zlib'
-import { Distribution, BUCKET_BOUNDS_MS } from '../lib/report/distribution'
+import { Distribution, BUCKET_BOUNDS_MS, MIN_BARS } from '../lib/report/distribution'
+import { Timeline, MAX_BARS, STEPS_MS } from '../lib/report/timeline'
 import { readLines, MAX_LINE_LENGTH } from '../lib/report/read'
 import { Summary, MAX_MESSAGES, OTHER_MESSAGES, RECENT_SHUTDOWNS, SAMPLE_REQ_IDS, SLOWEST } from '../lib/report/summary'
 import type { Report } from '../lib/report/types'
-import { appLogFacts, syntheticLines, writeAppLog } from './fixtures/report/logs'
+import { appLogFacts, durableFacts, syntheticLines, writeAppLog, writeDurableLogs } from './fixtures/report/logs'
 
 async function tempDir (t: Test): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), 'sac-report-'))
@@ -53,11 +54,13 @@ test('the report of a real app log: every outcome, per route and task, with fail
   t.match(report.routes.find((route) => route.route === '/signup'), { responses: 4, aborted: 0, abortedRate: 0 })
 
   const crm = report.groups.find((group) => group.task === 'syncCrm')
-  t.same(crm?.failures.map(({ message, reqIds }) => [message, reqIds]), Object.entries(appLogFacts.failures), 'grouped by message, most frequent first')
+  t.same(crm?.failures.map(({ message, samples }) => [message, samples.map((sample) => sample.reqId)]), Object.entries(appLogFacts.failures), 'grouped by message, most frequent first')
+  t.match(crm?.failures[0].samples[0], { reqId: 'order-1', file: null, hostname: String, pid: process.pid, time: /^\d{4}-\d\d-\d\dT/ }, 'where the line came from')
   t.equal(crm?.durationMs.count, 3)
 
   const resize = report.groups.find((group) => group.task === 'resize')
-  t.same(resize?.failures, [{ outcome: 'timeout', message: 'timed out after 10 ms', count: 1, reqIds: ['thumb-1'] }])
+  t.match(resize?.failures, [{ outcome: 'timeout', message: 'timed out after 10 ms', count: 1, samples: [{ reqId: 'thumb-1' }] }])
+  t.equal(resize?.failures.length, 1)
   t.equal(resize?.slowest[0].reqId, 'thumb-1')
   t.ok((resize?.durationMs.max ?? 0) >= 10, 'a timed out task ran at least its time limit')
 
@@ -65,13 +68,13 @@ test('the report of a real app log: every outcome, per route and task, with fail
   t.match(exportLink, { outcomes: { skipped: 1 }, aborted: 1, durationMs: { count: 0, p50: null }, queuedMs: { count: 0 }, slowest: [], failures: [] })
 
   const welcome = report.groups.find((group) => group.task === 'sendWelcomeEmail')
-  t.match(welcome?.failures, [{ outcome: 'cancelled', message: 'the shutdown drain ran out', reqIds: ['signup-4'] }])
+  t.match(welcome?.failures, [{ outcome: 'cancelled', message: 'the shutdown drain ran out', samples: [{ reqId: 'signup-4' }] }])
   t.equal(welcome?.durationMs.count, 3, 'the task cancelled in the queue never ran: no duration')
   t.equal(welcome?.queuedMs.count, 4, 'but it waited: its queue time counts')
   const rebuild = report.groups.find((group) => group.task === 'rebuildIndex')
   t.equal(rebuild?.durationMs.count, 1, 'a task cancelled while running has a duration')
   const audit = report.groups.find((group) => group.task === 'audit')
-  t.match(audit?.failures, [{ outcome: 'dropped', message: 'the queue was full', reqIds: ['signup-4'] }])
+  t.match(audit?.failures, [{ outcome: 'dropped', message: 'the queue was full', samples: [{ reqId: 'signup-4' }] }])
 
   t.match(report.shutdowns, { count: 1, undrained: 1, recent: [{ drained: false, drainTimeout: 30, outcomes: appLogFacts.outcomes }] })
   t.match(report.lines, { used: 14 + 10 + 1, filtered: 0 })
@@ -123,15 +126,112 @@ test('percentiles are within 0.1% above the exact nearest-rank value, and max is
   t.same(new Distribution(false).buckets(), [], 'no buckets unless asked for')
 })
 
-test('the duration histogram counts each task in the bucket of its upper bound', async (t) => {
+test('the duration histogram: twenty bars per decade, each task in the bar of its upper bound, by outcome', async (t) => {
+  t.equal(BUCKET_BOUNDS_MS[0], 0.1)
+  t.equal(BUCKET_BOUNDS_MS[BUCKET_BOUNDS_MS.length - 1], 1_000_000)
+  for (let i = 1; i < BUCKET_BOUNDS_MS.length; i++) {
+    const ratio = BUCKET_BOUNDS_MS[i] / BUCKET_BOUNDS_MS[i - 1]
+    if (ratio < 1.05 || ratio > 1.15) t.fail(`bars ${BUCKET_BOUNDS_MS[i - 1]} and ${BUCKET_BOUNDS_MS[i]} are ${ratio} apart`)
+  }
+  t.equal(BUCKET_BOUNDS_MS.filter((bound) => bound > 100 && bound <= 1000).length, 20, 'twenty bars per decade')
+
+  // sixty tasks that all end between 200 and 214 ms land in one bar, not spread to "up to 500 ms"
+  const tight = new Distribution(true)
+  for (let i = 0; i < 60; i++) tight.record(200.5 + i * 0.2, i < 45 ? 'completed' : 'timeout')
+  const tightBars = tight.buckets()
+  t.same(tightBars.filter((bar) => bar.count > 0), [{ gt: 200, le: 224, count: 60, outcomes: { completed: 45, failed: 0, timeout: 15, cancelled: 0 } }])
+  t.equal(tightBars.length, MIN_BARS, 'drawn among a decade of bars')
+  t.equal(tightBars[0].gt, 63, 'centred on the values')
+
   const distribution = new Distribution(true)
-  for (const ms of [0, 1, 1.001, 2, 60_000, 60_000.001, 1e7]) distribution.record(ms)
+  for (const ms of [0, 0.1, 0.1001, 0.112]) distribution.record(ms)
+  distribution.record(0.2, 'failed')
   const buckets = distribution.buckets()
-  t.equal(buckets.length, BUCKET_BOUNDS_MS.length + 1)
-  t.same(buckets[0], { le: 1, count: 2 })
-  t.same(buckets[1], { le: 2, count: 2 })
-  t.same(buckets[BUCKET_BOUNDS_MS.length - 1], { le: 60_000, count: 1 })
-  t.same(buckets[BUCKET_BOUNDS_MS.length], { le: null, count: 2 })
+  t.same(buckets.slice(0, 7).map((bucket) => [bucket.gt, bucket.le, bucket.count]), [
+    [null, 0.1, 2], [0.1, 0.112, 2], [0.112, 0.125, 0], [0.125, 0.14, 0], [0.14, 0.16, 0], [0.16, 0.18, 0], [0.18, 0.2, 1]
+  ], 'from the first bar with a task, the empty ones between kept')
+  t.equal(buckets.length, MIN_BARS, 'then padded to a decade of bars')
+  t.same(buckets[6].outcomes, { completed: 0, failed: 1, timeout: 0, cancelled: 0 })
+  const wide = new Distribution(true)
+  for (const ms of [1, 10, 100, 1000]) wide.record(ms)
+  t.equal(wide.buckets().length, 3 * 20 + 1, 'three decades: no padding needed')
+
+  const slow = new Distribution(true)
+  slow.record(1e7, 'cancelled')
+  t.same(slow.buckets().pop(), { gt: 1_000_000, le: null, count: 1, outcomes: { completed: 0, failed: 0, timeout: 0, cancelled: 1 } }, 'past the last bound: the open bar')
+  t.equal(slow.buckets().length, MIN_BARS)
+  t.same(new Distribution(true).buckets(), [], 'no task, no bars')
+})
+
+test('the timeline: bars of one step over the period, widened to stay under its bar count, exact counts', async (t) => {
+  const timeline = new Timeline()
+  t.same(timeline.buckets(), [])
+  timeline.add(1_000, 'completed')
+  timeline.add(1_050, 'failed')
+  timeline.add(1_250, 'refused')
+  t.equal(timeline.bucketMs, 100)
+  t.same(timeline.buckets().map((bucket) => [bucket.start, bucket.outcomes.completed, bucket.outcomes.failed, bucket.refused]), [
+    [new Date(1000).toISOString(), 1, 1, 0], [new Date(1100).toISOString(), 0, 0, 0], [new Date(1200).toISOString(), 0, 0, 1]
+  ])
+  // a day of lines, out of order as two files are
+  const day = new Timeline()
+  const start = Date.UTC(2026, 0, 1)
+  for (let minute = 0; minute < 24 * 60; minute++) day.add(start + minute * 60_000, 'completed')
+  for (let minute = 24 * 60 - 1; minute >= 0; minute -= 2) day.add(start + minute * 60_000 + 1, 'timeout')
+  t.equal(day.bucketMs, STEPS_MS.find((step) => 24 * 3_600_000 / step <= MAX_BARS))
+  const buckets = day.buckets()
+  t.ok(buckets.length <= MAX_BARS)
+  t.equal(buckets.reduce((sum, bucket) => sum + bucket.outcomes.completed, 0), 24 * 60, 'widening merged whole bars: nothing lost')
+  t.equal(buckets.reduce((sum, bucket) => sum + bucket.outcomes.timeout, 0), 12 * 60)
+  t.equal(buckets[0].start, new Date(start).toISOString())
+  for (let i = 1; i < STEPS_MS.length; i++) t.equal(STEPS_MS[i] % STEPS_MS[i - 1], 0, `${STEPS_MS[i]} is a multiple of ${STEPS_MS[i - 1]}`)
+
+  const report = summarize([...syntheticLines({ tasks: 300, start: 10_000 })])
+  t.equal(report.timeline.bucketMs, 100)
+  t.equal(report.timeline.buckets.reduce((sum, bucket) => sum + bucket.outcomes.completed + bucket.outcomes.failed, 0), 300, 'one count per final outcome')
+})
+
+test('web and worker logs together: each durable job once by (queue, jobId), retries, duplicates, jobs not finished, refusals', async (t) => {
+  const dir = await tempDir(t)
+  const files = await writeDurableLogs(dir)
+  const summary = new Summary()
+  // the workers' logs first: a job's final line may come before its enqueued line
+  for (const file of [files.worker2, files.worker1, files.web]) await readLines(createReadStream(file), (line) => summary.add(line, file))
+  const report = summary.result()
+  t.same(report.jobs, { ...durableFacts.jobs, pendingSample: report.jobs.pendingSample })
+  t.match(report.jobs.pendingSample, [{ jobId: durableFacts.pendingJob, queue: 'emails', route: '/signup', task: 'sendWelcome', reqId: 'req-5', file: files.web, hostname: 'web-1', pid: 100 }])
+  t.equal(report.jobs.pendingSample.length, 1)
+  const welcome = report.groups.find((group) => group.task === 'sendWelcome')
+  t.match(welcome, { tasks: 4, outcomes: { completed: 3, failed: 1 }, enqueued: 5, retries: 3 })
+  t.same(report.totals.outcomes, { ...durableFacts.outcomes, completed: durableFacts.outcomes.completed + 1 }, 'plus the worker\'s own in-process task')
+  t.equal(report.totals.refused, durableFacts.refused)
+  t.match(report.routes.find((route) => route.route === '/signup'), { responses: 5, refused: 2 })
+  t.equal(report.timeline.buckets.reduce((sum, bucket) => sum + bucket.refused, 0), 2)
+  t.same(report.sources, { files: [files.worker2, files.worker1, files.web], processes: 3 })
+  // two req-1 in two processes: the report tells them apart
+  const ones = report.slowest.filter((slow) => slow.reqId === 'req-1').map((slow) => [slow.file, slow.hostname, slow.pid])
+  t.same(ones.sort(), [[files.worker1, 'worker-1', 200], [files.worker2, 'worker-2', 300]].sort())
+  t.match(welcome?.failures, [{ outcome: 'failed', message: 'mailbox full', count: 1, samples: [{ reqId: 'req-4', pid: 300 }] }])
+
+  const again = new Summary()
+  for (const file of [files.web, files.worker1, files.worker2, files.worker2]) await readLines(createReadStream(file), (line) => again.add(line, file))
+  const twice = again.result()
+  t.equal(twice.jobs.finished, 4, 'a log read twice counts each job once all the same')
+  t.equal(twice.jobs.enqueued, 5)
+  t.same(twice.sources.files, [files.web, files.worker1, files.worker2])
+})
+
+test('refused requests and job lines without ids: counted, and filtered like the rest', async (t) => {
+  const refused = (route: string, time = 1000): string => JSON.stringify({ level: 40, time, reqId: 'r', deferredRefused: { method: 'POST', route, retryAfter: 1 }, msg: 'request refused' })
+  const report = summarize([refused('/a'), refused('/a'), refused('/b'), task({ outcome: 'enqueued' }), task({ outcome: 'retrying', attempt: 1 })])
+  t.equal(report.totals.refused, 3)
+  t.same(report.routes.map((route) => [route.route, route.refused]), [['/a', 2], ['/b', 1], ['/r', 0]])
+  t.match(report.groups[0], { tasks: 0, enqueued: 1, retries: 1 })
+  t.same(report.jobs, { enqueued: 0, finished: 0, pending: 0, retries: 1, duplicates: 0, pendingSample: [] }, 'without a jobId a job cannot be followed')
+  t.equal(summarize([refused('/a')], { routes: ['/b'] }).lines.filtered, 1)
+  t.equal(summarize([refused('/a')], { tasks: ['t'] }).lines.filtered, 1, 'a refusal names no task')
+  t.equal(summarize([refused('/a', 5)], { since: 10 }).lines.filtered, 1)
+  t.equal(summarize([JSON.stringify({ deferredRefused: { method: 'GET' } })]).routes[0].route, '(unknown route)')
 })
 
 test('filters: --route, --task, --since and --until', async (t) => {
@@ -145,7 +245,9 @@ test('filters: --route, --task, --since and --until', async (t) => {
 
   const byTask = summarize(lines, { tasks: ['audit', 'syncCrm'] })
   t.same(new Set(byTask.groups.map((group) => group.task)), new Set(['audit', 'syncCrm']))
-  t.equal(byTask.totals.responses, 0, 'a response line names no task, so a task filter leaves it out')
+  t.equal(byTask.totals.responses, null, 'a response line names no task, so a task filter leaves it out: not counted, and said so')
+  t.equal(byTask.totals.refused, null)
+  t.same(byTask.routes, [])
 
   // each synthetic task takes three lines (request, response, task), one millisecond apart
   const window = summarize(lines, { since: 10_000 + 300, until: 10_000 + 599 })
@@ -192,6 +294,8 @@ test('fields of the wrong type fall back instead of failing', async (t) => {
     task({ outcome: 'timeout', timeoutMs: undefined }),
     task({ outcome: 'dropped', reason: 'closing', connection: null, durationMs: 0, queuedMs: 0 }),
     task({ outcome: 'dropped', reason: 'mystery', durationMs: 0, queuedMs: 0 }),
+    task({ outcome: 'dropped', durationMs: 0, queuedMs: 0 }),
+    task({ outcome: 'dropped', reason: 'enqueue-failed', durationMs: 0, queuedMs: 0 }),
     task({ outcome: 'cancelled', durationMs: 0 }),
     JSON.stringify({ deferred: { tasks: 1 } }),
     JSON.stringify({ deferredShutdown: { drained: true, completed: 'many' } })
@@ -199,16 +303,18 @@ test('fields of the wrong type fall back instead of failing', async (t) => {
   const odd = report.groups.find((group) => group.task === '(unnamed)')
   t.match(odd, { route: '(unknown route)', aborted: 1, durationMs: { count: 0 }, queuedMs: { count: 0 } })
   const normal = report.groups.find((group) => group.task === 't')
-  t.same(normal?.failures.map((failure) => [failure.outcome, failure.message, failure.reqIds]), [
+  t.same(normal?.failures.map((failure) => [failure.outcome, failure.message, failure.samples.map((sample) => sample.reqId)]), [
     ['failed', '(no error message)', ['r']],
     ['dropped', 'dropped', ['r']],
+    ['dropped', 'mystery', ['r']],
+    ['dropped', 'Redis did not take the job', ['r']],
     ['dropped', 'registered while the app was closing', ['r']],
     ['cancelled', 'the shutdown drain ran out', ['r']],
     ['timeout', 'timed out', ['r']]
   ])
   t.equal(normal?.failures.find((failure) => failure.outcome === 'failed')?.count, 2)
   t.equal(normal?.durationMs.count, 3, 'the dropped tasks and the task cancelled in the queue never ran')
-  t.same(report.routes.find((route) => route.route === '(unknown route)'), { route: '(unknown route)', responses: 1, aborted: 0, abortedRate: 0 })
+  t.same(report.routes.find((route) => route.route === '(unknown route)'), { route: '(unknown route)', responses: 1, aborted: 0, abortedRate: 0, refused: 0 })
   t.match(report.shutdowns.recent[0], { time: null, drained: true, durationMs: 0, drainTimeout: 0, outcomes: { completed: 0 } })
   t.same(report.period, { from: new Date(1000).toISOString(), to: new Date(1000).toISOString() })
 })
@@ -224,16 +330,17 @@ test('memory stays bounded: distinct messages, sample reqIds and shutdowns are c
   const failures = report.groups[0].failures
   t.equal(failures.length, MAX_MESSAGES + 1)
   const other = failures.find((failure) => failure.message === OTHER_MESSAGES)
-  t.match(other, { count: 50 + 10, reqIds: [`r${MAX_MESSAGES}`, `r${MAX_MESSAGES + 1}`, `r${MAX_MESSAGES + 2}`] })
-  t.equal(other?.reqIds.length, SAMPLE_REQ_IDS)
+  t.match(other, { count: 50 + 10 })
+  t.same(other?.samples.map((sample) => sample.reqId), [`r${MAX_MESSAGES}`, `r${MAX_MESSAGES + 1}`, `r${MAX_MESSAGES + 2}`])
+  t.equal(other?.samples.length, SAMPLE_REQ_IDS)
   t.equal(report.shutdowns.count, RECENT_SHUTDOWNS + 5)
   t.equal(report.shutdowns.undrained, 7)
-  t.same(report.shutdowns.recent.map((shutdown) => shutdown.time), Array.from({ length: RECENT_SHUTDOWNS }, (_, i) => i + 5), 'the most recent, oldest first')
+  t.same(report.shutdowns.recent.map((shutdown) => shutdown.time), Array.from({ length: RECENT_SHUTDOWNS }, (_, i) => new Date(i + 5).toISOString()), 'the most recent, oldest first, in ISO 8601')
 
   const known = summarize([
     ...Array.from({ length: 5 }, (_, i) => task({ outcome: 'failed' }, { err: { message: 'same' }, reqId: i < 3 ? 'dup' : `r${i}` }))
   ])
-  t.same(known.groups[0].failures[0].reqIds, ['dup', 'r3', 'r4'], 'distinct reqIds only')
+  t.same(known.groups[0].failures[0].samples.map((sample) => sample.reqId), ['dup', 'r3', 'r4'], 'distinct requests only')
 })
 
 test('slowest tasks: the top ones, slowest first, ties kept in log order', async (t) => {

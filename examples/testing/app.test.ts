@@ -10,7 +10,7 @@ import { build } from './app'
 
 test('signup answers at once and sends the e-mail after the response', async (t) => {
   const sent: string[] = []
-  const app = build({ async send (to) { sent.push(to) } })
+  const app = await build({ async send (to) { sent.push(to) } })
   t.after(() => app.close())
 
   const response = await app.inject({ method: 'POST', url: '/signup', payload: { email: 'ada@example.com' } })
@@ -30,7 +30,7 @@ test('a failing mailer does not change the answer, and is logged with the reques
       done()
     }
   })
-  const app = build({ async send () { throw new Error('SMTP refused') } }, { logger: { stream } })
+  const app = await build({ async send () { throw new Error('SMTP refused') } }, { logger: { stream } })
   t.after(() => app.close())
 
   const response = await app.inject({ method: 'POST', url: '/signup', payload: { email: 'ada@example.com' } })

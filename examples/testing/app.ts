@@ -7,9 +7,10 @@ export interface Mailer {
 }
 
 /** The application, built by a function so that tests get a fresh one with their own mailer. */
-export function build (mailer: Mailer, options: FastifyServerOptions = {}) {
+export async function build (mailer: Mailer, options: FastifyServerOptions = {}) {
   const app = Fastify(options)
-  app.register(sendAndContinue)
+  // awaited: the plugin is ready, its options checked, before the routes that use it
+  await app.register(sendAndContinue)
   app.post<{ Body: { email: string } }>('/signup', (request, reply) => {
     return reply.code(201).sendAndContinue({ ok: true }, async function sendWelcomeEmail ({ signal }) {
       await mailer.send(request.body.email, signal)

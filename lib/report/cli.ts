@@ -1,4 +1,5 @@
-import { createReadStream } from 'node:fs'
+import { createReadStream, readFileSync } from 'node:fs'
+import { join } from 'node:path'
 import { stat, writeFile } from 'node:fs/promises'
 import { parseArgs } from 'node:util'
 import type { Readable, Writable } from 'node:stream'
@@ -13,8 +14,9 @@ import type { ReportOutcome } from './types'
 export const USAGE = `Usage: fastify-send-and-continue report [options] [file ...]
 
 Summarises the deferred work in pino logs (NDJSON, plain or gzip) per route and task:
-outcomes, aborted connections, durations, the slowest tasks and the failures.
-Reads standard input when no file is given, or for "-".
+outcomes, aborted connections, durations, the slowest tasks, the failures, refused requests,
+shutdowns and durable jobs. Reads standard input when no file is given, or for "-". Give the
+web and the worker logs together: a durable job is counted once, by its final outcome.
 
 Options:
   --route <route>      only this route pattern, as logged (repeatable)
@@ -24,6 +26,7 @@ Options:
   --json               print the report as one JSON object
   --html <file>        also write a self-contained HTML page with charts to <file>
   --fail-on <list>     exit 1 when any of these outcomes appears (e.g. failed,timeout)
+  -v, --version        print the version
   -h, --help           show this help
 
 Exit status: 0, 1 when --fail-on matched, 2 on a usage error or an unreadable input.
@@ -38,6 +41,9 @@ export interface Io {
 }
 
 class UsageError extends Error {}
+
+/** The package's version; the same relative path from lib/report and from dist/report. */
+export const VERSION: string = JSON.parse(readFileSync(join(__dirname, '..', '..', 'package.json'), 'utf8')).version
 
 const units: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }
 
@@ -103,11 +109,16 @@ async function report (args: string[], io: Io): Promise<number> {
       json: { type: 'boolean' },
       html: { type: 'string' },
       'fail-on': { type: 'string' },
-      help: { type: 'boolean', short: 'h' }
+      help: { type: 'boolean', short: 'h' },
+      version: { type: 'boolean', short: 'v' }
     }
   })
   if (values.help === true) {
     io.stdout.write(USAGE)
+    return 0
+  }
+  if (values.version === true) {
+    io.stdout.write(`${VERSION}\n`)
     return 0
   }
   const now = (io.now ?? Date.now)()
@@ -130,13 +141,13 @@ async function report (args: string[], io: Io): Promise<number> {
     }
   }
 
-  const summary = new Summary(filters)
+  const summary = new Summary(filters, VERSION)
   let lines = 0
   const progress = io.stderr.isTTY === true ? new Progress(io.stderr, total) : null
   for (const file of files) {
     await readLines(
       file === '-' ? io.stdin : createReadStream(file),
-      (line) => { lines++; summary.add(line) },
+      (line) => { lines++; summary.add(line, file) },
       progress === null ? undefined : (bytes) => progress.add(bytes, lines)
     )
   }
@@ -161,6 +172,10 @@ export async function main (argv: string[], io: Io): Promise<number> {
   const [command, ...args] = argv
   try {
     if (command === 'report') return await report(args, io)
+    if (command === '--version' || command === '-v') {
+      io.stdout.write(`${VERSION}\n`)
+      return 0
+    }
     if (command === undefined || command === '-h' || command === '--help' || command === 'help') {
       io.stdout.write(USAGE)
       return command === undefined ? 2 : 0

@@ -1,200 +1,337 @@
-import { OUTCOMES } from './types'
-import type { Report } from './types'
+import { histogramChart, timelineChart, escapeHtml as esc } from './svg'
+import { formatCount, formatMs, formatRate, formatRequest, formatSource, formatStep, formatTime } from './text'
+import { OUTCOMES, RAN_OUTCOMES } from './types'
+import type { Group, OutcomeCounts, Report, RequestRef } from './types'
 
-// The page draws itself from the report embedded as JSON, with the DOM API only (textContent, never
-// innerHTML with data), so route names and error messages cannot inject markup. It loads nothing.
+// The page is drawn here, on the server side: every number is in the HTML, readable with
+// JavaScript off. The script only sorts and filters tables. Every value from the log goes
+// through esc(), so route names and error messages cannot inject markup. It loads nothing.
 const style = `
 :root { --completed: #2f9e5b; --failed: #d9484b; --timeout: #ee8f2a; --skipped: #9aa4b2; --cancelled: #8a67c2; --dropped: #7d2630;
-  --ink: #1d2430; --muted: #667085; --line: #e4e7ec; --bg: #f6f7f9; }
+  --refused: #2e3440; --ink: #1d2430; --muted: #667085; --line: #e4e7ec; --bg: #f6f7f9; }
 * { box-sizing: border-box; }
 body { margin: 0; font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "Liberation Sans", sans-serif; color: var(--ink); background: var(--bg); }
-main { max-width: 1120px; margin: 0 auto; padding: 28px 24px 48px; }
+main { max-width: 1180px; margin: 0 auto; padding: 24px 24px 48px; }
 h1 { font-size: 24px; margin: 0 0 4px; }
-h2 { font-size: 18px; margin: 32px 0 12px; }
+h2 { font-size: 18px; margin: 30px 0 10px; scroll-margin-top: 12px; }
+h3 { font-size: 15px; margin: 16px 0 8px; }
+a { color: #2f5fb3; }
+code { font: 13px ui-monospace, "SFMono-Regular", Menlo, "Liberation Mono", monospace; background: #eef1f5; padding: 1px 5px; border-radius: 4px; }
 .muted { color: var(--muted); }
-.cards { display: grid; grid-template-columns: repeat(auto-fit, minmax(170px, 1fr)); gap: 12px; margin: 20px 0; }
-.card, .group { background: #fff; border: 1px solid var(--line); border-radius: 10px; }
-.card { padding: 14px 16px; }
-.card .value { font-size: 26px; font-weight: 650; font-variant-numeric: tabular-nums; }
+nav.index { display: flex; flex-wrap: wrap; gap: 4px 14px; margin: 12px 0 0; padding: 10px 14px; background: #fff; border: 1px solid var(--line); border-radius: 10px; font-size: 14px; }
+nav.index a { text-decoration: none; }
+nav.index a span { color: var(--muted); }
+.cards { display: grid; grid-template-columns: repeat(auto-fit, minmax(150px, 1fr)); gap: 10px; margin: 16px 0 12px; }
+.card, .panel, details.group { background: #fff; border: 1px solid var(--line); border-radius: 10px; }
+.card { padding: 12px 14px; }
+.card .value { font-size: 24px; font-weight: 650; font-variant-numeric: tabular-nums; }
 .card .label { color: var(--muted); font-size: 13px; }
-.bar { display: flex; height: 14px; border-radius: 7px; overflow: hidden; background: var(--line); }
-.bar span { display: block; min-width: 3px; }
+.panel { padding: 12px 16px; overflow-x: auto; }
+.bar { display: flex; height: 14px; border-radius: 7px; overflow: hidden; background: var(--line); min-width: 80px; }
+.bar span { display: block; min-width: 2px; }
 .legend { display: flex; flex-wrap: wrap; gap: 4px 16px; list-style: none; padding: 0; margin: 8px 0 0; font-size: 13px; }
 .legend li::before { content: ""; display: inline-block; width: 10px; height: 10px; border-radius: 2px; margin-right: 6px; background: var(--swatch); }
-.group { padding: 18px 20px; margin-bottom: 16px; }
-.group header { display: flex; justify-content: space-between; align-items: baseline; gap: 12px; flex-wrap: wrap; }
-.group h3 { margin: 0; font-size: 16px; }
-.group h3 code { font-size: 15px; background: #eef1f5; padding: 1px 6px; border-radius: 4px; }
-.columns { display: grid; grid-template-columns: minmax(0, 1fr) minmax(0, 1.3fr); gap: 28px; margin-top: 16px; }
-@media (max-width: 760px) { .columns { grid-template-columns: 1fr; } }
-h4 { margin: 0 0 8px; font-size: 13px; text-transform: uppercase; letter-spacing: .04em; color: var(--muted); font-weight: 600; }
+${[...OUTCOMES, 'refused'].map((key) => `.fill-${key} { fill: var(--${key}); } .bg-${key} { background: var(--${key}); } .sw-${key} { --swatch: var(--${key}); }`).join('\n')}
+svg.chart { width: 100%; height: 180px; display: block; }
+svg.chart .axis { stroke: var(--line); }
+svg.chart .tick { font-size: 11px; fill: var(--muted); }
+svg.chart .hit { fill: transparent; }
+svg.chart g:hover .hit { fill: #eef1f5; }
 table { border-collapse: collapse; width: 100%; font-size: 14px; font-variant-numeric: tabular-nums; }
-th, td { text-align: right; padding: 4px 8px; border-bottom: 1px solid var(--line); }
-th:first-child, td:first-child { text-align: left; padding-left: 0; }
-th { color: var(--muted); font-weight: 600; font-size: 12px; }
-.hist { display: flex; align-items: flex-end; gap: 4px; height: 150px; padding-top: 18px; }
-.hist .col { flex: 1; display: flex; flex-direction: column; justify-content: flex-end; align-items: center; height: 100%; min-width: 0; }
-.hist .fill { width: 100%; background: #4f7cd6; border-radius: 3px 3px 0 0; min-height: 1px; }
-.hist .fill.zero { background: var(--line); }
-.hist .count { font-size: 11px; color: var(--muted); margin-bottom: 2px; }
-.hist .le { font-size: 10px; color: var(--muted); margin-top: 4px; white-space: nowrap; }
-td.text, th.text { text-align: left; }
-.failures { list-style: none; padding: 0; margin: 16px 0 0; }
-.failures li { border-left: 3px solid var(--swatch); padding: 6px 10px; margin-bottom: 8px; background: #fbfbfc; }
-.failures .message { font-family: ui-monospace, "SFMono-Regular", Menlo, "Liberation Mono", monospace; font-size: 13px; word-break: break-word; }
-.failures .ids { font-size: 12px; color: var(--muted); }
+th, td { text-align: right; padding: 4px 8px; border-bottom: 1px solid var(--line); vertical-align: top; }
+th { color: var(--muted); font-weight: 600; font-size: 12px; white-space: nowrap; }
+td[data-value] { white-space: nowrap; }
+.text { text-align: left; }
+td.text code, td.ids { overflow-wrap: anywhere; }
+td.message { font: 13px ui-monospace, "SFMono-Regular", Menlo, "Liberation Mono", monospace; word-break: break-word; }
+td.ids { font-size: 12px; color: var(--muted); }
+td.bar-cell { width: 140px; }
+table.sortable th[data-sort] { cursor: pointer; user-select: none; }
+table.sortable th[aria-sort="ascending"]::after { content: " ▲"; }
+table.sortable th[aria-sort="descending"]::after { content: " ▼"; }
+.filter { margin: 0 0 10px; font: inherit; padding: 6px 10px; border: 1px solid var(--line); border-radius: 6px; width: 320px; max-width: 100%; }
+details.group { margin: 8px 0; padding: 0 16px; }
+details.group > summary { cursor: pointer; padding: 10px 0; }
+details.group[open] { padding-bottom: 14px; }
+.columns { display: grid; grid-template-columns: minmax(0, 1fr) minmax(0, 1.4fr); gap: 24px; }
+@media (max-width: 820px) { .columns { grid-template-columns: 1fr; } }
 .empty { color: var(--muted); font-size: 14px; }
 `
 
+// Sorting by a column's data-value (numbers) or text, and a filter over rows' data-filter. The
+// view is kept in the address (#sort=-p95&filter=orders), so a sorted, filtered page can be shared.
 const script = `
 (function () {
-  var report = JSON.parse(document.getElementById('report-data').textContent);
-  var OUTCOMES = ${JSON.stringify(OUTCOMES)};
-  var root = document.getElementById('report');
-  function el(tag, attrs, children) {
-    var node = document.createElement(tag);
-    for (var key in attrs || {}) {
-      if (key === 'text') node.textContent = attrs[key];
-      else if (key === 'style') node.setAttribute('style', attrs[key]);
-      else node.setAttribute(key, attrs[key]);
-    }
-    (children || []).forEach(function (child) { if (child) node.appendChild(child); });
-    return node;
-  }
-  function count(n) { return n.toLocaleString('en-US'); }
-  function plural(n, word) { return count(n) + ' ' + word + (n === 1 ? '' : 's'); }
-  function ms(v) {
-    if (v === null) return '-';
-    if (v >= 1000) return (v / 1000).toFixed(2) + ' s';
-    if (v >= 100) return Math.round(v) + ' ms';
-    if (v >= 10) return v.toFixed(1) + ' ms';
-    return v.toFixed(2) + ' ms';
-  }
-  function rate(r) { return r === null ? '-' : (r * 100).toFixed(1) + '%'; }
-  function when(iso) { return iso === null ? '?' : iso.replace('T', ' ').replace(/\\.\\d+Z$/, ' UTC'); }
-  function outcomeBar(outcomes, scope) {
-    var total = OUTCOMES.reduce(function (sum, o) { return sum + outcomes[o]; }, 0);
-    var bar = el('div', { class: 'bar', role: 'img', 'aria-label': OUTCOMES.map(function (o) { return outcomes[o] + ' ' + o; }).join(', ') });
-    var legend = el('ul', { class: 'legend' });
-    OUTCOMES.forEach(function (o) {
-      if (outcomes[o] === 0) return;
-      bar.appendChild(el('span', { 'data-scope': scope, 'data-outcome': o, 'data-count': outcomes[o],
-        title: outcomes[o] + ' ' + o, style: 'flex-grow:' + outcomes[o] + ';background:var(--' + o + ')' }));
-      legend.appendChild(el('li', { style: '--swatch:var(--' + o + ')',
-        text: count(outcomes[o]) + ' ' + o + ' (' + Math.round(outcomes[o] / total * 100) + '%)' }));
-    });
-    return el('div', {}, [bar, legend]);
-  }
-  function card(value, label, stat) {
-    return el('div', { class: 'card' }, [el('div', { class: 'value', 'data-total': stat, text: value }), el('div', { class: 'label', text: label })]);
-  }
-  function short(le) { return le >= 1000 ? le / 1000 + 's' : String(le); }
-  // every bucket, always: the same axis in every group, so groups compare at a glance
-  function histogram(group) {
-    var buckets = group.histogram;
-    var top = Math.max.apply(null, buckets.map(function (b) { return b.count; }));
-    if (top === 0) return el('p', { class: 'empty', text: 'No task of this group ran.' });
-    return el('div', { class: 'hist' }, buckets.map(function (b, i) {
-      var label = b.le === null ? '> ' + short(buckets[i - 1].le) : short(b.le);
-      var range = i === 0 ? 'up to ' + ms(b.le) : b.le === null ? 'over ' + ms(buckets[i - 1].le) : ms(buckets[i - 1].le) + ' to ' + ms(b.le);
-      return el('div', { class: 'col', 'data-le': b.le === null ? 'inf' : b.le, 'data-count': b.count, title: range + ': ' + plural(b.count, 'task') }, [
-        el('span', { class: 'count', text: b.count === 0 ? '' : count(b.count) }),
-        el('div', { class: 'fill' + (b.count === 0 ? ' zero' : ''), style: 'height:' + (b.count / top * 100).toFixed(1) + '%' }),
-        el('span', { class: 'le', text: label })
-      ]);
-    }));
-  }
-  function stats(group) {
-    var rows = [['Duration', 'duration', group.durationMs], ['Queued', 'queued', group.queuedMs]];
-    return el('table', {}, [
-      el('tr', {}, ['', 'p50', 'p95', 'p99', 'max', 'tasks'].map(function (h) { return el('th', { text: h }); })),
-    ].concat(rows.map(function (row) {
-      return el('tr', {}, [el('td', { text: row[0] })].concat(['p50', 'p95', 'p99', 'max', 'count'].map(function (k) {
-        var v = row[2][k];
-        return el('td', { 'data-stat': row[1] + '-' + k, 'data-value': v === null ? 'null' : v, text: k === 'count' ? count(v) : ms(v) });
-      })));
-    })));
-  }
-  function slowest(group) {
-    if (group.slowest.length === 0) return null;
-    return el('table', {}, [el('tr', {}, ['Slowest', 'reqId', 'outcome'].map(function (h) { return el('th', { class: 'text', text: h }); }))]
-      .concat(group.slowest.map(function (t) {
-        return el('tr', { 'data-slow': t.reqId === null ? '' : t.reqId }, [
-          el('td', { 'data-value': t.durationMs, text: ms(t.durationMs) }),
-          el('td', { class: 'text', text: t.reqId === null ? '-' : t.reqId }), el('td', { class: 'text', text: t.outcome })
-        ]);
-      })));
-  }
-  function failures(group) {
-    if (group.failures.length === 0) return null;
-    return el('ul', { class: 'failures' }, group.failures.map(function (f) {
-      return el('li', { style: '--swatch:var(--' + f.outcome + ')', 'data-failure': f.outcome, 'data-count': f.count }, [
-        el('div', {}, [el('strong', { text: count(f.count) + ' × ' + f.outcome + ': ' }), el('span', { class: 'message', text: f.message })]),
-        el('div', { class: 'ids', text: f.reqIds.length === 0 ? '' : 'reqId ' + f.reqIds.join(', ') })
-      ]);
-    }));
-  }
-
-  var t = report.totals;
-  var problems = t.outcomes.failed + t.outcomes.timeout + t.outcomes.cancelled + t.outcomes.dropped;
-  root.appendChild(el('h1', { text: 'Deferred work' }));
-  root.appendChild(el('p', { class: 'muted', text: 'From ' + when(report.period.from) + ' to ' + when(report.period.to) + ' · ' +
-    count(report.lines.used) + ' of ' + count(report.lines.total) + ' log lines' }));
-  root.appendChild(el('div', { class: 'cards' }, [
-    card(count(t.tasks), 'tasks', 'tasks'),
-    card(count(t.outcomes.completed), 'completed', 'completed'),
-    card(count(problems), 'failed, timed out, cancelled or dropped', 'problems'),
-    card(count(t.responses), 'responses with deferred work', 'responses'),
-    card(rate(t.responses === 0 ? null : t.abortedResponses / t.responses), 'of them aborted by the client', 'abortedRate')
-  ]));
-  root.appendChild(outcomeBar(t.outcomes, 'totals'));
-
-  if (report.routes.length > 0) {
-    root.appendChild(el('h2', { text: 'Responses per route' }));
-    root.appendChild(el('div', { class: 'card' }, [el('table', {}, [
-      el('tr', {}, ['Route', 'Responses', 'Aborted', 'Aborted rate'].map(function (h) { return el('th', { text: h }); }))
-    ].concat(report.routes.map(function (r) {
-      return el('tr', { 'data-route': r.route, 'data-responses': r.responses, 'data-aborted': r.aborted }, [
-        el('td', { text: r.route }), el('td', { text: count(r.responses) }), el('td', { text: count(r.aborted) }), el('td', { text: rate(r.abortedRate) })
-      ]);
-    })))]));
-  }
-
-  root.appendChild(el('h2', { text: 'Tasks per route' }));
-  if (report.groups.length === 0) root.appendChild(el('p', { class: 'empty', text: 'No task lines in this log.' }));
-  report.groups.forEach(function (g) {
-    root.appendChild(el('section', { class: 'group', 'data-route': g.route, 'data-task': g.task, 'data-tasks': g.tasks, 'data-aborted': g.aborted }, [
-      el('header', {}, [
-        el('h3', {}, [el('code', { text: g.route }), document.createTextNode(' → '), el('code', { text: g.task })]),
-        el('span', { class: 'muted', text: plural(g.tasks, 'task') + ' · ' + count(g.aborted) + ' after a client abort' })
-      ]),
-      el('div', { style: 'margin-top:12px' }, [outcomeBar(g.outcomes, 'group')]),
-      el('div', { class: 'columns' }, [
-        el('div', {}, [el('h4', { text: 'Timings' }), stats(g), el('div', { style: 'margin-top:14px' }, [slowest(g)])]),
-        el('div', {}, [el('h4', { text: 'Duration of the tasks that ran (ms, upper bounds)' }), histogram(g)])
-      ]),
-      failures(g)
-    ]));
+  var tables = Array.prototype.slice.call(document.querySelectorAll('table.sortable'));
+  var filters = Array.prototype.slice.call(document.querySelectorAll('input.filter'));
+  var view = { sort: '', filter: '' };
+  (location.hash.slice(1) || '').split('&').forEach(function (pair) {
+    var at = pair.indexOf('=');
+    if (at > 0 && pair.slice(0, at) in view) view[pair.slice(0, at)] = decodeURIComponent(pair.slice(at + 1));
   });
-
-  if (report.shutdowns.count > 0) {
-    root.appendChild(el('h2', { text: 'Shutdowns' }));
-    root.appendChild(el('div', { class: 'card' }, [el('table', {}, [
-      el('tr', {}, ['Time', 'Drained', 'Took', 'Drain timeout'].map(function (h) { return el('th', { text: h }); }))
-    ].concat(report.shutdowns.recent.map(function (s) {
-      return el('tr', { 'data-shutdown': s.drained }, [
-        el('td', { text: s.time === null ? '?' : when(new Date(s.time).toISOString()) }),
-        el('td', { text: s.drained ? 'yes' : 'no, the rest was cancelled' }),
-        el('td', { text: ms(s.durationMs) }), el('td', { text: ms(s.drainTimeout) })
-      ]);
-    })))]));
+  function remember() {
+    var parts = [];
+    if (view.sort) parts.push('sort=' + encodeURIComponent(view.sort));
+    if (view.filter) parts.push('filter=' + encodeURIComponent(view.filter));
+    history.replaceState(null, '', parts.length ? '#' + parts.join('&') : location.pathname + location.search);
   }
-  document.body.setAttribute('data-rendered', 'true');
+  function sortBy(title, ascending) {
+    tables.forEach(function (table) {
+      var heads = Array.prototype.slice.call(table.tHead.rows[0].cells);
+      var column = heads.findIndex(function (th) { return th.hasAttribute('data-sort') && th.textContent === title; });
+      if (column === -1) return;
+      heads.forEach(function (th) { th.removeAttribute('aria-sort'); });
+      heads[column].setAttribute('aria-sort', ascending ? 'ascending' : 'descending');
+      var numeric = heads[column].getAttribute('data-sort') === 'number';
+      var body = table.tBodies[0];
+      var rows = Array.prototype.slice.call(body.rows);
+      rows.sort(function (a, b) {
+        var x = a.cells[column], y = b.cells[column];
+        var order = numeric
+          ? Number(x.getAttribute('data-value')) - Number(y.getAttribute('data-value'))
+          : x.textContent.localeCompare(y.textContent);
+        return ascending ? order : -order;
+      });
+      rows.forEach(function (row) { body.appendChild(row); });
+    });
+    view.sort = (ascending ? '' : '-') + title;
+  }
+  function filter(query) {
+    view.filter = query;
+    var needle = query.trim().toLowerCase();
+    document.querySelectorAll('[data-filter]').forEach(function (row) {
+      row.hidden = needle !== '' && row.getAttribute('data-filter').toLowerCase().indexOf(needle) === -1;
+    });
+  }
+  tables.forEach(function (table) {
+    Array.prototype.slice.call(table.tHead.rows[0].cells).forEach(function (th) {
+      if (!th.hasAttribute('data-sort')) return;
+      th.tabIndex = 0;
+      function click() {
+        sortBy(th.textContent, th.getAttribute('aria-sort') !== 'ascending');
+        remember();
+      }
+      th.addEventListener('click', click);
+      th.addEventListener('keydown', function (event) { if (event.key === 'Enter') click(); });
+    });
+  });
+  filters.forEach(function (input) {
+    input.hidden = false;
+    input.value = view.filter;
+    input.addEventListener('input', function () {
+      filter(input.value);
+      remember();
+    });
+  });
+  if (view.sort) sortBy(view.sort.replace(/^-/, ''), view.sort.charAt(0) !== '-');
+  if (view.filter) filter(view.filter);
+  document.body.setAttribute('data-enhanced', 'true');
 })();
 `
 
-/** A self-contained page (no network) that draws the report: outcome bars and duration histograms. */
+/** Group details open when the page loads. */
+export const OPEN_GROUPS = 3
+
+function attr (value: string | number | null): string {
+  return esc(value === null ? 'null' : String(value))
+}
+
+function num (value: number | null, shown: string, name?: string): string {
+  return `<td${name === undefined ? '' : ` data-stat="${name}"`} data-value="${attr(value)}">${esc(shown)}</td>`
+}
+
+function outcomeBar (outcomes: OutcomeCounts, scope: string): string {
+  const parts = OUTCOMES.filter((outcome) => outcomes[outcome] > 0)
+  const label = parts.map((outcome) => `${outcomes[outcome]} ${outcome}`).join(', ') || 'no task'
+  return `<div class="bar" role="img" aria-label="${esc(label)}">${parts.map((outcome) =>
+    `<span class="bg-${outcome}" data-scope="${scope}" data-outcome="${outcome}" data-count="${outcomes[outcome]}" title="${formatCount(outcomes[outcome])} ${outcome}" style="flex-grow:${outcomes[outcome]}"></span>`).join('')}</div>`
+}
+
+function legend (counts: Array<[string, number]>): string {
+  const total = counts.reduce((sum, [, count]) => sum + count, 0)
+  return `<ul class="legend">${counts.filter(([, count]) => count > 0).map(([key, count]) =>
+    `<li class="sw-${key}">${formatCount(count)} ${key} (${Math.round(count / total * 100)}%)</li>`).join('')}</ul>`
+}
+
+function card (value: string, label: string, stat: string, raw: number | null): string {
+  return `<div class="card"><div class="value" data-total="${stat}" data-value="${attr(raw)}">${esc(value)}</div><div class="label">${esc(label)}</div></div>`
+}
+
+function table (classes: string, head: Array<[string, 'text' | 'number' | null]>, rows: string[], attributes = ''): string {
+  const headers = head.map(([title, sort]) => `<th${sort === 'text' ? ' class="text"' : ''}${sort === null ? '' : ` data-sort="${sort}"`}>${esc(title)}</th>`).join('')
+  return `<table class="${classes}"${attributes}><thead><tr>${headers}</tr></thead><tbody>${rows.join('')}</tbody></table>`
+}
+
+function requestCell (refs: RequestRef[], qualify: boolean): string {
+  return `<td class="text ids">${refs.length === 0 ? '-' : refs.map((ref) => esc(formatRequest(ref, qualify))).join('<br>')}</td>`
+}
+
+function plural (n: number, word: string): string {
+  return `${formatCount(n)} ${word}${n === 1 ? '' : 's'}`
+}
+
+function groupId (i: number): string {
+  return `group-${i + 1}`
+}
+
+function groupDetails (group: Group, i: number, qualify: boolean, open: boolean): string {
+  const stats = (['durationMs', 'queuedMs'] as const).map((key) => {
+    const values = group[key]
+    const name = key === 'durationMs' ? 'duration' : 'queued'
+    return `<tr><td class="text">${key === 'durationMs' ? 'Duration' : 'Queued'}</td>${(['p50', 'p95', 'p99', 'max'] as const).map((p) =>
+      num(values[p], formatMs(values[p]), `${name}-${p}`)).join('')}${num(values.count, formatCount(values.count), `${name}-count`)}</tr>`
+  })
+  const slowest = group.slowest.map((task) =>
+    `<tr data-slow="${attr(task.reqId ?? '')}">${num(task.durationMs, formatMs(task.durationMs))}<td class="text">${task.outcome}</td>${requestCell([task], qualify)}</tr>`)
+  const durable = group.enqueued + group.retries > 0 ? ` · ${formatCount(group.enqueued)} enqueued · ${formatCount(group.retries)} retried` : ''
+  const chart = group.histogram.length === 0
+    ? '<p class="empty">No task of this group ran.</p>'
+    : `${histogramChart(group.histogram)}${legend(RAN_OUTCOMES.map((outcome) => [outcome, group.histogram.reduce((sum, bucket) => sum + bucket.outcomes[outcome], 0)]))}`
+  const failureRows = group.failures.map((failure) => `<tr data-failure="${failure.outcome}" data-count="${failure.count}"><td class="text">${failure.outcome}</td>` +
+    `${num(failure.count, formatCount(failure.count))}<td class="text message">${esc(failure.message)}</td>${requestCell(failure.samples, qualify)}</tr>`)
+  const failures = failureRows.length === 0 ? '' : `<h3>Failures</h3>${table('', [['Outcome', null], ['Count', null], ['Message', null], ['Sample requests', null]], failureRows)}`
+  return `<details class="group" id="${groupId(i)}"${open ? ' open' : ''} data-route="${attr(group.route)}" data-task="${attr(group.task)}" data-tasks="${group.tasks}" data-aborted="${group.aborted}" data-filter="${attr(`${group.route} ${group.task}`)}">
+<summary><code>${esc(group.route)}</code> → <code>${esc(group.task)}</code> <span class="muted">${plural(group.tasks, 'task')} · ${formatCount(group.aborted)} after a client abort${durable}</span></summary>
+${outcomeBar(group.outcomes, 'group')}${legend(OUTCOMES.map((outcome) => [outcome, group.outcomes[outcome]]))}
+<div class="columns"><div><h3>Timings</h3>${table('', [['', null], ['p50', null], ['p95', null], ['p99', null], ['max', null], ['tasks', null]], stats)}
+${slowest.length === 0 ? '' : `<h3>Slowest</h3>${table('', [['Duration', null], ['Outcome', null], ['Request', null]], slowest)}`}</div>
+<div><h3>How long the tasks that ran took</h3>${chart}</div></div>
+${failures}
+</details>`
+}
+
+/** A self-contained page (no network, no JavaScript needed) with the whole report, tables and charts. */
 export function renderHtml (report: Report): string {
+  const { totals, jobs, shutdowns } = report
+  const qualify = report.sources.files.length > 1 || report.sources.processes > 1
+  const problems = totals.outcomes.failed + totals.outcomes.timeout + totals.outcomes.cancelled + totals.outcomes.dropped
+  const failures = report.groups.flatMap((group, i) => group.failures.map((failure) => ({ ...failure, group, i })))
+  const refusedRoutes = report.routes.filter((route) => route.refused > 0)
+  // open from the start: the groups with the most tasks that did not complete, so a reader (or a
+  // printout, or the page with JavaScript off) sees their histograms without a click
+  const opened = new Set([...report.groups].filter((group) => group.tasks - group.outcomes.completed - group.outcomes.skipped > 0)
+    .sort((a, b) => (b.tasks - b.outcomes.completed) - (a.tasks - a.outcomes.completed)).slice(0, OPEN_GROUPS))
+  const hasJobs = jobs.enqueued + jobs.finished + jobs.retries > 0
+  const sections: Array<[string, string, number | null]> = [
+    ['totals', 'Totals', null], ['timeline', 'Over time', null], ['routes', 'Routes', report.routes.length], ['tasks', 'Tasks', report.groups.length],
+    ['slowest', 'Slowest tasks', report.slowest.length], ['failures', 'Failures', failures.length]
+  ]
+  if (totals.refused !== null && totals.refused > 0) sections.push(['refused', 'Refused requests', totals.refused])
+  if (hasJobs) sections.push(['jobs', 'Durable jobs', jobs.enqueued])
+  if (shutdowns.count > 0) sections.push(['shutdowns', 'Shutdowns', shutdowns.count])
+
+  const out: string[] = []
+  const files = report.sources.files.length === 0 ? '' : ` · ${report.sources.files.map((file) => `<code>${esc(file)}</code>`).join(' ')}`
+  const processes = report.sources.processes > 1 ? ` · ${formatCount(report.sources.processes)} processes` : ''
+  const filters = [...report.filters.route.map((route) => `route ${route}`), ...report.filters.task.map((task) => `task ${task}`),
+    ...(report.filters.since === null ? [] : [`since ${formatTime(report.filters.since)}`]), ...(report.filters.until === null ? [] : [`until ${formatTime(report.filters.until)}`])]
+  out.push('<h1>Deferred work</h1>',
+    `<p class="muted">From ${esc(formatTime(report.period.from))} to ${esc(formatTime(report.period.to))} · ${formatCount(report.lines.used)} of ${formatCount(report.lines.total)} log lines${files}${processes}` +
+    `${filters.length === 0 ? '' : ` · only ${esc(filters.join(', '))}`}${report.version === '' ? '' : ` · report ${esc(report.version)}`}</p>`,
+    `<nav class="index" aria-label="Sections">${sections.map(([id, title, count]) => `<a href="#${id}">${title}${count === null ? '' : ` <span>${formatCount(count)}</span>`}</a>`).join('')}</nav>`)
+
+  out.push('<h2 id="totals">Totals</h2><div class="cards">',
+    card(formatCount(totals.tasks), 'tasks', 'tasks', totals.tasks),
+    card(formatCount(totals.outcomes.completed), 'completed', 'completed', totals.outcomes.completed),
+    card(formatCount(problems), 'failed, timed out, cancelled or dropped', 'problems', problems),
+    card(formatCount(totals.outcomes.skipped), 'skipped: the client aborted', 'skipped', totals.outcomes.skipped),
+    totals.responses === null
+      ? card('-', 'responses: not counted with --task', 'responses', null)
+      : card(formatCount(totals.responses), 'responses with deferred work', 'responses', totals.responses),
+    card(formatRate(totals.responses ? (totals.abortedResponses as number) / totals.responses : null), 'of them aborted by the client', 'abortedRate',
+      totals.responses ? (totals.abortedResponses as number) / totals.responses : null),
+    card(totals.refused === null ? '-' : formatCount(totals.refused), 'requests refused (503)', 'refused', totals.refused),
+    ...(hasJobs ? [card(formatCount(jobs.pending), 'durable jobs not finished', 'pending', jobs.pending)] : []),
+    '</div>', outcomeBar(totals.outcomes, 'totals'), legend(OUTCOMES.map((outcome) => [outcome, totals.outcomes[outcome]])))
+
+  const { timeline } = report
+  out.push('<h2 id="timeline">Over time</h2><div class="panel">')
+  if (timeline.buckets.length === 0) out.push('<p class="empty">No line with a time.</p>')
+  else {
+    const refused = timeline.buckets.reduce((sum, bucket) => sum + bucket.refused, 0)
+    out.push(`<p class="muted">Final outcomes${refused > 0 ? ' and refused requests' : ''} as logged, one bar per ${formatStep(timeline.bucketMs)}, from ${esc(formatTime(timeline.buckets[0].start))}.</p>`,
+      timelineChart(timeline.buckets, timeline.bucketMs),
+      legend([...OUTCOMES.map((outcome): [string, number] => [outcome, totals.outcomes[outcome]]), ['refused', refused]]))
+  }
+  out.push('</div>')
+
+  out.push('<h2 id="routes">Routes</h2>',
+    '<input class="filter" type="search" placeholder="Filter routes and tasks" aria-label="Filter routes and tasks" data-rows="[data-filter]" hidden>')
+  if (report.routes.length === 0) {
+    out.push(`<p class="empty">${totals.responses === null ? 'Not counted with --task: the lines of responses and refusals name no task.' : 'No response lines.'}</p>`)
+  } else {
+    const rows = report.routes.map((route) => {
+      const groups = report.groups.filter((group) => group.route === route.route)
+      const tasks = groups.reduce((sum, group) => sum + group.tasks, 0)
+      const failed = groups.reduce((sum, group) => sum + group.tasks - group.outcomes.completed - group.outcomes.skipped, 0)
+      return `<tr data-route="${attr(route.route)}" data-responses="${route.responses}" data-aborted="${route.aborted}" data-refused="${route.refused}" data-filter="${attr(route.route)}">` +
+        `<td class="text"><code>${esc(route.route)}</code></td>${num(route.responses, formatCount(route.responses))}${num(route.aborted, formatCount(route.aborted))}` +
+        `${num(route.abortedRate ?? -1, formatRate(route.abortedRate))}${num(route.refused, formatCount(route.refused))}${num(tasks, formatCount(tasks))}${num(failed, formatCount(failed))}</tr>`
+    })
+    out.push('<div class="panel">', table('sortable', [['Route', 'text'], ['Responses', 'number'], ['Aborted', 'number'], ['Aborted rate', 'number'], ['Refused', 'number'],
+      ['Tasks', 'number'], ['Not completed', 'number']], rows), '</div>')
+  }
+
+  out.push('<h2 id="tasks">Tasks per route</h2>')
+  if (report.groups.length === 0) out.push('<p class="empty">No task lines in this log.</p>')
+  else {
+    const rows = report.groups.map((group, i) => `<tr data-group="${i + 1}" data-filter="${attr(`${group.route} ${group.task}`)}">` +
+      `<td class="text"><a href="#${groupId(i)}"><code>${esc(group.route)}</code></a></td><td class="text"><code>${esc(group.task)}</code></td>` +
+      `${num(group.tasks, formatCount(group.tasks))}<td class="bar-cell" data-value="${group.outcomes.completed / Math.max(1, group.tasks)}">${outcomeBar(group.outcomes, 'row')}</td>` +
+      `${num(group.tasks - group.outcomes.completed - group.outcomes.skipped, formatCount(group.tasks - group.outcomes.completed - group.outcomes.skipped))}` +
+      `${(['p50', 'p95', 'p99', 'max'] as const).map((p) => num(group.durationMs[p] ?? -1, formatMs(group.durationMs[p]))).join('')}${num(group.queuedMs.p95 ?? -1, formatMs(group.queuedMs.p95))}</tr>`)
+    out.push('<div class="panel">', table('sortable', [['Route', 'text'], ['Task', 'text'], ['Tasks', 'number'], ['Outcomes', 'number'], ['Not completed', 'number'],
+      ['p50', 'number'], ['p95', 'number'], ['p99', 'number'], ['Max', 'number'], ['Queued p95', 'number']], rows), '</div>',
+    '<p class="muted">Each group in detail (click to open): outcomes, timings, a duration histogram coloured by outcome, the slowest tasks and the failures.</p>',
+    ...report.groups.map((group, i) => groupDetails(group, i, qualify, opened.has(group))))
+  }
+
+  out.push('<h2 id="slowest">Slowest tasks</h2>')
+  if (report.slowest.length === 0) out.push('<p class="empty">No task ran.</p>')
+  else {
+    out.push('<div class="panel">', table('sortable', [['Duration', 'number'], ['Outcome', 'text'], ['Route', 'text'], ['Task', 'text'], ['Request', 'text'], ['Logged at', 'text']],
+      report.slowest.map((task) => `<tr data-slowest="${attr(task.reqId ?? '')}" data-duration="${task.durationMs}">${num(task.durationMs, formatMs(task.durationMs))}<td class="text">${task.outcome}</td>` +
+        `<td class="text"><code>${esc(task.route)}</code></td><td class="text"><code>${esc(task.task)}</code></td>${requestCell([task], qualify)}<td class="text ids">${esc(formatTime(task.time))}</td></tr>`)), '</div>')
+  }
+
+  out.push('<h2 id="failures">Failures, by message</h2>')
+  if (failures.length === 0) out.push('<p class="empty">No task failed, timed out, was cancelled or dropped.</p>')
+  else {
+    out.push('<div class="panel">', table('sortable', [['Route', 'text'], ['Task', 'text'], ['Outcome', 'text'], ['Count', 'number'], ['Message', 'text'], ['Sample requests', 'text']],
+      failures.map((failure) => `<tr class="sw-${failure.outcome}" data-all-failure="${failure.outcome}" data-count="${failure.count}">` +
+        `<td class="text"><a href="#${groupId(failure.i)}"><code>${esc(failure.group.route)}</code></a></td><td class="text"><code>${esc(failure.group.task)}</code></td>` +
+        `<td class="text">${failure.outcome}</td>${num(failure.count, formatCount(failure.count))}<td class="text message">${esc(failure.message)}</td>${requestCell(failure.samples, qualify)}</tr>`)), '</div>')
+  }
+
+  if (totals.refused !== null && totals.refused > 0) {
+    out.push('<h2 id="refused">Refused requests</h2><p class="muted">Answered 503 with Retry-After by <code>rejectWhenSaturated</code> while the deferred work was saturated.</p><div class="panel">',
+      table('', [['Route', null], ['Refused', null]], refusedRoutes.map((route) => `<tr data-refused-route="${attr(route.route)}" data-count="${route.refused}"><td class="text"><code>${esc(route.route)}</code></td>${num(route.refused, formatCount(route.refused))}</tr>`)), '</div>')
+  }
+
+  if (hasJobs) {
+    out.push('<h2 id="jobs">Durable jobs</h2><div class="cards">',
+      card(formatCount(jobs.enqueued), 'enqueued', 'jobs-enqueued', jobs.enqueued), card(formatCount(jobs.finished), 'finished (counted once)', 'jobs-finished', jobs.finished),
+      card(formatCount(jobs.pending), 'enqueued, not finished in these logs', 'jobs-pending', jobs.pending), card(formatCount(jobs.retries), 'attempts retried', 'jobs-retries', jobs.retries),
+      card(formatCount(jobs.duplicates), 'final lines logged again (a job re-run after a crash)', 'jobs-duplicates', jobs.duplicates), '</div>')
+    if (jobs.pendingSample.length > 0) {
+      out.push(`<div class="panel"><h3>Not finished${jobs.pendingSample.length < jobs.pending ? ` (the first ${jobs.pendingSample.length})` : ''}</h3>`,
+        table('', [['Queue', null], ['Job id', null], ['Route', null], ['Task', null], ['Request', null], ['Enqueued at', null]], jobs.pendingSample.map((job) =>
+          `<tr data-pending="${attr(job.jobId)}"><td class="text"><code>${esc(job.queue ?? '-')}</code></td><td class="text"><code>${esc(job.jobId)}</code></td><td class="text"><code>${esc(job.route)}</code></td>` +
+          `<td class="text"><code>${esc(job.task)}</code></td>${requestCell([job], qualify)}<td class="text ids">${esc(formatTime(job.time))}</td></tr>`)), '</div>')
+    }
+  }
+
+  if (shutdowns.count > 0) {
+    const undrained = shutdowns.undrained > 0 ? `, ${formatCount(shutdowns.undrained)} ran out of drain time` : ''
+    const shown = shutdowns.recent.length < shutdowns.count ? ` (the last ${shutdowns.recent.length} shown)` : ''
+    out.push(`<h2 id="shutdowns">Shutdowns: ${formatCount(shutdowns.count)}${undrained}${shown}</h2><div class="panel">`,
+      table('', [['Time', null], ['Process', null], ['Drained', null], ['Took', null], ['Drain timeout', null], ...OUTCOMES.map((outcome): [string, null] => [outcome, null])],
+        shutdowns.recent.map((shutdown) => `<tr data-shutdown="${shutdown.drained}" ${OUTCOMES.map((outcome) => `data-${outcome}="${shutdown.outcomes[outcome]}"`).join(' ')}>` +
+          `<td class="text">${esc(formatTime(shutdown.time))}</td><td class="text ids">${esc(formatSource(shutdown) || '-')}</td><td class="text">${shutdown.drained ? 'yes' : 'no, the rest was cancelled'}</td>` +
+          `${num(shutdown.durationMs, formatMs(shutdown.durationMs))}${num(shutdown.drainTimeout, formatMs(shutdown.drainTimeout))}` +
+          `${OUTCOMES.map((outcome) => num(shutdown.outcomes[outcome], formatCount(shutdown.outcomes[outcome]))).join('')}</tr>`)), '</div>')
+  }
+
   // '<' escaped, so no value can close the script element or open a comment
   const data = JSON.stringify(report).replace(/</g, '\\u003c')
   return `<!doctype html>
@@ -207,7 +344,9 @@ export function renderHtml (report: Report): string {
 <style>${style}</style>
 </head>
 <body>
-<main id="report"><noscript>This report draws itself with JavaScript; run the report with --json for the numbers.</noscript></main>
+<main id="report">
+${out.join('\n')}
+</main>
 <script type="application/json" id="report-data">${data}</script>
 <script>${script}</script>
 </body>

@@ -1,7 +1,10 @@
 import { Distribution } from './distribution'
+import { Timeline } from './timeline'
 import { zeroOutcomes } from '../types'
 import { OUTCOMES } from './types'
-import type { Failure, Group, Report, ReportOutcome, RouteResponses, Shutdown, SlowTask } from './types'
+import type {
+  Failure, Group, JobRef, RanOutcome, Report, ReportOutcome, RequestRef, RouteResponses, Shutdown, SlowTask, SlowTaskOfGroup
+} from './types'
 
 export interface ReportFilters {
   /** Keep only these routes (the route pattern, as logged). */
@@ -16,13 +19,17 @@ export interface ReportFilters {
 
 /** Slowest tasks kept per group. */
 export const SLOWEST = 5
-/** Sample request ids kept per failure message. */
+/** Slowest tasks kept over all groups. */
+export const SLOWEST_OVERALL = 10
+/** Sample requests kept per failure message. */
 export const SAMPLE_REQ_IDS = 3
 /** Distinct failure messages kept per group; the rest are counted under OTHER_MESSAGES. */
 export const MAX_MESSAGES = 100
 export const OTHER_MESSAGES = '(other messages)'
 /** Shutdown summaries kept, the most recent ones. */
 export const RECENT_SHUTDOWNS = 10
+/** Pending durable jobs listed by name. */
+export const PENDING_SAMPLE = 10
 
 const outcomeSet = new Set<string>(OUTCOMES)
 const ran = new Set<ReportOutcome>(['completed', 'failed', 'timeout'])
@@ -42,6 +49,14 @@ function timeOf (line: Json): number | null {
   return typeof time === 'number' && Number.isFinite(time) ? time : null
 }
 
+function iso (time: number | null | undefined): string | null {
+  return time == null ? null : new Date(time).toISOString()
+}
+
+function sameRequest (a: RequestRef, b: RequestRef): boolean {
+  return a.reqId === b.reqId && a.file === b.file && a.hostname === b.hostname && a.pid === b.pid
+}
+
 function failureMessage (outcome: Failure['outcome'], deferred: Json, line: Json): string {
   switch (outcome) {
     case 'failed': {
@@ -55,13 +70,28 @@ function failureMessage (outcome: Failure['outcome'], deferred: Json, line: Json
     case 'dropped':
       return deferred.reason === 'queue-full'
         ? 'the queue was full'
-        : deferred.reason === 'closing' ? 'registered while the app was closing' : 'dropped'
+        : deferred.reason === 'closing'
+          ? 'registered while the app was closing'
+          : deferred.reason === 'enqueue-failed'
+            ? 'Redis did not take the job'
+            : typeof deferred.reason === 'string' && deferred.reason !== '' ? deferred.reason : 'dropped'
   }
+}
+
+/** Keeps the `size` slowest of what it is offered, slowest first, ties in the order offered. */
+function keepIfSlow<T extends { durationMs: number }> (slowest: T[], size: number, task: T): void {
+  if (slowest.length === size && task.durationMs <= slowest[size - 1].durationMs) return
+  let i = slowest.length
+  while (i > 0 && slowest[i - 1].durationMs < task.durationMs) i--
+  slowest.splice(i, 0, task)
+  if (slowest.length > size) slowest.pop()
 }
 
 class GroupStats {
   tasks = 0
   aborted = 0
+  enqueued = 0
+  retries = 0
   readonly outcomes = zeroOutcomes()
   readonly duration = new Distribution(true)
   readonly queued = new Distribution(false)
@@ -70,31 +100,26 @@ class GroupStats {
 
   constructor (readonly route: string, readonly task: string) {}
 
-  add (outcome: ReportOutcome, deferred: Json, line: Json, reqId: string | null): void {
+  /** Counts a final outcome; returns the task as a slow-task candidate when it ran. */
+  add (outcome: ReportOutcome, deferred: Json, line: Json, ref: RequestRef): SlowTask | null {
     this.tasks++
     this.outcomes[outcome]++
     if (deferred.connection === 'aborted') this.aborted++
+    let slow: SlowTask | null = null
     const durationMs = numberOr(deferred.durationMs, -1)
     // a task cancelled while still queued never ran: its 0 would drag the percentiles down
     if (durationMs >= 0 && (ran.has(outcome) || (outcome === 'cancelled' && durationMs > 0))) {
-      this.duration.record(durationMs)
-      this.#keepIfSlow({ reqId, durationMs, outcome })
+      this.duration.record(durationMs, outcome as RanOutcome)
+      slow = { ...ref, durationMs, outcome }
+      keepIfSlow(this.slowest, SLOWEST, slow)
     }
     const queuedMs = numberOr(deferred.queuedMs, -1)
     if (queuedMs >= 0 && outcome !== 'skipped' && outcome !== 'dropped') this.queued.record(queuedMs)
-    if (outcome !== 'completed' && outcome !== 'skipped') this.#addFailure(outcome, failureMessage(outcome, deferred, line), reqId)
+    if (outcome !== 'completed' && outcome !== 'skipped') this.#addFailure(outcome, failureMessage(outcome, deferred, line), ref)
+    return slow
   }
 
-  #keepIfSlow (task: SlowTask): void {
-    const slowest = this.slowest
-    if (slowest.length === SLOWEST && task.durationMs <= slowest[SLOWEST - 1].durationMs) return
-    let i = slowest.length
-    while (i > 0 && slowest[i - 1].durationMs < task.durationMs) i--
-    slowest.splice(i, 0, task)
-    if (slowest.length > SLOWEST) slowest.pop()
-  }
-
-  #addFailure (outcome: Failure['outcome'], message: string, reqId: string | null): void {
+  #addFailure (outcome: Failure['outcome'], message: string, ref: RequestRef): void {
     let key = `${outcome}\u0000${message}`
     let failure = this.failures.get(key)
     if (failure === undefined) {
@@ -105,12 +130,14 @@ class GroupStats {
         failure = this.failures.get(key)
       }
       if (failure === undefined) {
-        failure = { outcome, message, count: 0, reqIds: [] }
+        failure = { outcome, message, count: 0, samples: [] }
         this.failures.set(key, failure)
       }
     }
     failure.count++
-    if (reqId !== null && failure.reqIds.length < SAMPLE_REQ_IDS && !failure.reqIds.includes(reqId)) failure.reqIds.push(reqId)
+    if (ref.reqId !== null && failure.samples.length < SAMPLE_REQ_IDS && !failure.samples.some((sample) => sameRequest(sample, ref))) {
+      failure.samples.push(ref)
+    }
   }
 
   toJSON (): Group {
@@ -120,13 +147,15 @@ class GroupStats {
       tasks: this.tasks,
       outcomes: { ...this.outcomes },
       aborted: this.aborted,
+      enqueued: this.enqueued,
+      retries: this.retries,
       durationMs: this.duration.percentiles(),
       queuedMs: this.queued.percentiles(),
       histogram: this.duration.buckets(),
       slowest: this.slowest.map((task) => ({ ...task })),
       failures: [...this.failures.values()]
         .sort((a, b) => b.count - a.count || a.message.localeCompare(b.message))
-        .map((failure) => ({ ...failure, reqIds: [...failure.reqIds] }))
+        .map((failure) => ({ ...failure, samples: failure.samples.map((sample) => ({ ...sample })) }))
     }
   }
 }
@@ -135,16 +164,30 @@ function byName (a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0
 }
 
+/** What the report knows of a durable job: enqueued, finished (its final outcome counted), or both. */
+const ENQUEUED = 1
+const FINISHED = 2
+
 /**
  * Folds pino lines into a report, one line at a time, in memory bounded by the number of
- * route/task pairs, never by the number of lines.
+ * route/task pairs, never by the number of lines (durable jobs excepted: counting each once
+ * takes a few dozen bytes per job id).
  */
 export class Summary {
   readonly filters: ReportFilters
+  readonly version: string
   #lines = { total: 0, used: 0, filtered: 0, skipped: 0 }
+  #files: string[] = []
+  #processes = new Set<string>()
   #groups = new Map<string, GroupStats>()
-  #routes = new Map<string, { responses: number, aborted: number }>()
-  #shutdowns: Shutdown[] = []
+  #routes = new Map<string, { responses: number, aborted: number, refused: number }>()
+  #slowest: SlowTaskOfGroup[] = []
+  #timeline = new Timeline()
+  #jobs = new Map<string, number>()
+  #pending = new Map<string, JobRef>()
+  #retries = 0
+  #duplicates = 0
+  #shutdowns: Array<Shutdown & { at: number }> = []
   #shutdownCount = 0
   #undrained = 0
   #from: number | null = null
@@ -152,16 +195,21 @@ export class Summary {
   #routeFilter: Set<string> | null
   #taskFilter: Set<string> | null
 
-  constructor (filters: ReportFilters = {}) {
+  constructor (filters: ReportFilters = {}, version = '') {
     this.filters = filters
+    this.version = version
     this.#routeFilter = filters.routes !== undefined && filters.routes.length > 0 ? new Set(filters.routes) : null
     this.#taskFilter = filters.tasks !== undefined && filters.tasks.length > 0 ? new Set(filters.tasks) : null
   }
 
-  /** Adds one line of text; anything that is not a deferred-work line is counted as skipped. */
-  add (text: string): void {
+  /**
+   * Adds one line of text read from `file` (as given by the user, `-` for standard input);
+   * anything that is not a deferred-work line is counted as skipped.
+   */
+  add (text: string, file: string | null = null): void {
     if (text.trim() === '') return
     this.#lines.total++
+    if (file !== null && this.#files[this.#files.length - 1] !== file && !this.#files.includes(file)) this.#files.push(file)
     // most lines of an application's log are not about deferred work: skip them without parsing
     if (!text.includes('"deferred')) {
       this.#lines.skipped++
@@ -178,50 +226,104 @@ export class Summary {
       this.#lines.skipped++
       return
     }
-    const kind = this.#addLine(line)
+    const kind = this.#addLine(line, file)
     this.#lines[kind]++
   }
 
-  #addLine (line: Json): 'used' | 'filtered' | 'skipped' {
+  #addLine (line: Json, file: string | null): 'used' | 'filtered' | 'skipped' {
     const deferred = line.deferred
     const shutdown = line.deferredShutdown
-    let kind: 'task' | 'close' | 'shutdown'
+    const refused = line.deferredRefused
+    let kind: 'task' | 'enqueued' | 'retrying' | 'close' | 'shutdown' | 'refused'
     if (isObject(deferred) && typeof deferred.outcome === 'string' && outcomeSet.has(deferred.outcome)) kind = 'task'
+    else if (isObject(deferred) && (deferred.outcome === 'enqueued' || deferred.outcome === 'retrying')) kind = deferred.outcome
     else if (isObject(deferred) && deferred.outcome === undefined && typeof deferred.tasks === 'number') kind = 'close'
     else if (isObject(shutdown) && typeof shutdown.drained === 'boolean') kind = 'shutdown'
+    else if (isObject(refused)) kind = 'refused'
     else return 'skipped'
 
     const time = timeOf(line)
     if (!this.#inPeriod(time)) return 'filtered'
-    const reqId = typeof line.reqId === 'string' || typeof line.reqId === 'number' ? String(line.reqId) : null
+    const ref: RequestRef = {
+      reqId: typeof line.reqId === 'string' || typeof line.reqId === 'number' ? String(line.reqId) : null,
+      file,
+      hostname: typeof line.hostname === 'string' ? line.hostname : null,
+      pid: typeof line.pid === 'number' ? line.pid : null,
+      time: iso(time)
+    }
 
     if (kind === 'shutdown') {
-      this.#addShutdown(shutdown as Json, time)
+      this.#addShutdown(shutdown as Json, time, ref)
     } else {
-      const fields = deferred as Json
+      const fields = (kind === 'refused' ? refused : deferred) as Json
       const route = typeof fields.route === 'string' ? fields.route : '(unknown route)'
       if (this.#routeFilter !== null && !this.#routeFilter.has(route)) return 'filtered'
-      if (kind === 'close') {
-        // a response line names no task: it belongs to no task's report
+      if (kind === 'close' || kind === 'refused') {
+        // a response or refusal line names no task: it belongs to no task's report
         if (this.#taskFilter !== null) return 'filtered'
-        this.#addClose(route, fields)
+        this.#addToRoute(route, kind, fields)
+        if (kind === 'refused' && time !== null) this.#timeline.add(time, 'refused')
       } else {
         const task = typeof fields.task === 'string' ? fields.task : '(unnamed)'
         if (this.#taskFilter !== null && !this.#taskFilter.has(task)) return 'filtered'
-        const key = `${route}\u0000${task}`
-        let group = this.#groups.get(key)
-        if (group === undefined) {
-          group = new GroupStats(route, task)
-          this.#groups.set(key, group)
-        }
-        group.add(fields.outcome as ReportOutcome, fields, line, reqId)
+        const group = this.#group(route, task)
+        if (kind === 'task') this.#addTask(group, fields, line, ref, time)
+        else if (kind === 'retrying') {
+          group.retries++
+          this.#retries++
+        } else this.#addEnqueued(group, fields, ref)
       }
     }
+    this.#processes.add(`${ref.hostname}\u0000${ref.pid}`)
     if (time !== null) {
       if (this.#from === null || time < this.#from) this.#from = time
       if (this.#to === null || time > this.#to) this.#to = time
     }
     return 'used'
+  }
+
+  #group (route: string, task: string): GroupStats {
+    const key = `${route}\u0000${task}`
+    let group = this.#groups.get(key)
+    if (group === undefined) {
+      group = new GroupStats(route, task)
+      this.#groups.set(key, group)
+    }
+    return group
+  }
+
+  #addTask (group: GroupStats, fields: Json, line: Json, ref: RequestRef, time: number | null): void {
+    const jobKey = typeof fields.jobId === 'string' ? `${fields.queue}\u0000${fields.jobId}` : null
+    if (jobKey !== null) {
+      const state = this.#jobs.get(jobKey) ?? 0
+      // a worker killed after it logged the final line but before BullMQ heard of it runs the
+      // job again: the job is counted once, the extra line as a duplicate
+      if ((state & FINISHED) !== 0) {
+        this.#duplicates++
+        return
+      }
+      this.#jobs.set(jobKey, state | FINISHED)
+      this.#pending.delete(jobKey)
+    }
+    const outcome = fields.outcome as ReportOutcome
+    const slow = group.add(outcome, fields, line, ref)
+    if (slow !== null) keepIfSlow(this.#slowest, SLOWEST_OVERALL, { ...slow, route: group.route, task: group.task })
+    if (time !== null) this.#timeline.add(time, outcome)
+  }
+
+  #addEnqueued (group: GroupStats, fields: Json, ref: RequestRef): void {
+    if (typeof fields.jobId !== 'string') {
+      group.enqueued++
+      return
+    }
+    const jobKey = `${fields.queue}\u0000${fields.jobId}`
+    const state = this.#jobs.get(jobKey) ?? 0
+    if ((state & ENQUEUED) !== 0) return
+    group.enqueued++
+    this.#jobs.set(jobKey, state | ENQUEUED)
+    if ((state & FINISHED) === 0) {
+      this.#pending.set(jobKey, { ...ref, queue: typeof fields.queue === 'string' ? fields.queue : null, jobId: fields.jobId, route: group.route, task: group.task })
+    }
   }
 
   #inPeriod (time: number | null): boolean {
@@ -231,28 +333,41 @@ export class Summary {
     return (since === undefined || time >= since) && (until === undefined || time <= until)
   }
 
-  #addClose (route: string, fields: Json): void {
+  #addToRoute (route: string, kind: 'close' | 'refused', fields: Json): void {
     let stats = this.#routes.get(route)
     if (stats === undefined) {
-      stats = { responses: 0, aborted: 0 }
+      stats = { responses: 0, aborted: 0, refused: 0 }
       this.#routes.set(route, stats)
+    }
+    if (kind === 'refused') {
+      stats.refused++
+      return
     }
     stats.responses++
     if (fields.connection === 'aborted') stats.aborted++
   }
 
-  #addShutdown (fields: Json, time: number | null): void {
+  #addShutdown (fields: Json, time: number | null, ref: RequestRef): void {
     this.#shutdownCount++
     if (fields.drained !== true) this.#undrained++
     const outcomes = zeroOutcomes()
     for (const outcome of OUTCOMES) outcomes[outcome] = numberOr(fields[outcome], 0)
-    this.#shutdowns.push({
-      time,
+    const shutdown = {
+      time: iso(time),
       drained: fields.drained as boolean,
       durationMs: numberOr(fields.durationMs, 0),
       drainTimeout: numberOr(fields.drainTimeout, 0),
-      outcomes
-    })
+      outcomes,
+      file: ref.file,
+      hostname: ref.hostname,
+      pid: ref.pid,
+      // a line without a time goes where it was read, after the latest time seen so far
+      at: time ?? this.#to ?? -Infinity
+    }
+    // the most recent by time, whatever order the files were read in
+    let i = this.#shutdowns.length
+    while (i > 0 && this.#shutdowns[i - 1].at > shutdown.at) i--
+    this.#shutdowns.splice(i, 0, shutdown)
     if (this.#shutdowns.length > RECENT_SHUTDOWNS) this.#shutdowns.shift()
   }
 
@@ -262,19 +377,28 @@ export class Summary {
       .map((group) => group.toJSON())
     const outcomes = zeroOutcomes()
     let aborted = 0
-    const routeNames = new Set(this.#routes.keys())
+    const counted = this.#taskFilter === null
+    const routeNames = new Set(counted ? this.#routes.keys() : [])
     for (const group of groups) {
       for (const outcome of OUTCOMES) outcomes[outcome] += group.outcomes[outcome]
       aborted += group.aborted
-      routeNames.add(group.route)
+      if (counted) routeNames.add(group.route)
     }
     const routes: RouteResponses[] = [...routeNames].sort(byName).map((route) => {
-      const { responses, aborted } = this.#routes.get(route) ?? { responses: 0, aborted: 0 }
-      return { route, responses, aborted, abortedRate: responses === 0 ? null : Math.round((aborted / responses) * 10_000) / 10_000 }
+      const { responses, aborted, refused } = this.#routes.get(route) ?? { responses: 0, aborted: 0, refused: 0 }
+      return { route, responses, aborted, abortedRate: responses === 0 ? null : Math.round((aborted / responses) * 10_000) / 10_000, refused }
     })
-    const iso = (time: number | undefined | null): string | null => time == null ? null : new Date(time).toISOString()
+    const sum = (key: 'responses' | 'aborted' | 'refused'): number | null => counted ? routes.reduce((total, route) => total + route[key], 0) : null
+    let finished = 0
+    let enqueued = 0
+    for (const state of this.#jobs.values()) {
+      if ((state & FINISHED) !== 0) finished++
+      if ((state & ENQUEUED) !== 0) enqueued++
+    }
     return {
+      version: this.version,
       lines: { ...this.#lines },
+      sources: { files: [...this.#files], processes: this.#processes.size },
       filters: {
         route: [...(this.#routeFilter ?? [])],
         task: [...(this.#taskFilter ?? [])],
@@ -283,18 +407,29 @@ export class Summary {
       },
       period: { from: iso(this.#from), to: iso(this.#to) },
       totals: {
-        tasks: groups.reduce((sum, group) => sum + group.tasks, 0),
+        tasks: groups.reduce((total, group) => total + group.tasks, 0),
         outcomes,
         aborted,
-        responses: routes.reduce((sum, route) => sum + route.responses, 0),
-        abortedResponses: routes.reduce((sum, route) => sum + route.aborted, 0)
+        responses: sum('responses'),
+        abortedResponses: sum('aborted'),
+        refused: sum('refused')
       },
       routes,
       groups,
+      slowest: this.#slowest.map((task) => ({ ...task })),
+      timeline: { bucketMs: this.#timeline.bucketMs, buckets: this.#timeline.buckets() },
+      jobs: {
+        enqueued,
+        finished,
+        pending: this.#pending.size,
+        retries: this.#retries,
+        duplicates: this.#duplicates,
+        pendingSample: [...this.#pending.values()].slice(0, PENDING_SAMPLE).map((job) => ({ ...job }))
+      },
       shutdowns: {
         count: this.#shutdownCount,
         undrained: this.#undrained,
-        recent: this.#shutdowns.map((shutdown) => ({ ...shutdown, outcomes: { ...shutdown.outcomes } }))
+        recent: this.#shutdowns.map(({ at, ...shutdown }) => ({ ...shutdown, outcomes: { ...shutdown.outcomes } }))
       }
     }
   }

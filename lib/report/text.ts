@@ -1,11 +1,16 @@
 import Table from 'cli-table3'
+import { basename } from 'node:path'
 import { OUTCOMES } from './types'
-import type { OutcomeCounts, Report } from './types'
+import type { OutcomeCounts, Report, RequestRef } from './types'
 
-/** Rows of the merged "slowest tasks" table. */
+/** Rows of the "slowest tasks" table. */
 export const SLOWEST_SHOWN = 10
-/** Longest failure message shown in the terminal; `--json` has them whole. */
-export const MESSAGE_WIDTH = 100
+/** Rows of the "failures" table, the most frequent messages; `--json` and `--html` have them all. */
+export const FAILURES_SHOWN = 20
+/** Longest failure message shown in the terminal, wrapped in its column; `--json` has them whole. */
+export const MESSAGE_WIDTH = 200
+/** Widest line the text report writes: a terminal, a CI log, a code review comment. */
+export const TEXT_WIDTH = 100
 
 export function formatCount (n: number): string {
   return n.toLocaleString('en-US')
@@ -17,6 +22,15 @@ export function formatMs (ms: number | null): string {
   if (ms >= 100) return `${Math.round(ms)} ms`
   if (ms >= 10) return `${ms.toFixed(1)} ms`
   return `${ms.toFixed(2)} ms`
+}
+
+/** A step of time, e.g. `100 ms`, `30 s`, `5 min`, `2 h`, `1 d`. */
+export function formatStep (ms: number): string {
+  if (ms < 1000) return `${ms} ms`
+  if (ms < 60_000) return `${ms / 1000} s`
+  if (ms < 3_600_000) return `${ms / 60_000} min`
+  if (ms < 86_400_000) return `${ms / 3_600_000} h`
+  return `${ms / 86_400_000} d`
 }
 
 export function formatRate (rate: number | null): string {
@@ -37,11 +51,65 @@ function outcomeList (outcomes: OutcomeCounts, separator: string): string {
     .join(separator)
 }
 
+/**
+ * A request as the text report names it: its id alone when the logs come from one process, else
+ * with the file and process id, since Fastify's ids restart at `req-1` in every process.
+ */
+export function formatRequest (ref: RequestRef, qualify: boolean): string {
+  const id = ref.reqId ?? '-'
+  const where = qualify ? formatSource(ref) : ''
+  return where === '' ? id : `${id} (${where})`
+}
+
+/** The file and process a line came from, e.g. `web.log pid 4242`. */
+export function formatSource (ref: Pick<RequestRef, 'file' | 'pid'>): string {
+  return [ref.file === null ? null : basename(ref.file), ref.pid === null ? null : `pid ${ref.pid}`]
+    .filter((part) => part !== null).join(' ')
+}
+
 // no colours and no rules between rows: as readable in a CI log or a file as on a terminal
 const compact = { mid: '', 'left-mid': '', 'mid-mid': '', 'right-mid': '' }
+const MIN_COLUMN = 8
 
-function table (head: string[], align: Array<'left' | 'right'>): Table.Table {
-  return new Table({ head, colAligns: align, chars: compact, style: { head: [], border: [] } })
+/**
+ * A table no wider than TEXT_WIDTH: the `flexible` columns (names, messages) give up width,
+ * widest first, and wrap; numbers keep theirs.
+ */
+export function table (head: string[], align: Array<'left' | 'right'>, rows: string[][], flexible: number[]): string {
+  const widths = head.map((title, i) => Math.max(...[title, ...rows.map((row) => row[i])].flatMap((cell) => cell.split('\n').map((part) => part.length))) + 2)
+  const budget = TEXT_WIDTH - (head.length + 1)
+  let total = widths.reduce((sum, width) => sum + width, 0)
+  while (total > budget) {
+    const widest = flexible.reduce((best, i) => widths[i] > widths[best] ? i : best, flexible[0])
+    if (widths[widest] <= MIN_COLUMN) break
+    widths[widest]--
+    total--
+  }
+  const rendered = new Table({ head, colAligns: align, colWidths: widths, chars: compact, style: { head: [], border: [] } })
+  rendered.push(...rows.map((row) => row.map((cell, i) => wrap(cell, widths[i] - 2))))
+  return rendered.toString()
+}
+
+/** Breaks `text` into lines of at most `width` characters, at spaces where it can, inside words where it must. */
+export function wrap (text: string, width: number): string {
+  return text.split('\n').map((paragraph) => {
+    const lines: string[] = []
+    let line = ''
+    for (let word of paragraph.split(' ')) {
+      if (line !== '' && line.length + 1 + word.length <= width) {
+        line += ` ${word}`
+        continue
+      }
+      if (line !== '') lines.push(line)
+      while (word.length > width) {
+        lines.push(word.slice(0, width))
+        word = word.slice(width)
+      }
+      line = word
+    }
+    lines.push(line)
+    return lines.join('\n')
+  }).join('\n')
 }
 
 /** The terminal view of a report. */
@@ -52,71 +120,88 @@ export function renderText (report: Report): string {
   const filtered = lines.filtered > 0 ? `, ${formatCount(lines.filtered)} left out by the filters` : ''
   out.push(`Read ${formatCount(lines.total)} lines: ${formatCount(lines.used)} used, ${skipped}${filtered}.`)
 
-  if (totals.tasks === 0 && totals.responses === 0 && report.shutdowns.count === 0) {
-    out.push('No deferred-work lines found. The report reads the NDJSON that pino writes (not pino-pretty output).')
+  if (lines.used === 0) {
+    out.push(lines.filtered > 0
+      ? 'No deferred-work line matches the filters.'
+      : 'No deferred-work lines found. The report reads the NDJSON that pino writes (not pino-pretty output).')
     return out.join('\n') + '\n'
   }
-  out.push(`From ${formatTime(report.period.from)} to ${formatTime(report.period.to)}.`, '')
+  const qualify = report.sources.files.length > 1 || report.sources.processes > 1
+  const processes = report.sources.processes > 1 ? ` ${formatCount(report.sources.processes)} processes.` : ''
+  out.push(`From ${formatTime(report.period.from)} to ${formatTime(report.period.to)}.${processes}`, '')
   out.push(`${formatCount(totals.tasks)} tasks: ${outcomeList(totals.outcomes, ', ') || 'none'}.`)
-  out.push(`${formatCount(totals.responses)} responses carried deferred work, ${formatCount(totals.abortedResponses)} aborted by the client` +
-    ` (${formatRate(totals.responses === 0 ? null : totals.abortedResponses / totals.responses)}). Tasks run after an abort: ${formatCount(totals.aborted)}.`)
+  if (totals.responses === null) {
+    out.push('Responses and refused requests not counted: --task keeps task lines only (those lines name no task).')
+  } else {
+    const rate = formatRate(totals.responses === 0 ? null : (totals.abortedResponses as number) / totals.responses)
+    out.push(`${formatCount(totals.responses)} responses carried deferred work, ${formatCount(totals.abortedResponses as number)} aborted by the client` +
+      ` (${rate}). Tasks run after an abort: ${formatCount(totals.aborted)}.`)
+    if ((totals.refused as number) > 0) out.push(`${formatCount(totals.refused as number)} requests refused with a 503 (rejectWhenSaturated).`)
+  }
+  const { jobs } = report
+  if (jobs.enqueued + jobs.finished + jobs.retries > 0) {
+    const duplicates = jobs.duplicates > 0 ? `, ${formatCount(jobs.duplicates)} final lines logged again (counted once)` : ''
+    out.push(`Durable jobs: ${formatCount(jobs.enqueued)} enqueued, ${formatCount(jobs.finished)} finished, ${formatCount(jobs.pending)} not finished yet, ` +
+      `${formatCount(jobs.retries)} retried attempts${duplicates}.`)
+  }
 
   if (report.routes.length > 0) {
-    const routes = table(['Route', 'Responses', 'Aborted', 'Aborted rate'], ['left', 'right', 'right', 'right'])
-    for (const route of report.routes) {
-      routes.push([route.route, formatCount(route.responses), formatCount(route.aborted), formatRate(route.abortedRate)])
-    }
-    out.push('', 'Responses with deferred work, per route', routes.toString())
+    const rows = report.routes.map((route) => [
+      route.route, formatCount(route.responses), formatCount(route.aborted), formatRate(route.abortedRate), formatCount(route.refused)
+    ])
+    out.push('', 'Responses with deferred work, per route',
+      table(['Route', 'Responses', 'Aborted', 'Aborted rate', 'Refused'], ['left', 'right', 'right', 'right', 'right'], rows, [0]))
   }
 
   if (report.groups.length > 0) {
-    const groups = table(
-      ['Route', 'Task', 'Tasks', 'Outcomes', 'Aborted', 'p50', 'p95', 'p99', 'Max', 'Queued p95', 'Queued max'],
-      ['left', 'left', 'right', 'left', 'right', 'right', 'right', 'right', 'right', 'right', 'right']
-    )
-    for (const group of report.groups) {
-      const { durationMs: duration, queuedMs: queued } = group
-      groups.push([
-        group.route, group.task, formatCount(group.tasks), outcomeList(group.outcomes, '\n'), formatCount(group.aborted),
-        formatMs(duration.p50), formatMs(duration.p95), formatMs(duration.p99), formatMs(duration.max),
-        formatMs(queued.p95), formatMs(queued.max)
-      ])
-    }
-    out.push('', 'Tasks, per route (durations of the tasks that ran; queued: time waiting for a slot)', groups.toString())
+    const rows = report.groups.map((group) => {
+      const durable = [group.enqueued > 0 ? `(${formatCount(group.enqueued)} enqueued)` : '', group.retries > 0 ? `(${formatCount(group.retries)} retried)` : '']
+      return [
+        group.route, group.task, formatCount(group.tasks), [outcomeList(group.outcomes, '\n'), ...durable].filter((part) => part !== '').join('\n'),
+        formatMs(group.durationMs.p50), formatMs(group.durationMs.p95), formatMs(group.durationMs.max), formatMs(group.queuedMs.p95)
+      ]
+    })
+    out.push('', 'Tasks, per route (durations of the tasks that ran; queued: time waiting for a slot)',
+      table(['Route', 'Task', 'Tasks', 'Outcomes', 'p50', 'p95', 'Max', 'Queued p95'],
+        ['left', 'left', 'right', 'left', 'right', 'right', 'right', 'right'], rows, [0, 1]))
 
-    const slowest = report.groups
-      .flatMap((group) => group.slowest.map((task) => ({ ...task, route: group.route, task: group.task, reqId: task.reqId })))
-      .sort((a, b) => b.durationMs - a.durationMs)
-      .slice(0, SLOWEST_SHOWN)
+    const slowest = report.slowest.slice(0, SLOWEST_SHOWN)
     if (slowest.length > 0) {
-      const rows = table(['Duration', 'Outcome', 'Route', 'Task', 'reqId'], ['right', 'left', 'left', 'left', 'left'])
-      for (const task of slowest) rows.push([formatMs(task.durationMs), task.outcome, task.route, task.task, task.reqId ?? '-'])
-      out.push('', 'Slowest tasks', rows.toString())
+      const slowRows = slowest.map((task) => [formatMs(task.durationMs), task.outcome, task.route, task.task, formatRequest(task, qualify)])
+      out.push('', 'Slowest tasks', table(['Duration', 'Outcome', 'Route', 'Task', 'Request'], ['right', 'left', 'left', 'left', 'left'], slowRows, [2, 3, 4]))
     }
 
     const failures = report.groups.flatMap((group) => group.failures.map((failure) => ({ ...failure, route: group.route, task: group.task })))
+      .sort((a, b) => b.count - a.count)
     if (failures.length > 0) {
-      const rows = table(['Route', 'Task', 'Outcome', 'Count', 'Message', 'Sample reqIds'], ['left', 'left', 'left', 'right', 'left', 'left'])
-      for (const failure of failures) {
-        rows.push([failure.route, failure.task, failure.outcome, formatCount(failure.count), truncate(failure.message, MESSAGE_WIDTH), failure.reqIds.join(', ') || '-'])
-      }
-      out.push('', 'Failures, by message', rows.toString())
+      const failureRows = failures.slice(0, FAILURES_SHOWN).map((failure) => [
+        `${failure.route}\n${failure.task}`, failure.outcome, formatCount(failure.count), truncate(failure.message, MESSAGE_WIDTH),
+        failure.samples.map((sample) => formatRequest(sample, qualify)).join('\n') || '-'
+      ])
+      const more = failures.length > FAILURES_SHOWN ? ` (the ${FAILURES_SHOWN} most frequent of ${formatCount(failures.length)} messages; --json or --html for all)` : ''
+      out.push('', `Failures, by message${more}`,
+        table(['Route, task', 'Outcome', 'Count', 'Message', 'Sample requests'], ['left', 'left', 'right', 'left', 'left'], failureRows, [0, 3, 4]))
     }
+  }
+
+  if (jobs.pendingSample.length > 0) {
+    const rows = jobs.pendingSample.map((job) => [job.queue ?? '-', job.jobId, `${job.route}\n${job.task}`, formatRequest(job, qualify)])
+    const shown = jobs.pendingSample.length < jobs.pending ? ` (the first ${jobs.pendingSample.length} shown)` : ''
+    out.push('', `Durable jobs enqueued and not finished in these logs: ${formatCount(jobs.pending)}${shown}`,
+      table(['Queue', 'Job id', 'Route, task', 'Request'], ['left', 'left', 'left', 'left'], rows, [0, 1, 2, 3]))
   }
 
   const { shutdowns } = report
   if (shutdowns.count > 0) {
-    const rows = table(['Time', 'Drained', 'Took', 'Drain timeout', 'Counts at shutdown'], ['left', 'left', 'right', 'right', 'left'])
-    for (const shutdown of shutdowns.recent) {
-      rows.push([
-        formatTime(shutdown.time === null ? null : new Date(shutdown.time).toISOString()),
-        shutdown.drained ? 'yes' : 'no: cancelled the rest',
-        formatMs(shutdown.durationMs), formatMs(shutdown.drainTimeout), outcomeList(shutdown.outcomes, ', ') || 'none'
-      ])
-    }
+    const rows = shutdowns.recent.map((shutdown) => [
+      qualify ? `${formatTime(shutdown.time)}\n${formatSource(shutdown)}` : formatTime(shutdown.time),
+      shutdown.drained ? 'yes' : 'no: cancelled the rest',
+      formatMs(shutdown.durationMs), formatMs(shutdown.drainTimeout), outcomeList(shutdown.outcomes, '\n') || 'none'
+    ])
     const undrained = shutdowns.undrained > 0 ? `, ${formatCount(shutdowns.undrained)} ran out of drain time` : ''
     const shown = shutdowns.recent.length < shutdowns.count ? ` (the last ${shutdowns.recent.length} shown)` : ''
-    out.push('', `Shutdowns: ${formatCount(shutdowns.count)}${undrained}${shown}`, rows.toString())
+    out.push('', `Shutdowns: ${formatCount(shutdowns.count)}${undrained}${shown}`,
+      table(['Time', 'Drained', 'Took', 'Drain timeout', 'Counts at shutdown'], ['left', 'left', 'right', 'right', 'left'], rows, [0, 4]))
   }
   return out.join('\n') + '\n'
 }

@@ -7,6 +7,10 @@ export type ReportOutcome = Outcome
 
 export type OutcomeCounts = Record<ReportOutcome, number>
 
+/** Outcomes of tasks that ran, the ones a duration histogram is coloured by. */
+export const RAN_OUTCOMES = ['completed', 'failed', 'timeout', 'cancelled'] as const
+export type RanOutcome = typeof RAN_OUTCOMES[number]
+
 /**
  * Percentiles come from an HdrHistogram with 3 significant digits: each is at most 0.1% above
  * the exact nearest-rank value, and never above `max`, which is exact. All `null` when `count` is 0.
@@ -20,17 +24,40 @@ export interface Percentiles {
   max: number | null
 }
 
-/** One bar of the duration histogram: tasks that took at most `le` ms (and more than the previous bar's). */
+/** One bar of the duration histogram: tasks that took more than `gt` and at most `le` ms. */
 export interface HistogramBucket {
-  /** Upper bound in milliseconds; `null` for the last bucket, which has no bound. */
+  /** Lower bound in milliseconds (exclusive); `null` for the first bucket, which starts at 0. */
+  gt: number | null
+  /** Upper bound in milliseconds (inclusive); `null` for the last bucket, which has no bound. */
   le: number | null
   count: number
+  /** The same tasks by outcome. */
+  outcomes: Record<RanOutcome, number>
 }
 
-export interface SlowTask {
+/**
+ * Where a line came from. Fastify's request ids restart at `req-1` in every process: the file,
+ * the host and the process id (which pino writes on every line) tell two `req-1` apart.
+ */
+export interface RequestRef {
   reqId: string | null
+  /** The log file as given on the command line, `-` for standard input, `null` when not known. */
+  file: string | null
+  hostname: string | null
+  pid: number | null
+  /** ISO 8601, `null` when the line had no time. */
+  time: string | null
+}
+
+export interface SlowTask extends RequestRef {
   durationMs: number
   outcome: ReportOutcome
+}
+
+/** A slow task among all groups. */
+export interface SlowTaskOfGroup extends SlowTask {
+  route: string
+  task: string
 }
 
 export interface Failure {
@@ -38,49 +65,78 @@ export interface Failure {
   /** The error's message for `failed`; what happened for the other outcomes. */
   message: string
   count: number
-  /** The first few request ids, to find the request's own log lines. */
-  reqIds: string[]
+  /** The first few requests, distinct, to find the request's own log lines. */
+  samples: RequestRef[]
 }
 
 /** The tasks of one name on one route. */
 export interface Group {
   route: string
   task: string
+  /** Final outcomes counted (a durable job once, however often its final line was logged). */
   tasks: number
   outcomes: OutcomeCounts
   /** Tasks whose response was aborted by the client. */
   aborted: number
+  /** Durable jobs: jobs enqueued (`enqueued` lines) and failed attempts that were retried (`retrying` lines). */
+  enqueued: number
+  retries: number
   /** Over the tasks that ran (`completed`, `failed`, `timeout`, and `cancelled` ones that had started). */
   durationMs: Percentiles
   /** Over the tasks that waited for a slot (all but `skipped` and `dropped`). */
   queuedMs: Percentiles
-  /** Duration histogram over the same tasks as `durationMs`. */
+  /** Duration histogram over the same tasks as `durationMs`, from the first to the last bucket that holds a task. */
   histogram: HistogramBucket[]
   slowest: SlowTask[]
   /** Grouped by outcome and message, most frequent first. */
   failures: Failure[]
 }
 
-/** Responses that carried deferred work, per route, from the lines logged when each response closed. */
+/** Responses per route, from the lines logged when each response closed, and requests refused there. */
 export interface RouteResponses {
   route: string
   responses: number
   aborted: number
   /** `aborted / responses`, `null` without responses. */
   abortedRate: number | null
+  /** Requests refused with a 503 by `rejectWhenSaturated` (`deferredRefused` lines). */
+  refused: number
 }
 
 export interface Shutdown {
-  /** Epoch milliseconds, `null` when the line had no time. */
-  time: number | null
+  /** ISO 8601, `null` when the line had no time. */
+  time: string | null
   drained: boolean
   durationMs: number
   drainTimeout: number
+  /** The counts the process logged at shutdown. */
   outcomes: OutcomeCounts
+  /** Where the line came from. */
+  file: string | null
+  hostname: string | null
+  pid: number | null
+}
+
+/** One bar of the timeline: final outcomes and refused requests logged in `[start, start + bucketMs)`. */
+export interface TimelineBucket {
+  /** ISO 8601. */
+  start: string
+  outcomes: OutcomeCounts
+  refused: number
+}
+
+/** A durable job, by its queue and id. */
+export interface JobRef extends RequestRef {
+  queue: string | null
+  jobId: string
+  route: string
+  task: string
 }
 
 /** What `report --json` prints. */
 export interface Report {
+  /** The version of the report command that wrote this. */
+  version: string
   lines: {
     /** Non-empty lines read. */
     total: number
@@ -91,6 +147,8 @@ export interface Report {
     /** Lines that are not JSON or not about deferred work. */
     skipped: number
   }
+  /** The files read, as given (`-` for standard input), and the processes (host and pid) seen in them. */
+  sources: { files: string[], processes: number }
   filters: { route: string[], task: string[], since: string | null, until: string | null }
   /** Times of the first and last line counted, ISO 8601. */
   period: { from: string | null, to: string | null }
@@ -99,13 +157,37 @@ export interface Report {
     outcomes: OutcomeCounts
     /** Tasks whose response was aborted by the client. */
     aborted: number
-    /** Responses that carried deferred work. */
-    responses: number
-    /** Of those, responses the client aborted. */
-    abortedResponses: number
+    /**
+     * Responses that carried deferred work, from the lines logged when each response closed.
+     * `null` when `--task` was given: those lines name no task, so they are not counted.
+     */
+    responses: number | null
+    /** Of those, responses the client aborted (`null` with `--task`). */
+    abortedResponses: number | null
+    /** Requests refused by `rejectWhenSaturated` (`null` with `--task`: refusals name no task). */
+    refused: number | null
   }
   routes: RouteResponses[]
   groups: Group[]
+  /** The slowest tasks of all groups, slowest first. */
+  slowest: SlowTaskOfGroup[]
+  /** Final outcomes and refusals over the period, in equal steps. */
+  timeline: { bucketMs: number, buckets: TimelineBucket[] }
+  /** Durable jobs, each counted once by (queue, jobId). */
+  jobs: {
+    /** Distinct jobs with an `enqueued` line. */
+    enqueued: number
+    /** Distinct jobs with a final line. */
+    finished: number
+    /** Enqueued, with no final line in these logs (yet). */
+    pending: number
+    /** `retrying` lines: failed attempts that were retried. */
+    retries: number
+    /** Final lines of a job already counted (a job run again after a worker crashed). */
+    duplicates: number
+    /** The first few pending jobs. */
+    pendingSample: JobRef[]
+  }
   shutdowns: {
     count: number
     /** Shutdowns whose drain ran out before the work was done. */
