@@ -263,8 +263,8 @@ ${instructionTable(cg)}
 
 ${ratioTable(cg)}
 
-How far to trust a difference: in two full runs on this machine the variants without the plugin (the same code
-both times) repeated within 1.5% with the logger off and within 5% with pino. Garbage collection moves most (a
+How far to trust a difference: in three runs on this machine the variants without the plugin (the same code
+each time) repeated within 2.5% with the logger off (1% without GC) and within 6.5% with pino (4.5% without GC). Garbage collection moves most (a
 mark-compact lands in one window and not in the next), so compare the "without GC" column too, and repeat a run
 (\`npm run bench -- --only callgrind --variants …\`, \`--requests 12000\` for a longer window: a young-generation
 collection comes only every few thousand requests) before trusting a change smaller than that.
@@ -367,7 +367,7 @@ ${wallRows}| Load average (1, 5, 15 min) | ${loadAverage(env.loadAverageStart)} 
 ## Which figures to trust for what
 
 - **Instruction counts** (callgrind) do not depend on what else the machine does: use them for the targets and
-  for differences of a few percent (they repeat within 1.5% with the logger off, 5% with pino; see below).
+  for differences of a few percent (they repeat within 2.5% with the logger off, 6.5% with pino; see below).
   They count work, not time: no cache misses, no system calls, no waiting.
 - **Wall-clock** figures (req/s, latency, CPU µs per request) on this shared 2-core machine move by tens of
   percent between identical servers (see the noise-control row): read their paired ratios as indicative, for
