@@ -33,6 +33,8 @@ import { logRefused } from './log'
 import { Scheduler } from './scheduler'
 import { kSendCalled, kWork } from './symbols'
 import { Task } from './task'
+import { enableTracing } from './tracing'
+import type { TaskMessage } from './channels'
 import type {
   ConnectionStatus,
   DeferredTask,
@@ -78,6 +80,7 @@ const NOT_FOUND_ROUTE = '(not found)'
 
 async function fastifySendAndContinue (fastify: FastifyInstance, options: SendAndContinueOptions): Promise<void> {
   const plugin: PluginSettings = resolvePluginOptions(options)
+  enableTracing(plugin.tracing) // TRACING: loads @opentelemetry/api when installed
   const scheduler = new Scheduler(plugin.concurrency, plugin.maxQueued, plugin.onDropped)
   // Route configs are fixed once the route exists: resolve each once, on first use.
   const routeSettings = new WeakMap<object, RouteSettings>()
@@ -312,6 +315,7 @@ declare namespace fastifySendAndContinue {
     SendAndContinueOptions,
     SendAndContinueStats,
     TaskContext,
+    TaskMessage,
     TaskOutcome
   }
   export { fastifySendAndContinue as default, fastifySendAndContinue }

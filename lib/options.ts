@@ -65,6 +65,12 @@ export interface SendAndContinueOptions {
    * @default 5
    */
   retryAfter?: number
+  /**
+   * Whether each task gets an OpenTelemetry span (when `@opentelemetry/api` is installed and a
+   * tracer provider registered). `false` turns spans off; the diagnostics channels are published either way.
+   * @default true
+   */
+  tracing?: boolean
 }
 
 /** Route-level overrides, set as `config: { sendAndContinue: { ... } }`. */
@@ -106,6 +112,8 @@ export interface RouteSettings {
   closeConnection: boolean
   rejectWhenSaturated: boolean
   retryAfter: number
+  /** Plugin-wide: spans on or off. */
+  tracing: boolean
 }
 
 export interface PluginSettings extends RouteSettings {
@@ -126,7 +134,8 @@ export const defaults = {
   maxQueued: 10_000,
   onDropped: null,
   rejectWhenSaturated: false,
-  retryAfter: 5
+  retryAfter: 5,
+  tracing: true
 }
 
 type Check = (value: unknown) => boolean
@@ -164,7 +173,8 @@ const pluginRules: Record<keyof SendAndContinueOptions, Rule> = {
     check: (v) => v === Infinity || (typeof v === 'number' && Number.isInteger(v) && v >= 0),
     expected: 'a whole number of at least 0, or Infinity'
   },
-  onDropped: { check: (v) => typeof v === 'function', expected: 'a function' }
+  onDropped: { check: (v) => typeof v === 'function', expected: 'a function' },
+  tracing: boolean
 }
 
 const callRules: Record<keyof DeferOptions, Rule> = {
@@ -218,7 +228,8 @@ export function resolvePluginOptions (options: unknown): PluginSettings {
     maxQueued: pick(given.maxQueued, defaults.maxQueued),
     onDropped: pick(given.onDropped, defaults.onDropped),
     rejectWhenSaturated: pick(given.rejectWhenSaturated, defaults.rejectWhenSaturated),
-    retryAfter: pick(given.retryAfter, defaults.retryAfter)
+    retryAfter: pick(given.retryAfter, defaults.retryAfter),
+    tracing: pick(given.tracing, defaults.tracing)
   }
 }
 
@@ -244,7 +255,8 @@ export function resolveRouteSettings (plugin: PluginSettings, config: unknown, r
     onClientAbort: pick(given.onClientAbort, plugin.onClientAbort),
     closeConnection: pick(given.closeConnection, plugin.closeConnection),
     rejectWhenSaturated: pick(given.rejectWhenSaturated, plugin.rejectWhenSaturated),
-    retryAfter: pick(given.retryAfter, plugin.retryAfter)
+    retryAfter: pick(given.retryAfter, plugin.retryAfter),
+    tracing: plugin.tracing
   }
 }
 

@@ -14,6 +14,8 @@ import type {
   TaskOutcome
 } from './types'
 import type { Work } from './work'
+import { runTraced, traceEnded, traceRegistered, traceReturned, traceStarted } from './tracing'
+import type { TaskTrace } from './tracing'
 
 /** Where a task is in its life; it only ever moves forward. */
 export const TaskState = {
@@ -56,6 +58,8 @@ export class Task implements TimedEntry {
   timerPrev: TimedEntry | null = null
   timerNext: TimedEntry | null = null
   timerList: TimerList | null = null
+  /** Spans and diagnostics channels (lib/tracing.ts); `null` when nothing is traced. */
+  trace: TaskTrace | null
 
   #fn: DeferredTask | null
   // the async context of the registration (AsyncLocalStorage): the task runs in it
@@ -72,6 +76,7 @@ export class Task implements TimedEntry {
     this.timeoutMs = timeoutMs
     this.always = always
     this.#scope = scope
+    this.trace = traceRegistered(work.settings.tracing) // TRACING: registered
   }
 
   // The AbortController is made on first use: most tasks never look at their signal.
@@ -97,13 +102,17 @@ export class Task implements TimedEntry {
   start (now: number): void {
     this.#startedAt = now
     if (this.timeoutMs > 0) this.work.scheduler.timers.add(this, this.timeoutMs)
+    const trace = traceStarted(this, this.#queuedAt, now) // TRACING: started
     // Everything the task controls, its return value included, is read inside the try: a
     // value whose `then` getter throws is a failed task, not an exception in the plugin.
     try {
-      const result: unknown = this.#scope.runInAsyncScope(this.#fn as DeferredTask, null, new Context(this))
+      const result: unknown = trace === null
+        ? this.#scope.runInAsyncScope(this.#fn as DeferredTask, null, new Context(this))
+        : this.#scope.runInAsyncScope(runTraced, trace, this.#fn as DeferredTask, new Context(this)) // TRACING: run with the span active
       if (result !== null && (typeof result === 'object' || typeof result === 'function')) {
         const then = (result as { then?: unknown }).then
         if (typeof then === 'function') {
+          if (trace !== null) traceReturned(trace) // TRACING: returned a promise
           then.call(result, endCompleted.bind(this), endFailed.bind(this))
           return
         }
@@ -134,6 +143,7 @@ export class Task implements TimedEntry {
     if (this.timerList !== null) this.timerList.remove(this)
     const work = this.work
     if (isLevelEnabled(work.log, TASK_LEVELS[outcome])) this.#log(outcome, error, reason)
+    traceEnded(this, outcome, error, reason, this.#queuedAt, this.#startedAt) // TRACING: ended
     if (outcome !== 'dropped') this.#fn = null
     work.taskEnded(this, error)
     work.scheduler.taskEnded(this)

@@ -33,7 +33,8 @@ const invalidPluginOptions: Array<[string, unknown, string]> = [
   ['maxQueued', '10', "instead got '10'"],
   ['onDropped', 'log', "onDropped should be a function, instead got 'log'"],
   ['rejectWhenSaturated', 'true', "rejectWhenSaturated should be a boolean, instead got 'true'"],
-  ['retryAfter', 0, 'retryAfter should be a whole number of seconds from 1 to 2147483647, instead got 0']
+  ['retryAfter', 0, 'retryAfter should be a whole number of seconds from 1 to 2147483647, instead got 0'],
+  ['tracing', 'off', "tracing should be a boolean, instead got 'off'"]
 ]
 
 for (const [name, value, message] of invalidPluginOptions) {

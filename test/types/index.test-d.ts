@@ -1,6 +1,6 @@
 import Fastify from 'fastify'
 import type { FastifyBaseLogger, FastifyReply } from 'fastify'
-import { expectAssignable, expectError, expectType } from 'tsd'
+import { expectAssignable, expectError, expectNotAssignable, expectType } from 'tsd'
 import fastifySendAndContinue, { isSendAndContinueError } from '../..'
 import type {
   ConnectionStatus,
@@ -65,3 +65,11 @@ const err: unknown = new Error('x')
 if (isSendAndContinueError(err)) {
   expectType<'FST_SAC_INVALID_OPTION' | 'FST_SAC_UNKNOWN_OPTION' | 'FST_SAC_INVALID_TASK' | 'FST_SAC_NOT_ENABLED' | 'FST_SAC_ALREADY_SENT' | 'FST_SAC_HIJACKED'>(err.code)
 }
+
+// tracing
+expectAssignable<SendAndContinueOptions>({ tracing: false })
+expectNotAssignable<SendAndContinueOptions>({ tracing: 'off' })
+declare const message: import('../..').TaskMessage
+expectType<Outcome | null>(message.outcome)
+expectType<ConnectionStatus | null>(message.connection)
+expectType<number>(message.queuedMs)
