@@ -6,15 +6,19 @@
 // hook keeps real request and response objects alive; the plugin keeps neither.
 
 const net = require('node:net')
+const { performance } = require('node:perf_hooks')
 const { setTimeout: sleep } = require('node:timers/promises')
 const Fastify = require('fastify')
 const fastifySendAndContinue = require('..')
+const { pluginOptions } = require('./variants')
 
 const variants = {
   bare: { label: 'bare pending async function (no Fastify)' },
   setimmediate: { label: '`send` + `setImmediate(task)`' },
   onresponse: { label: 'route `onResponse` hook awaiting the task' },
   sac: { label: '`sendAndContinue`', plugin: true },
+  'setimmediate-pino': { label: '`send` + `setImmediate(task)`, pino to a file', logger: true },
+  'setimmediate-log-pino': { label: '`send` + `setImmediate(task)` logging one line per task through `request.log`, pino to a file', logger: true, logs: true },
   'sac-pino': { label: '`sendAndContinue`, pino to a file', plugin: true, logger: true }
 }
 
@@ -36,6 +40,17 @@ async function task () {
   await gate
 }
 
+// as bench/handlers.js: one line per task through the request's logger when it ends
+async function runAndLog (log) {
+  const startedAt = performance.now()
+  try {
+    await task()
+    log.info({ task: task.name, durationMs: performance.now() - startedAt }, 'task completed')
+  } catch (err) {
+    log.error({ err, task: task.name }, 'task failed')
+  }
+}
+
 function measure () {
   global.gc()
   global.gc()
@@ -48,13 +63,16 @@ async function build () {
   if (variant.plugin) {
     // the default timeout would end the tasks before the measurement on a slow machine; a long
     // one keeps the per-task timer, as in production
-    await app.register(fastifySendAndContinue, { concurrency: Infinity, timeout: 600_000 })
+    await app.register(fastifySendAndContinue, { ...pluginOptions, timeout: 600_000 })
   }
   const options = name === 'onresponse'
     ? { onResponse: async function awaitTask () { await task() } }
     : {}
   app.get('/', options, function handler (request, reply) {
-    if (name === 'setimmediate') {
+    if (variant.logs) {
+      reply.send(body)
+      setImmediate(runAndLog, request.log)
+    } else if (name.startsWith('setimmediate')) {
       reply.send(body)
       setImmediate(task)
     } else if (variant.plugin) {

@@ -1,94 +1,36 @@
 'use strict'
 
 // One variant in its own process: `node bench/server.js <variant> <log file>`.
-// It answers the runner over IPC with its CPU time, request count and memory.
+// It answers the runner over IPC with its CPU time, request and task counts and memory.
 
-const { performance } = require('node:perf_hooks')
 const { setTimeout: sleep } = require('node:timers/promises')
 const Fastify = require('fastify')
 const fastifySendAndContinue = require('..')
-const { byName, pluginOptions, TASK_MS } = require('./variants')
+const { byName, pluginOptions } = require('./variants')
+const { counters, makeTask } = require('./tasks')
+const { routeFor } = require('./handlers')
+const tracing = require('./tracing')
 
 const variant = byName(process.argv[2])
-const logFile = process.argv[3]
-const body = { hello: 'world' }
-
-let handled = 0
-let running = 0
+const logFile = variant.loggerFile ?? process.argv[3]
+const count = { handled: 0, ...counters() }
 const dispatchMs = []
-
-async function task () {
-  running++
-  await sleep(TASK_MS)
-  running--
-}
-
-function isRunning () {
-  return running > 0
-}
-
-function noop () {}
-
-function send (request, reply) {
-  handled++
-  reply.send(body)
-}
-
-const handlers = {
-  plain: send,
-  'plain-control': send,
-  'plugin-idle': send,
-  'plain-pino': send,
-  'sac-noop' (request, reply) {
-    handled++
-    reply.sendAndContinue(body, noop)
-  },
-  'sac-50ms' (request, reply) {
-    handled++
-    reply.sendAndContinue(body, task)
-  },
-  'sac-50ms-pino' (request, reply) {
-    handled++
-    reply.sendAndContinue(body, task)
-  },
-  'setimmediate-50ms' (request, reply) {
-    handled++
-    reply.send(body)
-    setImmediate(task)
-  },
-  'onresponse-50ms': send,
-  async 'inline-50ms' (request, reply) {
-    handled++
-    await task()
-    return body
-  },
-  'sac-50ms-probe' (request, reply) {
-    handled++
-    const probe = { finishedAt: 0 }
-    // first in line: Fastify's own 'finish' listener (which runs onResponse) was added before the handler
-    reply.raw.prependOnceListener('finish', () => { probe.finishedAt = performance.now() })
-    reply.sendAndContinue(body, () => {
-      dispatchMs.push(probe.finishedAt === 0 ? NaN : performance.now() - probe.finishedAt)
-      return task()
-    })
-  }
-}
-
-async function awaitTask () {
-  await task()
-}
+const task = makeTask(variant.task, count)
 
 async function main () {
   const app = Fastify({ logger: variant.logger ? { level: 'info', file: logFile } : false })
-  if (variant.plugin) await app.register(fastifySendAndContinue, pluginOptions)
-  const routeOptions = variant.name === 'onresponse-50ms' ? { onResponse: awaitTask } : {}
-  app.get('/', routeOptions, handlers[variant.name])
+  const extra = variant.tracing === undefined ? {} : await tracing.setup(app, variant.tracing)
+  if (variant.plugin) await app.register(fastifySendAndContinue, { ...pluginOptions, ...extra })
+  const route = routeFor(variant.handler, task, count, dispatchMs)
+  app.get('/', route.options, route.handler)
 
-  // Every task of the last load has ended, so its CPU time lands in the window it belongs to.
+  // Every timed task of the last load has ended, so its CPU time lands in the window it belongs
+  // to. Released tasks (variant.task.pending) stay pending by design: nothing to wait for.
   async function settle () {
     await sleep(10)
+    if (variant.task?.pending !== undefined) return
     if (variant.plugin) await app.sendAndContinue.drain()
-    while (isRunning()) await sleep(5)
+    while (count.running > 0) await sleep(5)
   }
 
   async function snapshot (message) {
@@ -99,7 +41,10 @@ async function main () {
       type: 'snapshot',
       id: message.id,
       cpuMicros: cpu.user + cpu.system,
-      handled,
+      handled: count.handled,
+      started: count.started,
+      completed: count.completed,
+      running: count.running,
       rss: memory.rss,
       heapUsed: memory.heapUsed,
       maxRssKb: process.resourceUsage().maxRSS,
@@ -109,6 +54,8 @@ async function main () {
     return reply
   }
 
+  // the runner is gone (stopped or crashed): nothing left to answer
+  process.once('disconnect', () => process.exit(0))
   process.on('message', (message) => {
     if (message.type === 'snapshot') {
       snapshot(message).then((reply) => process.send(reply))

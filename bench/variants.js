@@ -1,69 +1,98 @@
 'use strict'
 
-// The servers under load. Every variant answers GET / with the same small JSON body; the
-// ones with a 50 ms task all run the same module-level `task` (no per-request closure).
-// `pair` names the variant each one is compared with round by round.
+// The servers under load. Every variant answers GET / with the same small JSON body. What a
+// variant does is data: `handler` names how the route answers (bench/handlers.js builds it),
+// `task` what the deferred work is, `plugin` and `logger` how the app is set up. `pair` names
+// the variant each one is compared with round by round.
 
+/** The wall-clock task: the same module-level `async` function everywhere, awaiting a timer. */
+const TASK_MS = 50
+
+/** Options the plugin is registered with in every plugin variant: nothing waits, nothing is dropped. */
+const pluginOptions = { concurrency: Infinity, maxQueued: Infinity }
+
+const timed = { ms: TASK_MS }
+
+// Wall-clock phase (bench/phases/wallclock.js): interleaved rounds under autocannon and wrk.
 const variants = [
   {
     name: 'plain',
     label: 'plain `reply.send()`',
-    summary: 'Fastify alone: the reference every ratio is taken against.'
+    summary: 'Fastify alone: the reference every ratio is taken against.',
+    handler: 'send'
   },
   {
     name: 'plain-control',
     label: 'plain `reply.send()` (noise control)',
-    summary: 'A second, identical plain server: its ratio to `plain` shows how noisy the run was.'
+    summary: 'A second, identical plain server: its ratio to `plain` shows how noisy the run was.',
+    handler: 'send'
   },
   {
     name: 'plugin-idle',
     label: 'plugin registered, route does not defer',
     summary: 'The plugin registered (it adds its hooks to every route); the route calls `reply.send()` only.',
+    handler: 'send',
     plugin: true
   },
   {
     name: 'sac-noop',
     label: '`sendAndContinue` + no-op task',
     summary: '`reply.sendAndContinue(body, noop)`, `noop` a synchronous empty function.',
+    handler: 'sac-noop',
     plugin: true
   },
   {
     name: 'sac-50ms',
     label: '`sendAndContinue` + 50 ms task',
     summary: '`reply.sendAndContinue(body, task)`, `task` awaits a 50 ms timer.',
+    handler: 'sac',
     plugin: true,
-    task: true
+    task: timed
   },
   {
     name: 'setimmediate-50ms',
     label: '`send` + `setImmediate(task)`',
     summary: '`reply.send(body); setImmediate(task)`: no bound, no timeout, no log, no abort signal.',
-    task: true
+    handler: 'setimmediate',
+    task: timed
   },
   {
     name: 'onresponse-50ms',
     label: 'route `onResponse` hook awaiting the task',
     summary: 'A route-level `async onResponse () { await task() }`.',
-    task: true
+    handler: 'onresponse',
+    task: timed
   },
   {
     name: 'inline-50ms',
     label: 'task awaited inline',
     summary: '`await task()` in the handler, then the answer: 50 connections cap it near 1000 requests/s.',
-    task: true
+    handler: 'inline',
+    task: timed
   },
   {
     name: 'plain-pino',
     label: 'plain `reply.send()`, pino to a file',
-    summary: 'Fastify with `logger: { level: \'info\', file }`: the pair of the next row.',
+    summary: 'Fastify with `logger: { level: \'info\', file }`: the pair of the pino rows.',
+    handler: 'send',
     logger: true
+  },
+  {
+    name: 'setimmediate-log-50ms-pino',
+    label: '`send` + `setImmediate(task)` logging one line per task, pino to a file',
+    summary: 'What a careful user writes: `setImmediate` runs the task, then one `request.log.info` line with its name and duration (or an error line); compared with `plain-pino`.',
+    handler: 'setimmediate-log',
+    task: timed,
+    logger: true,
+    pair: 'plain-pino'
   },
   {
     name: 'sac-50ms-pino',
     label: '`sendAndContinue` + 50 ms task, pino to a file',
     summary: 'As `sac-50ms` with `logger: { level: \'info\', file }`; compared with `plain-pino`.',
+    handler: 'sac',
     plugin: true,
-    task: true,
+    task: timed,
     logger: true,
     pair: 'plain-pino'
   }
@@ -74,19 +103,73 @@ const probe = {
   name: 'sac-50ms-probe',
   label: '`sendAndContinue` + 50 ms task, dispatch probe',
   summary: 'As `sac-50ms`, plus a `finish` listener and a timestamp at task start.',
+  handler: 'probe',
   plugin: true,
-  task: true
+  task: timed
 }
 
-/** Options the plugin is registered with in every plugin variant. */
-const pluginOptions = { concurrency: Infinity, maxQueued: 10_000 }
+// Instruction-count phase (bench/phases/callgrind.js). A task here ends when the `pending`-th
+// later task starts, so exactly that many are pending whatever the server's speed under
+// valgrind (about 20 times slower than natively): 100 pending is what a 50 ms task leaves at
+// 2,000 requests/s, 2,500 what a 1.7 s task leaves at 1,500 requests/s.
+const LIGHT = 100
+const HEAVY = 2500
 
-const TASK_MS = 50
+const BASES = {
+  plain: { label: 'plain `reply.send()`', handler: 'send' },
+  setimmediate: { label: '`send` + `setImmediate(task)`', handler: 'setimmediate', deferring: true },
+  'setimmediate-log': { label: '`send` + `setImmediate(task)`, one `request.log` line per task', handler: 'setimmediate-log', deferring: true },
+  'plugin-idle': { label: 'plugin registered, route does not defer', handler: 'send', plugin: true },
+  sac: { label: '`sendAndContinue` + task', handler: 'sac', plugin: true, deferring: true },
+  // The tracing rows (when the built plugin has tracing, see bench/tracing.js), 100 pending with
+  // the logger off, compared with `sac` (tracing on by default, no tracer provider registered,
+  // the diagnostics channels without subscribers).
+  'sac-otel': { label: '`sendAndContinue` + task, OTel SDK registered (in-memory exporter): a span per task', handler: 'sac', plugin: true, deferring: true, tracing: 'otel' },
+  'sac-untraced': { label: '`sendAndContinue` + task, `tracing: false` (diagnostics channels without subscribers only)', handler: 'sac', plugin: true, deferring: true, tracing: 'off' }
+}
+
+function instructionVariant (base, pending, logger) {
+  const spec = BASES[base]
+  const name = [base, pending === null ? null : `${pending}`, logger ? 'pino' : null].filter(Boolean).join('-')
+  return {
+    name,
+    base,
+    label: spec.label,
+    handler: spec.handler,
+    plugin: spec.plugin === true,
+    tracing: spec.tracing,
+    logger,
+    // pino writes to /dev/null here: serialisation is the cost; the write is a syscall callgrind does not count
+    loggerFile: logger ? '/dev/null' : undefined,
+    pending,
+    task: pending === null ? undefined : { pending }
+  }
+}
+
+/**
+ * The instruction-count matrix: every base at light load, the deferring ones at heavy load too,
+ * logger off and pino on. With pino the hand-written variant to compare with is `setimmediate-log`
+ * (with the logger off it would be `setimmediate`), so `setimmediate` runs with the logger off only.
+ */
+function instructionVariants ({ tracing = false } = {}) {
+  const list = []
+  for (const logger of [false, true]) {
+    for (const [base, spec] of Object.entries(BASES)) {
+      if ((base === 'setimmediate-log' && !logger) || (base === 'setimmediate' && logger)) continue
+      if (spec.tracing !== undefined && (!tracing || logger)) continue
+      if (!spec.deferring) list.push(instructionVariant(base, null, logger))
+      else for (const pending of spec.tracing === undefined ? [LIGHT, HEAVY] : [LIGHT]) list.push(instructionVariant(base, pending, logger))
+    }
+  }
+  return list
+}
 
 function byName (name) {
-  const found = name === probe.name ? probe : variants.find((v) => v.name === name)
+  const found = name === probe.name
+    ? probe
+    : variants.find((v) => v.name === name) ?? instructionVariants({ tracing: true }).find((v) => v.name === name)
   if (found === undefined) throw new Error(`unknown variant ${name}`)
   return found
 }
 
-module.exports = { variants, probe, pluginOptions, byName, TASK_MS }
+module.exports = { variants, probe, pluginOptions, byName, instructionVariants, BASES, LIGHT, HEAVY, TASK_MS }

@@ -7,7 +7,7 @@
 
 const net = require('node:net')
 const { performance } = require('node:perf_hooks')
-const { percentiles } = require('./stats')
+const { percentiles } = require('../stats')
 
 const REQUEST = 'GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n'
 const OK = 'HTTP/1.1 2'

@@ -1,0 +1,31 @@
+'use strict'
+
+// `node bench/callgrind/compare.js <dump> <reference dump> [requests] [count]`: the functions whose
+// own instructions differ most between two callgrind dumps (every function, not only the
+// top ones the bench keeps), in thousand instructions per request. The dumps of the last run are
+// in bench/results/tmp/callgrind/ (`<variant>.<pid>.1-01` is node's main thread); `requests` is
+// the measured requests per dump (4000 in a full run, 1000 with --quick).
+
+const path = require('node:path')
+const { functions, total } = require('./annotate')
+
+function compare (file, reference, requests, count) {
+  const a = functions(file)
+  const b = functions(reference)
+  const rows = [...new Set([...a.keys(), ...b.keys()])]
+    .map((fn) => ({ fn, kinstr: (a.get(fn) ?? 0) / requests / 1000, reference: (b.get(fn) ?? 0) / requests / 1000 }))
+    .map((row) => ({ ...row, delta: row.kinstr - row.reference }))
+    .sort((x, y) => Math.abs(y.delta) - Math.abs(x.delta))
+    .slice(0, count)
+  console.log(`${path.basename(file)}: ${(total(file) / requests / 1000).toFixed(1)} kinstr/request; ${path.basename(reference)}: ${(total(reference) / requests / 1000).toFixed(1)}`)
+  console.log('   delta     this reference  function')
+  for (const row of rows) {
+    console.log(`${row.delta.toFixed(2).padStart(8)} ${row.kinstr.toFixed(2).padStart(8)} ${row.reference.toFixed(2).padStart(8)}  ${row.fn}`)
+  }
+}
+
+if (process.argv.length < 4) {
+  console.error('usage: node bench/callgrind/compare.js <dump> <reference dump> [requests=4000] [count=30]')
+  process.exit(1)
+}
+compare(process.argv[2], process.argv[3], Number(process.argv[4] ?? 4000), Number(process.argv[5] ?? 30))

@@ -1,0 +1,76 @@
+'use strict'
+
+// Route handlers by kind (a variant's `handler`). Each counts the requests it saw in
+// `count.handled`; `task` is the variant's deferred work (bench/tasks.js).
+
+const { performance } = require('node:perf_hooks')
+
+const body = { hello: 'world' }
+
+function noop () {}
+
+function routeFor (kind, task, count, dispatchMs) {
+  function send (request, reply) {
+    count.handled++
+    reply.send(body)
+  }
+
+  // What a careful user writes around setImmediate: one line per task through the request's
+  // logger when it ends, an error line when it fails, nothing that can crash the process.
+  async function runAndLog (log) {
+    const startedAt = performance.now()
+    try {
+      await task()
+      log.info({ task: task.name, durationMs: performance.now() - startedAt }, 'task completed')
+    } catch (err) {
+      log.error({ err, task: task.name }, 'task failed')
+    }
+  }
+
+  async function awaitTask () {
+    await task()
+  }
+
+  const handlers = {
+    send,
+    onresponse: send,
+    sac (request, reply) {
+      count.handled++
+      reply.sendAndContinue(body, task)
+    },
+    'sac-noop' (request, reply) {
+      count.handled++
+      reply.sendAndContinue(body, noop)
+    },
+    setimmediate (request, reply) {
+      count.handled++
+      reply.send(body)
+      setImmediate(task)
+    },
+    'setimmediate-log' (request, reply) {
+      count.handled++
+      reply.send(body)
+      setImmediate(runAndLog, request.log)
+    },
+    async inline (request, reply) {
+      count.handled++
+      await task()
+      return body
+    },
+    probe (request, reply) {
+      count.handled++
+      const probe = { finishedAt: 0 }
+      // first in line: Fastify's own 'finish' listener (which runs onResponse) was added before the handler
+      reply.raw.prependOnceListener('finish', () => { probe.finishedAt = performance.now() })
+      reply.sendAndContinue(body, function probedTask () {
+        dispatchMs.push(probe.finishedAt === 0 ? NaN : performance.now() - probe.finishedAt)
+        return task()
+      })
+    }
+  }
+  const handler = handlers[kind]
+  if (handler === undefined) throw new Error(`unknown handler ${kind}`)
+  return { handler, options: kind === 'onresponse' ? { onResponse: awaitTask } : {} }
+}
+
+module.exports = { routeFor }

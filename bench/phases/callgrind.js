@@ -1,0 +1,134 @@
+'use strict'
+
+// Instruction counts per request under valgrind's callgrind: one server process per variant,
+// a JIT warm-up with counting off, `callgrind_control -i on`, a counted warm-up (V8 retunes
+// itself to the slower clock), `callgrind_control -z`, a fixed number of keep-alive requests
+// from autocannon in this process, `callgrind_control -d`. Only the main thread's dump counts:
+// `--single-threaded-gc` keeps garbage collection on it, and V8's compiler threads, whose work
+// varies between identical runs, are left out (their share is shown apart).
+
+const fs = require('node:fs')
+const path = require('node:path')
+const { Server } = require('../servers')
+const { runAutocannon } = require('../load/autocannon')
+const { ensureValgrind, control } = require('../callgrind/valgrind')
+const { total, functions, gc, JIT } = require('../callgrind/annotate')
+
+const CONNECTIONS = 10
+
+async function measureOne (variant, plan, dir) {
+  const server = new Server(variant, {
+    logFile: path.join(dir, `${variant.name}.log`),
+    quiet: true,
+    wrap: {
+      execPath: 'valgrind',
+      execArgv: ['--tool=callgrind', '--separate-threads=yes', '--instr-atstart=no', `--callgrind-out-file=${path.join(dir, `${variant.name}.%p`)}`],
+      nodeArgs: ['--single-threaded-gc']
+    }
+  })
+  try {
+    await server.ready
+    const load = (amount) => runAutocannon(server.port, { amount, connections: CONNECTIONS })
+    await load(plan.warmup)
+    await control(server.pid, '-i', 'on')
+    await load(plan.countedWarmup)
+    const before = await server.snapshot()
+    await control(server.pid, '-z')
+    const result = await load(plan.requests)
+    await control(server.pid, '-d')
+    const after = await server.snapshot()
+    return { before, after, errors: result.errors, files: dumps(dir, variant.name, server.pid) }
+  } finally {
+    await server.kill()
+  }
+}
+
+/** The first dump's per-thread files: thread 1 is node's main thread. */
+function dumps (dir, name, pid) {
+  const prefix = `${name}.${pid}.1-`
+  const files = fs.readdirSync(dir).filter((file) => file.startsWith(prefix)).sort()
+  return files.map((file) => path.join(dir, file))
+}
+
+function summarizeOne (variant, measured) {
+  const { before, after, files } = measured
+  const requests = after.handled - before.handled
+  const [main, ...others] = files
+  const inclusive = functions(main, true)
+  const self = functions(main)
+  const perRequest = (n) => n / requests / 1000
+  const top = [...self].sort((a, b) => b[1] - a[1]).slice(0, 200).map(([fn, ir]) => [fn, perRequest(ir)])
+  return {
+    name: variant.name,
+    base: variant.base,
+    tracing: variant.tracing,
+    label: variant.label,
+    logger: variant.logger,
+    pending: variant.pending,
+    requests,
+    errors: measured.errors,
+    kinstrPerRequest: perRequest(total(main)),
+    gcKinstrPerRequest: perRequest(gc(inclusive)),
+    jitKinstrPerRequest: perRequest(self.get(JIT) ?? 0),
+    otherThreadsKinstrPerRequest: perRequest(others.reduce((sum, file) => sum + total(file), 0)),
+    tasksPerRequest: (after.completed - before.completed) / requests,
+    pendingAtStart: before.running,
+    pendingAtEnd: after.running,
+    top,
+    file: path.relative(path.join(__dirname, '..', '..'), main)
+  }
+}
+
+/** Runs `worker` over `items`, `width` at a time. */
+async function pool (items, width, worker) {
+  const results = new Array(items.length)
+  let next = 0
+  async function lane () {
+    while (next < items.length) {
+      const at = next++
+      results[at] = await worker(items[at], at)
+    }
+  }
+  await Promise.all(Array.from({ length: Math.min(width, items.length) }, lane))
+  return results
+}
+
+/** The per-request difference in self cost, function by function, largest first. */
+function costCentres (variant, reference, count = 25) {
+  const ref = new Map(reference.top)
+  const seen = new Map(variant.top)
+  const names = new Set([...seen.keys(), ...ref.keys()])
+  return [...names]
+    .map((fn) => ({ fn, kinstr: seen.get(fn) ?? 0, reference: ref.get(fn) ?? 0 }))
+    .map((row) => ({ ...row, delta: row.kinstr - row.reference }))
+    .sort((a, b) => b.delta - a.delta)
+    .slice(0, count)
+}
+
+async function runCallgrind ({ plan, log, variants }) {
+  const tool = ensureValgrind(log)
+  if (tool.missing !== undefined) {
+    log(`instruction counts: skipped, ${tool.missing}`)
+    return { skipped: tool.missing }
+  }
+  if (tool.installed) log(`instruction counts: installed ${tool.version} from Debian`)
+  const dir = path.join(__dirname, '..', 'results', 'tmp', 'callgrind')
+  fs.rmSync(dir, { recursive: true, force: true })
+  fs.mkdirSync(dir, { recursive: true })
+  const startedAt = Date.now()
+  log(`instruction counts: ${variants.length} variants under ${tool.version}, ${plan.parallel} at a time; per variant ${plan.warmup} requests warm-up, ${plan.countedWarmup} counted warm-up, ${plan.requests} measured`)
+  const rows = await pool(variants, plan.parallel, async (variant) => {
+    const row = summarizeOne(variant, await measureOne(variant, plan, dir))
+    log(`callgrind ${variant.name.padEnd(24)} ${row.kinstrPerRequest.toFixed(1).padStart(6)} kinstr/req (GC ${row.gcKinstrPerRequest.toFixed(1)}), ${row.pendingAtEnd} pending, ${row.tasksPerRequest.toFixed(2)} tasks/req`)
+    return row
+  })
+  return {
+    valgrind: tool.version,
+    installed: tool.installed === true,
+    seconds: Math.round((Date.now() - startedAt) / 1000),
+    plan: { ...plan, connections: CONNECTIONS },
+    variants: rows
+  }
+}
+
+module.exports = { runCallgrind, costCentres }
