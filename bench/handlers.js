@@ -42,6 +42,11 @@ function routeFor (kind, task, count, dispatchMs) {
       count.handled++
       reply.sendAndContinue(body, noop)
     },
+    // `task` is a durable task here (bench/server.js defines it when the variant has `queue`)
+    'sac-durable' (request, reply) {
+      count.handled++
+      return reply.sendAndContinue(body, task.with({ n: count.handled }))
+    },
     setimmediate (request, reply) {
       count.handled++
       reply.send(body)

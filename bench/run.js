@@ -9,6 +9,9 @@
 //   --no-wrk (BENCH_NO_WRK=1)  autocannon only
 //   --only callgrind,heap      only these phases (wallclock, callgrind, heap); writes only under
 //                              bench/results/tmp/
+//   --only enqueue             the enqueue cost of durable jobs (not part of a full run: needs a
+//                              redis-server, which it starts itself; skipped when none is
+//                              installed); writes its section into BENCHMARKS.md
 //   --variants a,b             instruction-count variants to run (names as printed), e.g.
 //                              `--only callgrind --variants sac-100,setimmediate-100`
 //   --requests N               measured requests per instruction-count variant (4000): a young-
@@ -26,12 +29,15 @@ const { CONNECTIONS, warmUp, runRounds, summarize, compactRounds } = require('./
 const { runFixedRate } = require('./phases/fixed-rate')
 const { runHeap } = require('./phases/heap')
 const { runCallgrind } = require('./phases/callgrind')
+const { runEnqueue } = require('./phases/enqueue')
 const { environment } = require('./environment')
 const { targets } = require('./targets')
 const tracing = require('./tracing')
 const { writeReports, instructionText } = require('./report')
 
 const PHASES = ['wallclock', 'callgrind', 'heap']
+// selectable with --only, not part of a full run
+const EXTRA_PHASES = ['enqueue']
 const tmpDir = path.join(__dirname, 'results', 'tmp')
 
 const { values: args } = parseArgs({
@@ -44,8 +50,8 @@ const { values: args } = parseArgs({
   }
 })
 const only = args.only === undefined ? PHASES : args.only.split(',')
-for (const phase of only) if (!PHASES.includes(phase)) throw new Error(`--only: unknown phase ${phase} (one of ${PHASES.join(', ')})`)
-const partial = only.length < PHASES.length || args.variants !== undefined || args.requests !== undefined
+for (const phase of only) if (![...PHASES, ...EXTRA_PHASES].includes(phase)) throw new Error(`--only: unknown phase ${phase} (one of ${[...PHASES, ...EXTRA_PHASES].join(', ')})`)
+const partial = !PHASES.every((phase) => only.includes(phase)) || only.length > PHASES.length || args.variants !== undefined || args.requests !== undefined
 const quick = args.quick
 
 const plan = quick
@@ -130,6 +136,7 @@ async function main () {
   const heapDone = only.includes('heap') ? timed('heap', () => runHeap({ tasks: plan.heapTasks, tmpDir, log })) : Promise.resolve(undefined)
   const callgrind = only.includes('callgrind') ? await timed('instruction counts', () => runCallgrind({ plan: callgrindPlan, log, variants: selectedInstructionVariants() })) : undefined
   const heap = await heapDone
+  const enqueue = only.includes('enqueue') ? await timed('enqueue', () => runEnqueue({ rounds: quick ? 2 : 3, seconds: 2, warmupSeconds: plan.warmupSeconds, tmpDir, log })) : undefined
 
   const loadAverageEnd = os.loadavg()
   log(`load average at end: ${loadAverageEnd.map((l) => l.toFixed(2)).join(' ')}`)
@@ -151,7 +158,8 @@ async function main () {
     fixedRate: wall?.fixedRate,
     peak: wall?.peak,
     callgrind,
-    heap
+    heap,
+    enqueue
   })
   results.targets = targets(results)
   if (callgrind?.variants !== undefined) log(`\n${instructionText(results)}`)

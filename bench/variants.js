@@ -108,6 +108,33 @@ const probe = {
   task: timed
 }
 
+// Enqueue phase (bench/phases/enqueue.js, `--only enqueue`): what awaiting a durable job's
+// enqueue before the answer costs, next to the in-process task and to plain `send`. The durable
+// variant's server gets the redis-server socket the phase started (BENCH_REDIS_SOCKET).
+const enqueueVariants = [
+  {
+    name: 'enqueue-plain',
+    label: 'plain `reply.send()`',
+    summary: 'Fastify alone: the reference.',
+    handler: 'send'
+  },
+  {
+    name: 'enqueue-in-process',
+    label: '`sendAndContinue` + in-process no-op task',
+    summary: '`reply.sendAndContinue(body, noop)`: the in-process scheduler.',
+    handler: 'sac-noop',
+    plugin: true
+  },
+  {
+    name: 'enqueue-durable',
+    label: '`sendAndContinue` + durable job (`defineTask(...).with(...)`, `queue` option)',
+    summary: '`reply.sendAndContinue(body, task.with({ n }))`: the job is added to Redis (unix socket, no persistence) before the answer goes out.',
+    handler: 'sac-durable',
+    plugin: true,
+    queue: true
+  }
+]
+
 // Instruction-count phase (bench/phases/callgrind.js). A task here ends when the `pending`-th
 // later task starts, so exactly that many are pending whatever the server's speed under
 // valgrind (about 20 times slower than natively): 100 pending is what a 50 ms task leaves at
@@ -167,9 +194,9 @@ function instructionVariants ({ tracing = false } = {}) {
 function byName (name) {
   const found = name === probe.name
     ? probe
-    : variants.find((v) => v.name === name) ?? instructionVariants({ tracing: true }).find((v) => v.name === name)
+    : variants.find((v) => v.name === name) ?? enqueueVariants.find((v) => v.name === name) ?? instructionVariants({ tracing: true }).find((v) => v.name === name)
   if (found === undefined) throw new Error(`unknown variant ${name}`)
   return found
 }
 
-module.exports = { variants, probe, pluginOptions, byName, instructionVariants, BASES, LIGHT, HEAVY, TASK_MS }
+module.exports = { variants, enqueueVariants, probe, pluginOptions, byName, instructionVariants, BASES, LIGHT, HEAVY, TASK_MS }
