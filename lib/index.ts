@@ -93,7 +93,7 @@ async function fastifySendAndContinue (fastify: FastifyInstance, options: SendAn
   const plugin: PluginSettings = resolvePluginOptions(options)
   enableTracing(plugin.tracing) // TRACING: loads @opentelemetry/api when installed
   const scheduler = new Scheduler(plugin.concurrency, plugin.maxQueued, plugin.onDropped)
-  const durable = options.queue === undefined ? null : await DurableWeb.register(fastify, options.queue, plugin.retryAfter, runLocal)
+  const durable = options.queue === undefined ? null : await DurableWeb.register(fastify, options.queue, plugin.retryAfter, runLocal, plugin.tracing)
   // Route configs are fixed once the route exists: resolve each once, on first use.
   const routeSettings = new WeakMap<object, RouteSettings>()
 

@@ -3,12 +3,13 @@ import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest }
 import { describe, FST_SAC_INVALID_OPTION, FST_SAC_NO_QUEUE, FST_SAC_UNKNOWN_TASK } from '../errors'
 import { isLevelEnabled, logFallback, logTask, round, TASK_LEVELS } from '../log'
 import type { TaskLine } from '../log'
+import { injectTraceContext } from '../tracing'
 import type { ConnectionStatus, DeferredTask, RequestSnapshot, TaskContext } from '../types'
 import type { Engine, JobRecord } from './engine'
 import { resolveQueueOptions } from './options'
 import type { QueueSettings } from './options'
 import { isDurableJob } from './types'
-import type { DurableJob, DurableStats, DurableTask, DurableTaskContext } from './types'
+import type { DurableJob, DurableStats, DurableTask, DurableTaskContext, JobPayload } from './types'
 
 // The web side of durable work: jobs registered during a request are collected and added to the
 // queue in one batch from an onSend hook, so the headers (and the 2xx) go out only once Redis
@@ -26,9 +27,16 @@ export type RunLocal = (reply: FastifyReply, task: DeferredTask, name: string, t
 
 const kPending = Symbol('fastify-send-and-continue.durable-jobs')
 
+/** A job taken from a request, with the trace context active when it was registered. */
+interface Taken {
+  readonly job: DurableJob
+  /** What `injectTraceContext()` gave at registration; the worker's span joins that trace. */
+  readonly trace: Record<string, string> | undefined
+}
+
 interface Pending {
   info: RequestInfo
-  jobs: DurableJob[]
+  jobs: Taken[]
   /** Set once the onSend hook took the jobs: later ones are added at once. */
   flushed: boolean
 }
@@ -73,21 +81,23 @@ export class DurableWeb {
   readonly #engine: Engine
   readonly #retryAfter: string
   readonly #runLocal: RunLocal
+  readonly #tracing: boolean
   readonly #inFlight = new Set<Promise<void>>()
   #enqueued = 0
   #enqueueing = 0
   #enqueueFailed = 0
   #closed = false
 
-  constructor (settings: QueueSettings, engine: Engine, retryAfter: number, runLocal: RunLocal) {
+  constructor (settings: QueueSettings, engine: Engine, retryAfter: number, runLocal: RunLocal, tracing: boolean) {
     this.settings = settings
     this.#engine = engine
     this.#retryAfter = String(retryAfter)
     this.#runLocal = runLocal
+    this.#tracing = tracing
   }
 
   /** Validates the `queue` option, checks Redis, and adds the onSend hook that enqueues. */
-  static async register (fastify: FastifyInstance, options: object, retryAfter: number, runLocal: RunLocal): Promise<DurableWeb> {
+  static async register (fastify: FastifyInstance, options: object, retryAfter: number, runLocal: RunLocal, tracing: boolean): Promise<DurableWeb> {
     const settings = resolveQueueOptions(options)
     // BullMQ and ioredis load with the first queue: the in-process plugin never needs them
     const { BullEngine } = require('./engine') as typeof import('./engine')
@@ -98,7 +108,7 @@ export class DurableWeb {
       await engine.close()
       throw err
     }
-    const durable = new DurableWeb(settings, engine, retryAfter, runLocal)
+    const durable = new DurableWeb(settings, engine, retryAfter, runLocal, tracing)
     fastify.decorateReply(kPending, null)
     fastify.addHook('onSend', function onSend (request: FastifyRequest, reply: FastifyReply, payload: unknown, done: OnSendDone) {
       const pending = (reply as ReplyWithJobs)[kPending]
@@ -110,12 +120,14 @@ export class DurableWeb {
 
   /** Takes the request's durable jobs; returns the rest (functions), which stay in-process. */
   take (reply: FastifyReply, info: RequestInfo, tasks: ReadonlyArray<DeferredTask | DurableJob>, where: string): DeferredTask[] {
-    const jobs: DurableJob[] = []
+    const jobs: Taken[] = []
     const local: DeferredTask[] = []
+    // read here, at registration: the request's span is active now, not when the jobs are added
+    const trace = this.#tracing ? injectTraceContext() : undefined
     for (const task of tasks) {
       if (isDurableJob(task)) {
         this.#assertKnown(where, task.task)
-        jobs.push(task)
+        jobs.push({ job: task, trace })
       } else {
         local.push(task)
       }
@@ -145,18 +157,15 @@ export class DurableWeb {
     }
   }
 
-  #records (reply: FastifyReply, info: RequestInfo, jobs: DurableJob[]): JobRecord[] {
+  #records (reply: FastifyReply, info: RequestInfo, jobs: Taken[]): JobRecord[] {
     const connection = connectionOf(reply)
     const statusCode = reply.statusCode
     const enqueuedAt = Date.now()
-    return jobs.map((job) => ({
-      task: job.task.name,
-      jobId: job.jobId,
-      attempts: job.task.attempts,
-      backoff: job.task.backoff,
-      delay: job.delay,
-      payload: { data: job.data, request: info.request, route: info.route, connection, statusCode, enqueuedAt }
-    }))
+    return jobs.map(({ job, trace }) => {
+      const payload: JobPayload = { data: job.data, request: info.request, route: info.route, connection, statusCode, enqueuedAt }
+      if (trace !== undefined) payload.trace = trace
+      return { task: job.task.name, jobId: job.jobId, attempts: job.task.attempts, backoff: job.task.backoff, delay: job.delay, payload }
+    })
   }
 
   #flush (reply: FastifyReply, pending: Pending, payload: unknown, done: OnSendDone): void {
@@ -180,7 +189,7 @@ export class DurableWeb {
   }
 
   // Registered after the headers went out: nothing waits for it, a failure is only logged.
-  #enqueueNow (reply: FastifyReply, info: RequestInfo, jobs: DurableJob[]): void {
+  #enqueueNow (reply: FastifyReply, info: RequestInfo, jobs: Taken[]): void {
     const records = this.#records(reply, info, jobs)
     this.#track(this.#enqueue(info, records).then((err) => {
       if (err === null) return
@@ -241,9 +250,9 @@ export class DurableWeb {
     }
   }
 
-  #fallBack (reply: FastifyReply, info: RequestInfo, jobs: DurableJob[], records: JobRecord[], err: unknown): void {
+  #fallBack (reply: FastifyReply, info: RequestInfo, jobs: Taken[], records: JobRecord[], err: unknown): void {
     for (let i = 0; i < jobs.length; i++) {
-      const job = jobs[i]
+      const job = jobs[i].job
       logFallback(info.log, { task: job.task.name, jobId: job.jobId, queue: this.#engine.queue, method: info.request.method, route: info.route }, err)
       this.#runLocal(reply, localTask(job), job.task.name, job.task.timeout)
     }

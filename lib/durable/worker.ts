@@ -6,8 +6,10 @@ import { describe, FST_SAC_INVALID_OPTION, FST_SAC_UNKNOWN_OPTION, FST_SAC_UNKNO
 import { isLevelEnabled, logShutdown, logTask, round, TASK_LEVELS } from '../log'
 import type { TaskLine } from '../log'
 import { MAX_TIMEOUT } from '../options'
+import { runTraced, traceEnded, traceJobRegistered, traceReturned, traceStarted } from '../tracing'
+import type { TracedTask } from '../tracing'
 import { zeroOutcomes } from '../types'
-import type { Outcome } from '../types'
+import type { Outcome, TaskContext } from '../types'
 import { checkName } from './options'
 import { checkConnection, checkRedis } from './redis'
 import { taskMap } from './tasks'
@@ -73,6 +75,15 @@ interface Run {
 }
 
 type Settled = { kind: 'completed' } | { kind: 'failed', err: unknown } | { kind: 'timeout' } | { kind: 'shutdown' }
+
+/** The outcome of one attempt's span: a shutdown gives up on the attempt, as a cancel does. */
+function attemptOutcome (settled: Settled): Outcome {
+  return settled.kind === 'shutdown' ? 'cancelled' : settled.kind
+}
+
+function isThenable (value: unknown): boolean {
+  return typeof (value as { then?: unknown } | null | undefined)?.then === 'function'
+}
 
 function checkMs (option: string, value: unknown, fallback: number, min: number): number {
   if (value === undefined) return fallback
@@ -169,7 +180,7 @@ export async function createWorker (options: WorkerOptions): Promise<DurableWork
       throw new UnrecoverableError(err.message)
     }
 
-    const settled = await runAttempt(task, job, attempt, log, payload)
+    const settled = await runAttempt(task, job, attempt, log, payload, queuedMs)
     if (settled.kind === 'completed') {
       final('completed')
       return
@@ -207,8 +218,19 @@ export async function createWorker (options: WorkerOptions): Promise<DurableWork
   }
 
   // One attempt: the handler's settlement, its time limit or the shutdown, whichever comes first.
-  function runAttempt (task: DurableTask, job: Job<JobPayload>, attempt: number, log: FastifyBaseLogger, payload: JobPayload): Promise<Settled> {
+  function runAttempt (task: DurableTask, job: Job<JobPayload>, attempt: number, log: FastifyBaseLogger, payload: JobPayload, queuedMs: number): Promise<Settled> {
     const controller = new AbortController()
+    // each attempt gets its own span, child of the context the job carries from its request
+    const traced: TracedTask = {
+      name: task.name,
+      timeoutMs: task.timeout,
+      work: { route: payload.route, request: payload.request, connection: payload.connection, statusCode: payload.statusCode },
+      trace: traceJobRegistered(payload.trace),
+      jobId: job.id as string,
+      attempt
+    }
+    const startedAt = performance.now()
+    const queuedAt = startedAt - queuedMs
     return new Promise<Settled>((resolve) => {
       let timer: NodeJS.Timeout | undefined
       const run: Run = {
@@ -226,6 +248,7 @@ export async function createWorker (options: WorkerOptions): Promise<DurableWork
         done = true
         clearTimeout(timer)
         runs.delete(run)
+        traceEnded(traced, attemptOutcome(settled), settled.kind === 'failed' ? settled.err : undefined, undefined, queuedAt, startedAt)
         resolve(settled)
       }
       runs.add(run)
@@ -240,8 +263,17 @@ export async function createWorker (options: WorkerOptions): Promise<DurableWork
         connection: payload.connection,
         statusCode: payload.statusCode
       }
+      function runHandler (context: TaskContext): unknown {
+        return task.handler(payload.data, context as unknown as DurableTaskContext)
+      }
+      const trace = traceStarted(traced, queuedAt, startedAt)
       // a handler that throws synchronously fails its attempt like one that rejects
-      new Promise((resolve) => { resolve(task.handler(payload.data, ctx)) })
+      new Promise((resolve) => {
+        if (trace === null) return resolve(task.handler(payload.data, ctx))
+        const result = runTraced.call(trace, runHandler, ctx as unknown as TaskContext)
+        if (isThenable(result)) traceReturned(trace)
+        resolve(result)
+      })
         .then(() => { finish({ kind: 'completed' }) }, (err: unknown) => { finish({ kind: 'failed', err }) })
     })
   }
