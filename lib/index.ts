@@ -162,10 +162,10 @@ async function fastifySendAndContinue (fastify: FastifyInstance, options: SendAn
     const always = options.always ?? false
     // one capture per call: the tasks run in the async context (AsyncLocalStorage) they were registered in
     const scope = new AsyncResource('fastify-send-and-continue')
+    // a lone function, the common case, without an array
     if (typeof task === 'function') {
       const one = new Task(work, task, options.name ?? (task.name || 'anonymous'), timeout, always, scope)
-      work.registered++
-      if (work.connection === null && isClosed(reply.raw)) handOver(work, reply)
+      admit(work, reply, 1)
       work.add(one)
       return
     }
@@ -175,10 +175,7 @@ async function fastifySendAndContinue (fastify: FastifyInstance, options: SendAn
       const name = options.name === undefined ? fn.name || `anonymous[${i}]` : `${options.name}[${i}]`
       tasks.push(new Task(work, fn, name, timeout, always, scope))
     }
-    // counted first, so the response's one close line says how many tasks it carried
-    work.registered += tasks.length
-    // registered after the response closed: the listeners came too late, so hand over now
-    if (work.connection === null && isClosed(reply.raw)) handOver(work, reply)
+    admit(work, reply, tasks.length)
     for (const one of tasks) work.add(one)
   }
 
@@ -271,6 +268,14 @@ function followConnection (work: Work, reply: FastifyReply): void {
   }
   raw.on('close', closed)
   if (followsRequest) req.on('close', closed)
+}
+
+// Counts `count` tasks about to be added, first, so the response's one close line says how many it
+// carried; when the response closed before this registration, its listeners came too late and the
+// work is handed over now.
+function admit (work: Work, reply: FastifyReply, count: number): void {
+  work.registered += count
+  if (work.connection === null && isClosed(reply.raw)) handOver(work, reply)
 }
 
 function routeName (method: unknown, url: unknown): string {

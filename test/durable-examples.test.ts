@@ -1,16 +1,12 @@
 import { test } from 'tap'
-import { spawn } from 'node:child_process'
 import { readFile } from 'node:fs/promises'
 import { createServer } from 'node:net'
 import type { AddressInfo } from 'node:net'
 import { join } from 'node:path'
-import { envWithoutCoverage } from './child-env'
+import { commandOf, root, runCommand } from './commands'
 import { startRedis } from './redis'
 
 // The durable example and demo load the built package: run to prove they work, not to cover lib/.
-const root = join(__dirname, '..')
-
-interface Ran { code: number | null, stdout: string, stderr: string }
 
 function freePort (): Promise<number> {
   return new Promise((resolve) => {
@@ -21,25 +17,6 @@ function freePort (): Promise<number> {
   })
 }
 
-async function commandOf (file: string): Promise<string> {
-  const source = await readFile(join(root, file), 'utf8')
-  return (/^\/\/ Run: (.+?)\s*$/m.exec(source) as RegExpExecArray)[1]
-}
-
-/** Runs `command` in a shell at the root; `onStdout` may stop it (SIGTERM to its process group). */
-function run (command: string, env: NodeJS.ProcessEnv, onStdout?: (text: string, stop: () => void) => void): Promise<Ran> {
-  const child = spawn(command, { cwd: root, shell: true, detached: true, env: envWithoutCoverage(env) })
-  const stop = (): void => { process.kill(-(child.pid as number), 'SIGTERM') }
-  let stdout = ''
-  let stderr = ''
-  child.stdout.on('data', (chunk) => {
-    stdout += chunk
-    onStdout?.(stdout, stop)
-  })
-  child.stderr.on('data', (chunk) => { stderr += chunk })
-  return new Promise((resolve) => child.on('close', (code) => resolve({ code, stdout, stderr })))
-}
-
 test('examples/durable: the app enqueues, the worker (started with the command in its header) sends the e-mail', async (t) => {
   const port = await freePort()
   await startRedis(t, { args: ['--port', String(port), '--bind', '127.0.0.1'] })
@@ -48,13 +25,13 @@ test('examples/durable: the app enqueues, the worker (started with the command i
   for (const file of ['examples/durable/app.ts', 'examples/durable/worker.ts']) {
     t.ok(readme.includes(await commandOf(file)), `the README shows how to run ${file}`)
   }
-  const app = await run((await commandOf('examples/durable/app.ts')).replace(/^REDIS_URL=\S+ /, ''), env)
+  const app = await runCommand((await commandOf('examples/durable/app.ts')).replace(/^REDIS_URL=\S+ /, ''), env)
   t.equal(app.code, 0, app.stderr)
   t.match(app.stdout, 'client got 201 {"ok":true}: the job is in Redis, a worker sends the e-mail')
   const enqueued = app.stdout.split('\n').filter((line) => line.includes('"enqueued"')).map((line) => JSON.parse(line))
   t.equal(enqueued.length, 1)
 
-  const worker = await run((await commandOf('examples/durable/worker.ts')).replace(/^REDIS_URL=\S+ /, ''), env, (stdout, stop) => {
+  const worker = await runCommand((await commandOf('examples/durable/worker.ts')).replace(/^REDIS_URL=\S+ /, ''), env, (stdout, stop) => {
     if (stdout.includes('"outcome":"completed"')) stop()
   })
   const lines = worker.stdout.split('\n').filter((line) => line.startsWith('{')).map((line) => JSON.parse(line))
@@ -67,7 +44,7 @@ test('npm run demo:durable kills a worker mid-batch and loses nothing', async (t
   const pkg = JSON.parse(await readFile(join(root, 'package.json'), 'utf8'))
   t.equal(pkg.scripts['demo:durable'], 'npm run build && tsx examples/durable/demo.ts')
   // what the script runs once the build is done (the suite builds first)
-  const demo = await run('npx tsx examples/durable/demo.ts', {})
+  const demo = await runCommand('npx tsx examples/durable/demo.ts', {})
   t.equal(demo.code, 0, demo.stderr)
   t.match(demo.stdout, /worker A killed after completing \d+ jobs/)
   t.match(demo.stdout, /Result: 300 of 300 jobs completed, 0 lost; \d+ ran twice/)

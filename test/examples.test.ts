@@ -1,42 +1,13 @@
 import { test } from 'tap'
 import type { Test } from 'tap'
-import { spawn } from 'node:child_process'
 import { readdir, readFile } from 'node:fs/promises'
 import { join } from 'node:path'
-import { envWithoutCoverage } from './child-env'
-
-const root = join(__dirname, '..')
+import { commandOf, root, runCommand } from './commands'
+import type { Ran } from './commands'
 
 // the examples load the package's source through tsx (tsconfig paths): they are run to prove they
 // work, not to cover lib/
-const env = envWithoutCoverage({ PORT: '0' })
-
-interface Ran { code: number | null, signal: NodeJS.Signals | null, stdout: string, stderr: string }
-
-/** The command an example's header gives, "// Run: <command>". */
-async function commandOf (file: string): Promise<string> {
-  const source = await readFile(join(root, file), 'utf8')
-  const command = /^\/\/ Run: (.+?)\s*$/m.exec(source)?.[1]
-  if (command === undefined) throw new Error(`${file} has no "// Run:" line in its header`)
-  return command
-}
-
-/**
- * Runs `command` as a user would, in a shell at the repository root. `onStdout` may act on the
- * output as it comes; `stop()` sends SIGTERM to the whole process group, as Ctrl-C does to a terminal's.
- */
-function runCommand (command: string, onStdout?: (text: string, stop: () => void) => void): Promise<Ran> {
-  const child = spawn(command, { cwd: root, shell: true, detached: true, env })
-  const stop = (): void => { process.kill(-(child.pid as number), 'SIGTERM') }
-  let stdout = ''
-  let stderr = ''
-  child.stdout.on('data', (chunk) => {
-    stdout += chunk
-    onStdout?.(stdout, stop)
-  })
-  child.stderr.on('data', (chunk) => { stderr += chunk })
-  return new Promise((resolve) => child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr })))
-}
+const env = { PORT: '0' }
 
 function logLines (stdout: string): Array<Record<string, any>> {
   return stdout.split('\n').filter((line) => line.startsWith('{')).map((line) => JSON.parse(line))
@@ -102,7 +73,7 @@ test('every example has a header command, is in the README, and is run here', as
 
 for (const [file, check] of Object.entries(expectations)) {
   test(`${file} runs with the command in its header`, async (t) => {
-    const ran = await runCommand(await commandOf(file))
+    const ran = await runCommand(await commandOf(file), env)
     t.equal(ran.code, 0, ran.stderr)
     check(t, ran)
   })
@@ -110,7 +81,7 @@ for (const [file, check] of Object.entries(expectations)) {
 
 test('examples/graceful-shutdown.ts: a SIGTERM waits for the deferred work', async (t) => {
   let requested = false
-  const ran = await runCommand(await commandOf('examples/graceful-shutdown.ts'), (stdout, stop) => {
+  const ran = await runCommand(await commandOf('examples/graceful-shutdown.ts'), env, (stdout, stop) => {
     const url = /Server listening at (http:\/\/[^"]+)"/.exec(stdout)?.[1]
     if (url === undefined || requested) return
     requested = true
