@@ -8,7 +8,6 @@ import type {
   onResponseHookHandler,
   RouteOptions
 } from 'fastify'
-import { AsyncResource } from 'node:async_hooks'
 import fp from 'fastify-plugin'
 import { httpErrors } from '@fastify/sensible'
 import {
@@ -26,7 +25,6 @@ import type {
   DeferOptions,
   PluginSettings,
   RouteSendAndContinueOptions,
-  RouteSettings,
   SendAndContinueOptions
 } from './options'
 import { logRefused } from './log'
@@ -48,6 +46,7 @@ import type {
   TaskOutcome
 } from './types'
 import { Work } from './work'
+import type { RouteWork } from './work'
 // durable work (BullMQ): the web side lives in lib/durable, these are its call sites
 import { createWorker } from './durable/worker'
 import type { DurableWorker, WorkerOptions, WorkerStats } from './durable/worker'
@@ -94,8 +93,7 @@ async function fastifySendAndContinue (fastify: FastifyInstance, options: SendAn
   enableTracing(plugin.tracing) // TRACING: loads @opentelemetry/api when installed
   const scheduler = new Scheduler(plugin.concurrency, plugin.maxQueued, plugin.onDropped)
   const durable = options.queue === undefined ? null : await DurableWeb.register(fastify, options.queue, plugin.retryAfter, runLocal, plugin.tracing)
-  // Route configs are fixed once the route exists: resolve each once, on first use.
-  const routeSettings = new WeakMap<object, RouteSettings>()
+  const routeSettings = new WeakMap<object, RouteWork>()
 
   fastify.decorateReply(kWork, null)
   fastify.decorateReply(kSendCalled, false)
@@ -160,11 +158,10 @@ async function fastifySendAndContinue (fastify: FastifyInstance, options: SendAn
     if (task === null) return
     const timeout = options.timeout ?? work.settings.timeout
     const always = options.always ?? false
-    // one capture per call: the tasks run in the async context (AsyncLocalStorage) they were registered in
-    const scope = new AsyncResource('fastify-send-and-continue')
+    // each task captures the async context (AsyncLocalStorage) it is registered in, and runs in it
     // a lone function, the common case, without an array
     if (typeof task === 'function') {
-      const one = new Task(work, task, options.name ?? (task.name || 'anonymous'), timeout, always, scope)
+      const one = new Task(work, task, options.name ?? (task.name || 'anonymous'), timeout, always)
       admit(work, reply, 1)
       work.add(one)
       return
@@ -173,7 +170,7 @@ async function fastifySendAndContinue (fastify: FastifyInstance, options: SendAn
     for (let i = 0; i < task.length; i++) {
       const fn = task[i]
       const name = options.name === undefined ? fn.name || `anonymous[${i}]` : `${options.name}[${i}]`
-      tasks.push(new Task(work, fn, name, timeout, always, scope))
+      tasks.push(new Task(work, fn, name, timeout, always))
     }
     admit(work, reply, tasks.length)
     for (const one of tasks) work.add(one)
@@ -189,14 +186,7 @@ async function fastifySendAndContinue (fastify: FastifyInstance, options: SendAn
       throw new FST_SAC_NOT_ENABLED(routeName(config.method, config.url), why)
     }
     const request = reply.request
-    // frozen: every task of the request shares it, and the log lines read it
-    const snapshot: RequestSnapshot = Object.freeze({
-      id: String(request.id),
-      method: request.method,
-      url: request.url,
-      routeUrl: config.url
-    })
-    const work = new Work(scheduler, request.log, snapshot, config.url ?? NOT_FOUND_ROUTE, settings)
+    const work = new Work(settings, request.log, String(request.id), request.method, request.url)
     reply[kWork] = work
     followConnection(work, reply)
     if (settings.closeConnection && request.raw.httpVersionMajor === 1 && !reply.raw.headersSent) {
@@ -205,10 +195,16 @@ async function fastifySendAndContinue (fastify: FastifyInstance, options: SendAn
     return work
   }
 
-  function settingsOf (config: RouteConfig): RouteSettings {
+  // Route configs are fixed once the route exists: each is resolved once, on first use.
+  function settingsOf (config: RouteConfig): RouteWork {
     let settings = routeSettings.get(config)
     if (settings === undefined) {
-      settings = resolveRouteSettings(plugin, config.sendAndContinue, routeName(config.method, config.url))
+      settings = {
+        ...resolveRouteSettings(plugin, config.sendAndContinue, routeName(config.method, config.url)),
+        scheduler,
+        route: config.url ?? NOT_FOUND_ROUTE,
+        routeUrl: config.url
+      }
       routeSettings.set(config, settings)
     }
     return settings

@@ -63,8 +63,7 @@ export class Scheduler {
   /** A task was registered on `work` and waits to be handed over: counted as pending until then. */
   hold (work: Work): void {
     this.#pending++
-    if (work.held) return
-    work.held = true
+    if (work.heldPrev !== null || this.#heldHead === work) return
     work.heldNext = this.#heldHead
     if (this.#heldHead !== null) this.#heldHead.heldPrev = work
     this.#heldHead = work
@@ -72,10 +71,12 @@ export class Scheduler {
 
   /** `work` holds no waiting task any more. */
   unhold (work: Work): void {
-    if (!work.held) return
-    work.held = false
-    if (work.heldPrev === null) this.#heldHead = work.heldNext
-    else work.heldPrev.heldNext = work.heldNext
+    if (work.heldPrev === null) {
+      if (this.#heldHead !== work) return
+      this.#heldHead = work.heldNext
+    } else {
+      work.heldPrev.heldNext = work.heldNext
+    }
     if (work.heldNext !== null) work.heldNext.heldPrev = work.heldPrev
     work.heldPrev = work.heldNext = null
   }
@@ -156,7 +157,7 @@ export class Scheduler {
     const info: DroppedTaskInfo = {
       name: task.name,
       reason,
-      reqId: work.request.id,
+      reqId: work.id,
       route: work.route,
       request: work.request,
       task: task.fn as DeferredTask

@@ -1,4 +1,4 @@
-import type { AsyncResource } from 'node:async_hooks'
+import { AsyncResource } from 'node:async_hooks'
 import { performance } from 'node:perf_hooks'
 import type { FastifyBaseLogger } from 'fastify'
 import { isLevelEnabled, logTask, round, TASK_LEVELS } from './log'
@@ -43,8 +43,13 @@ function endFailed (this: Task, err: unknown): void {
  * The plugin's bookkeeping for one deferred task. User code never sees it: the task function
  * receives a `Context`, whose only field is private, so no task can end itself, another task, or
  * walk the scheduler's lists.
+ *
+ * It is its own `AsyncResource`: made where the task is registered, it captures that async
+ * context (AsyncLocalStorage), and the task runs in it. Every pending task keeps one of these, so
+ * its fields are counted: no private methods (V8 would add a brand field), one field for the
+ * signal's two states, and the queue time kept where V8 stores a 0 without a number box.
  */
-export class Task implements TimedEntry {
+export class Task extends AsyncResource implements TimedEntry {
   readonly name: string
   readonly always: boolean
   readonly timeoutMs: number
@@ -61,54 +66,65 @@ export class Task implements TimedEntry {
   /** Spans and diagnostics channels (lib/tracing.ts); `null` when nothing is traced. */
   trace: TaskTrace | null
 
-  #fn: DeferredTask | null
-  // the async context of the registration (AsyncLocalStorage): the task runs in it
-  #scope: AsyncResource
-  #controller: AbortController | null = null
-  #abortReason: DOMException | null = null
-  #queuedAt = 0
+  // Until the task starts, its function; from then on, the AbortController once the signal was
+  // read, or the abort reason if it was aborted before that. (A dropped task keeps its function
+  // for `onDropped`.)
+  #slot: DeferredTask | AbortController | DOMException | null
+  // when the scheduler took the task (performance.now()), then, once it started, how long it
+  // waited: usually 0, which a field that starts as `null` holds without a number box
+  #queued: number | null = null
   #startedAt = 0
 
-  constructor (work: Work, fn: DeferredTask, name: string, timeoutMs: number, always: boolean, scope: AsyncResource) {
+  constructor (work: Work, fn: DeferredTask, name: string, timeoutMs: number, always: boolean) {
+    super('fastify-send-and-continue')
     this.work = work
-    this.#fn = fn
+    this.#slot = fn
     this.name = name
     this.timeoutMs = timeoutMs
     this.always = always
-    this.#scope = scope
     this.trace = traceRegistered(work.settings.tracing) // TRACING: registered
   }
 
   // The AbortController is made on first use: most tasks never look at their signal.
   get signal (): AbortSignal {
-    if (this.#controller === null) {
-      this.#controller = new AbortController()
-      if (this.#abortReason !== null) this.#controller.abort(this.#abortReason)
+    let state = this.#slot
+    if (!(state instanceof AbortController)) {
+      const controller = new AbortController()
+      // only a started task has a ctx to read the signal from: the slot holds no function here
+      if (state !== null) controller.abort(state)
+      this.#slot = state = controller
     }
-    return this.#controller.signal
+    return state.signal
   }
 
   get startedAt (): number { return this.#startedAt }
 
   /** The function, kept for `onDropped` when the task is dropped. */
-  get fn (): DeferredTask | null { return this.#fn }
+  get fn (): DeferredTask | null {
+    const slot = this.#slot
+    return typeof slot === 'function' ? slot : null
+  }
 
   /** The scheduler took the task; `queuedMs` counts from here. */
   handedOver (now: number): void {
-    this.#queuedAt = now
+    this.#queued = now
   }
 
   /** Runs the task. Called by the scheduler, which has counted it as running. */
   start (now: number): void {
+    const queuedAt = this.#queued as number
     this.#startedAt = now
+    this.#queued = now === queuedAt ? 0 : now - queuedAt
     if (this.timeoutMs > 0) this.work.scheduler.timers.add(this, this.timeoutMs)
-    const trace = traceStarted(this, this.#queuedAt, now) // TRACING: started
+    const fn = this.#slot as DeferredTask
+    this.#slot = null
+    const trace = traceStarted(this, queuedAt, now) // TRACING: started
     // Everything the task controls, its return value included, is read inside the try: a
     // value whose `then` getter throws is a failed task, not an exception in the plugin.
     try {
       const result: unknown = trace === null
-        ? this.#scope.runInAsyncScope(this.#fn as DeferredTask, null, new Context(this))
-        : this.#scope.runInAsyncScope(runTraced, trace, this.#fn as DeferredTask, new Context(this)) // TRACING: run with the span active
+        ? this.runInAsyncScope(fn, null, new Context(this))
+        : this.runInAsyncScope(runTraced, trace, fn, new Context(this)) // TRACING: run with the span active
       if (result !== null && (typeof result === 'object' || typeof result === 'function')) {
         const then = (result as { then?: unknown }).then
         if (typeof then === 'function') {
@@ -129,11 +145,12 @@ export class Task implements TimedEntry {
 
   /** Aborts the signal of a task that has not ended (the callers only hold those) and ends it as `timeout` or `cancelled`. */
   abort (reason: DOMException, outcome: 'timeout' | 'cancelled'): void {
-    this.#abortReason = reason
+    const controller = this.#slot
+    if (!(controller instanceof AbortController)) this.#slot = reason
     this.end(outcome)
     // Node reports an exception thrown by an abort listener as uncaught, outside this call,
     // like one thrown from the task's own timers: the README says so
-    this.#controller?.abort(reason)
+    if (controller instanceof AbortController) controller.abort(reason)
   }
 
   /** Ends the task: exactly one outcome, one log line, one slot released. Later calls are ignored. */
@@ -142,27 +159,29 @@ export class Task implements TimedEntry {
     this.outcome = outcome
     if (this.timerList !== null) this.timerList.remove(this)
     const work = this.work
-    if (isLevelEnabled(work.log, TASK_LEVELS[outcome])) this.#log(outcome, error, reason)
-    traceEnded(this, outcome, error, reason, this.#queuedAt, this.#startedAt) // TRACING: ended
-    if (outcome !== 'dropped') this.#fn = null
+    const started = this.#startedAt
+    // before it started, #queued holds the time the scheduler took it (or null)
+    const queuedAt = started === 0 ? this.#queued ?? 0 : 0
+    if (isLevelEnabled(work.log, TASK_LEVELS[outcome])) this.writeLine(outcome, error, reason, queuedAt)
+    traceEnded(this, outcome, error, reason, queuedAt, started) // TRACING: ended
+    if (outcome !== 'dropped' && typeof this.#slot === 'function') this.#slot = null
     work.taskEnded(this, error)
     work.scheduler.taskEnded(this)
   }
 
-  #log (outcome: Outcome, error: unknown, reason: DropReason | undefined): void {
+  writeLine (outcome: Outcome, error: unknown, reason: DropReason | undefined, queuedAt: number): void {
     const work = this.work
     const now = performance.now()
     const started = this.#startedAt
-    const queuedAt = this.#queuedAt
     const line: TaskLine = {
       task: this.name,
       outcome,
       connection: work.connection,
-      method: work.request.method,
+      method: work.method,
       route: work.route,
       statusCode: work.statusCode,
       durationMs: started === 0 ? 0 : round(now - started),
-      queuedMs: queuedAt === 0 ? 0 : round((started === 0 ? now : started) - queuedAt)
+      queuedMs: started !== 0 ? round(this.#queued as number) : queuedAt === 0 ? 0 : round(now - queuedAt)
     }
     if (outcome === 'timeout') line.timeoutMs = this.timeoutMs
     if (reason !== undefined) line.reason = reason

@@ -6,19 +6,30 @@ import { TaskState } from './task'
 import type { Task } from './task'
 import type { ConnectionStatus, RequestSnapshot, TaskOutcome } from './types'
 
+/** What a route's works share, resolved once per route: its settings, the scheduler and its names. */
+export interface RouteWork extends RouteSettings {
+  readonly scheduler: Scheduler
+  /** The route's URL pattern as logged, `(not found)` for the 404 handler. */
+  readonly route: string
+  /** The route's URL pattern, `undefined` for the 404 handler (`ctx.request.routeUrl`). */
+  readonly routeUrl: string | undefined
+}
+
 /**
  * The deferred work of one request. It outlives the request and reply, so it copies what it
- * needs from them (logger, snapshot, route) and holds neither.
+ * needs from them (logger, id, method, url) and holds neither.
  *
  * Its tasks wait until the response closed, are then handed to the scheduler (`always` tasks
- * once the others ended), and report back when they end.
+ * once the others ended), and report back when they end. Each pending task keeps its work, so
+ * the fields are counted: what the route's works share is in `settings`, the request snapshot
+ * is made when a task asks for it, and there are no private methods (V8 adds a field for those).
  */
 export class Work {
-  readonly scheduler: Scheduler
   readonly log: FastifyBaseLogger
-  readonly request: RequestSnapshot
-  readonly route: string
-  readonly settings: RouteSettings
+  readonly settings: RouteWork
+  readonly id: string
+  readonly method: string
+  readonly url: string
   /** How the response closed; `null` until it did. */
   connection: ConnectionStatus | null = null
   /** The response's status code; `0` until it closed. */
@@ -28,22 +39,31 @@ export class Work {
   // the scheduler's list of works with waiting tasks
   heldPrev: Work | null = null
   heldNext: Work | null = null
-  held = false
 
-  // allocated on first use: the bookkeeping of a pending task should stay small
-  #waiting: Task[] | null = null
-  #always: Task[] | null = null
+  #snapshot: RequestSnapshot | null = null
+  // Tasks waiting for the response to close; once it closed, the `always` tasks waiting for the
+  // others to end. Allocated on first use.
+  #held: Task[] | null = null
   #outcomes: TaskOutcome[] | null = null
   /** Tasks handed over (not `always`) that have not ended. */
   #unended = 0
   #alwaysStarted = false
 
-  constructor (scheduler: Scheduler, log: FastifyBaseLogger, request: RequestSnapshot, route: string, settings: RouteSettings) {
-    this.scheduler = scheduler
-    this.log = log
-    this.request = request
-    this.route = route
+  constructor (settings: RouteWork, log: FastifyBaseLogger, id: string, method: string, url: string) {
     this.settings = settings
+    this.log = log
+    this.id = id
+    this.method = method
+    this.url = url
+  }
+
+  get scheduler (): Scheduler { return this.settings.scheduler }
+  get route (): string { return this.settings.route }
+
+  /** The request as the tasks see it (`ctx.request`): one frozen object shared by every task of the request. */
+  get request (): RequestSnapshot {
+    this.#snapshot ??= Object.freeze({ id: this.id, method: this.method, url: this.url, routeUrl: this.settings.routeUrl })
+    return this.#snapshot
   }
 
   /** What `always` tasks see: the outcomes of the request's other tasks so far (a copy). */
@@ -52,25 +72,21 @@ export class Work {
   }
 
   add (task: Task): void {
-    const scheduler = this.scheduler
+    const scheduler = this.settings.scheduler
     if (scheduler.closing) {
       scheduler.drop(task, 'closing')
       return
     }
     scheduler.hold(this)
-    if (this.connection === null) {
-      if (task.always) (this.#always ??= []).push(task)
-      else (this.#waiting ??= []).push(task)
-    } else if (!task.always) {
-      // registered after the response closed
-      this.#unended++
-      this.#submit(task)
-    } else if (this.#alwaysStarted || this.#unended === 0) {
-      this.#submit(task)
-    } else {
-      (this.#always ??= []).push(task)
+    if (this.connection === null || (task.always && !this.#alwaysStarted && this.#unended !== 0)) {
+      // before the response closed, or an `always` task while others still run
+      (this.#held ??= []).push(task)
+      return
     }
-    this.#unholdWhenEmpty()
+    // registered after the response closed
+    if (!task.always) this.#unended++
+    submit(this, task)
+    if (this.#held === null) scheduler.unhold(this)
   }
 
   /** The response closed: log how, then hand every waiting task over. Runs once per request. */
@@ -81,29 +97,35 @@ export class Work {
     if (isLevelEnabled(this.log, 'info')) {
       logResponse(this.log, {
         connection,
-        method: this.request.method,
-        route: this.route,
+        method: this.method,
+        route: this.settings.route,
         statusCode,
         responseTime: round(reply.elapsedTime),
         tasks: this.registered
       })
     }
-    const tasks = this.#waiting
-    this.#waiting = null
+    const tasks = this.#held
     if (tasks !== null) {
-      this.#unended = tasks.length
-      for (const task of tasks) this.#submit(task)
+      let count = 0
+      for (let i = 0; i < tasks.length; i++) if (!tasks[i].always) count++
+      // from here on, #held has only the `always` tasks, which wait for the others
+      this.#held = count === 0 ? tasks : count === tasks.length ? null : tasks.filter(isAlways)
+      this.#unended = count
+      if (count !== 0) {
+        for (let i = 0; i < tasks.length; i++) if (!tasks[i].always) submit(this, tasks[i])
+      }
     }
-    if (this.#unended === 0 && this.#always !== null) this.#startAlways()
-    this.#unholdWhenEmpty()
+    if (this.#unended === 0 && this.#held !== null) this.startAlways()
+    if (this.#held === null) this.settings.scheduler.unhold(this)
   }
 
   /** The shutdown drain ran out: every task still waiting (for the response, or for the others) is cancelled. */
   cancelWaiting (): void {
-    const tasks = [...this.#waiting ?? [], ...this.#always ?? []]
-    this.#waiting = this.#always = null
-    this.scheduler.unhold(this)
-    for (const task of tasks) this.scheduler.cancelHeld(task)
+    const tasks = this.#held ?? []
+    this.#held = null
+    const scheduler = this.settings.scheduler
+    scheduler.unhold(this)
+    for (const task of tasks) scheduler.cancelHeld(task)
   }
 
   taskEnded (task: Task, error: unknown): void {
@@ -114,28 +136,30 @@ export class Work {
     // ended before it was handed over: dropped or cancelled while waiting
     if (task.state === TaskState.Waiting) return
     this.#unended--
-    if (this.#unended === 0 && this.#always !== null) this.#startAlways()
+    // once handed over, #held only has `always` tasks
+    if (this.#unended === 0 && this.#held !== null) this.startAlways()
   }
 
-  // Each task stays counted as pending until the scheduler has it, so drain() cannot see the
-  // scheduler idle between two tasks of one response.
-  #submit (task: Task): void {
-    if (this.connection === 'aborted' && this.settings.onClientAbort === 'skip' && !task.always) {
-      this.scheduler.skip(task)
-    } else {
-      this.scheduler.submit(task)
-    }
-  }
-
-  #startAlways (): void {
+  /** The other tasks ended: the `always` ones run. */
+  startAlways (): void {
     this.#alwaysStarted = true
-    const tasks = this.#always as Task[]
-    this.#always = null
-    for (const task of tasks) this.#submit(task)
-    this.#unholdWhenEmpty()
+    const tasks = this.#held as Task[]
+    this.#held = null
+    for (const task of tasks) submit(this, task)
+    this.settings.scheduler.unhold(this)
   }
+}
 
-  #unholdWhenEmpty (): void {
-    if (this.#waiting === null && this.#always === null) this.scheduler.unhold(this)
+function isAlways (task: Task): boolean {
+  return task.always
+}
+
+// Each task stays counted as pending until the scheduler has it, so drain() cannot see the
+// scheduler idle between two tasks of one response.
+function submit (work: Work, task: Task): void {
+  if (work.connection === 'aborted' && work.settings.onClientAbort === 'skip' && !task.always) {
+    work.settings.scheduler.skip(task)
+  } else {
+    work.settings.scheduler.submit(task)
   }
 }
