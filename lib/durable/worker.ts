@@ -12,6 +12,7 @@ import { zeroOutcomes } from '../types'
 import type { Outcome, TaskContext } from '../types'
 import { checkName } from './options'
 import { checkConnection, checkRedis } from './redis'
+import { stalledFailureListener } from './stalled'
 import { taskMap } from './tasks'
 import { DEFAULT_QUEUE_NAME } from './types'
 import type { Backoff, DurableTask, DurableTaskContext, JobPayload } from './types'
@@ -286,6 +287,7 @@ export async function createWorker (options: WorkerOptions): Promise<DurableWork
     ...(prefix === undefined ? {} : { prefix })
   })
   worker.on('error', (err) => { logger.error({ err }, 'durable worker error') })
+  worker.on('failed', stalledFailureListener(logger, queue, counts))
   await worker.waitUntilReady()
 
   let closing: Promise<void> | null = null
