@@ -39,7 +39,8 @@ export interface WorkerOptions {
   /**
    * How long a job stays locked to this worker without a renewal, in milliseconds. After a crash
    * (`kill -9`) its jobs run again once the lock expired and a stalled-job check ran: between
-   * `lockDuration` and `lockDuration + stalledInterval`.
+   * `lockDuration` and `lockDuration + stalledInterval`. A job whose workers die during it twice
+   * is not run again: the worker that takes it next fails it (logged `failed`, reason `stalled`).
    * @default 30000
    */
   lockDuration?: number
