@@ -7,7 +7,10 @@ import type { ConnectionStatus, DropReason, Outcome } from './types'
 
 /** Published around every task that runs: start, end, asyncStart, asyncEnd and error. */
 export const TASK_CHANNEL = 'fastify-send-and-continue:task'
-/** Published once for every task that never ran: skipped, dropped, or cancelled before it started. */
+/**
+ * Published once for every task that never ran: skipped, dropped, or cancelled before it started,
+ * and a durable job BullMQ failed after its workers died during it (`failed`, with BullMQ's error).
+ */
 export const OUTCOME_CHANNEL = 'fastify-send-and-continue:task:outcome'
 
 // Held here for the life of the process: Node keeps channels only while something references them.
@@ -33,7 +36,7 @@ export interface TaskMessage {
   durationMs: number
   /** `null` until the task ended (set before `end` for a synchronous task, before `asyncEnd` otherwise). */
   outcome: Outcome | null
-  /** What a `failed` task threw or rejected with. */
+  /** What a `failed` task threw or rejected with (BullMQ's error for a job failed as stalled). */
   error?: unknown
   /** `dropped` tasks on the outcome channel: why. */
   reason?: DropReason

@@ -134,12 +134,13 @@ export function traceReturned (trace: TaskTrace): void {
  * The task ended, `startedAt` 0 when it never ran. A task that ran has its span ended and its
  * `error`, then `end` (synchronous) or `asyncStart` and `asyncEnd` published; for `timeout` and
  * `cancelled` that is when the plugin gives up on it, whatever its code still does.
- * A task that never ran gets a zero-length span and one message on the outcome channel.
+ * A task that never ran gets a zero-length span and one message on the outcome channel (the only
+ * `failed` one: a durable job BullMQ failed after its workers died during it).
  */
 export function traceEnded (task: TracedTask, outcome: Outcome, error: unknown, reason: DropReason | undefined, queuedAt: number, startedAt: number): void {
   const trace = task.trace
   if (startedAt === 0) {
-    if (trace !== null || outcomeChannel.hasSubscribers) neverRan(task, trace, outcome, reason, queuedAt)
+    if (trace !== null || outcomeChannel.hasSubscribers) neverRan(task, trace, outcome, error, reason, queuedAt)
     return
   }
   if (trace === null) return
@@ -160,10 +161,12 @@ export function traceEnded (task: TracedTask, outcome: Outcome, error: unknown, 
   trace.running = false
 }
 
-function neverRan (task: TracedTask, trace: TaskTrace | null, outcome: Outcome, reason: DropReason | undefined, queuedAt: number): void {
+function neverRan (task: TracedTask, trace: TaskTrace | null, outcome: Outcome, error: unknown, reason: DropReason | undefined, queuedAt: number): void {
   const now = performance.now()
   const message = messageOf(task, queuedAt === 0 ? 0 : round(now - queuedAt))
   message.outcome = outcome
+  // a durable job BullMQ failed after its workers died during it: the error BullMQ gave
+  if (outcome === 'failed') message.error = error
   if (reason !== undefined) message.reason = reason
   // a task that never started has a state only from its registration, which had a span context
   if (trace !== null) {

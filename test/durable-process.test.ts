@@ -1,64 +1,9 @@
 import { test } from 'tap'
-import type { Test } from 'tap'
-import { spawn } from 'node:child_process'
-import type { ChildProcess } from 'node:child_process'
-import { join } from 'node:path'
 import { defineTask } from '../lib/index'
 import { addJobs, buildDurable, inspect } from './durable-helpers'
-import { envWithoutCoverage } from './child-env'
+import { startWorker } from './durable-children'
 import type { LogLine } from './helpers'
 import { startRedis } from './redis'
-
-// Workers in child processes, as deployed: the built CLI with a tasks module, killed or stopped
-// with signals. They run the built package, so their coverage does not count (see child-env).
-
-const root = join(__dirname, '..')
-const tasksModule = join(__dirname, 'fixtures', 'durable', 'tasks.cjs')
-
-interface Child {
-  process: ChildProcess
-  /** Complete lines so far (a kill -9 may cut the last one). */
-  lines: LogLine[]
-  until (check: (lines: LogLine[]) => boolean): Promise<void>
-  exited: Promise<{ code: number | null, signal: NodeJS.Signals | null }>
-}
-
-function startWorker (t: Test, socket: string, args: string[] = []): Child {
-  const child = spawn(process.execPath, [join(root, 'dist', 'cli.js'), 'worker', tasksModule, '--redis', socket, ...args], {
-    env: envWithoutCoverage(),
-    stdio: ['ignore', 'pipe', 'inherit']
-  })
-  const lines: LogLine[] = []
-  let rest = ''
-  const waiters: Array<{ check: (lines: LogLine[]) => boolean, resolve: () => void }> = []
-  child.stdout?.on('data', (chunk: Buffer) => {
-    const parts = (rest + chunk.toString()).split('\n')
-    rest = parts.pop() as string
-    for (const part of parts) if (part !== '') lines.push(JSON.parse(part))
-    for (const waiter of [...waiters]) {
-      if (waiter.check(lines)) {
-        waiters.splice(waiters.indexOf(waiter), 1)
-        waiter.resolve()
-      }
-    }
-  })
-  const exited = new Promise<{ code: number | null, signal: NodeJS.Signals | null }>((resolve) => {
-    child.on('exit', (code, signal) => resolve({ code, signal }))
-  })
-  t.teardown(async () => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL')
-    await exited
-  })
-  return {
-    process: child,
-    lines,
-    exited,
-    until (check) {
-      if (check(lines)) return Promise.resolve()
-      return new Promise((resolve) => { waiters.push({ check, resolve }) })
-    }
-  }
-}
 
 const finals = (lines: LogLine[]): LogLine[] => lines.filter((line) => line.deferred?.outcome === 'completed')
 

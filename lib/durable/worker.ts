@@ -12,6 +12,7 @@ import { zeroOutcomes } from '../types'
 import type { Outcome, TaskContext } from '../types'
 import { checkName } from './options'
 import { checkConnection, checkRedis } from './redis'
+import { stalledFailureListener } from './stalled'
 import { taskMap } from './tasks'
 import { DEFAULT_QUEUE_NAME } from './types'
 import type { Backoff, DurableTask, DurableTaskContext, JobPayload } from './types'
@@ -38,7 +39,8 @@ export interface WorkerOptions {
   /**
    * How long a job stays locked to this worker without a renewal, in milliseconds. After a crash
    * (`kill -9`) its jobs run again once the lock expired and a stalled-job check ran: between
-   * `lockDuration` and `lockDuration + stalledInterval`.
+   * `lockDuration` and `lockDuration + stalledInterval`. A job whose workers die during it twice
+   * is not run again: the worker that takes it next fails it (logged `failed`, reason `stalled`).
    * @default 30000
    */
   lockDuration?: number
@@ -286,6 +288,7 @@ export async function createWorker (options: WorkerOptions): Promise<DurableWork
     ...(prefix === undefined ? {} : { prefix })
   })
   worker.on('error', (err) => { logger.error({ err }, 'durable worker error') })
+  worker.on('failed', stalledFailureListener(logger, queue, counts))
   await worker.waitUntilReady()
 
   let closing: Promise<void> | null = null
