@@ -27,7 +27,7 @@ import type {
   RouteSendAndContinueOptions,
   SendAndContinueOptions
 } from './options'
-import { logRefused } from './log'
+import { isNullLogger, logRefused } from './log'
 import { Scheduler } from './scheduler'
 import { kSendCalled, kWork } from './symbols'
 import { Task } from './task'
@@ -94,6 +94,10 @@ async function fastifySendAndContinue (fastify: FastifyInstance, options: SendAn
   const scheduler = new Scheduler(plugin.concurrency, plugin.maxQueued, plugin.onDropped)
   const durable = options.queue === undefined ? null : await DurableWeb.register(fastify, options.queue, plugin.retryAfter, runLocal, plugin.tracing)
   const routeSettings = new WeakMap<object, RouteWork>()
+  // A route onResponse hook makes Fastify time and follow every response of the route, deferring
+  // or not; with a logger it does that anyway. Without one, the response's 'close' event, which
+  // the work follows in any case, hands the work over (a tick after onResponse would have).
+  const handOverOnResponse = !isNullLogger(fastify.log)
 
   fastify.decorateReply(kWork, null)
   fastify.decorateReply(kSendCalled, false)
@@ -115,7 +119,7 @@ async function fastifySendAndContinue (fastify: FastifyInstance, options: SendAn
     const route = routeName(routeOptions.method, routeOptions.url)
     const settings = resolveRouteSettings(plugin, config?.sendAndContinue, route)
     if (!settings.enabled) return
-    routeOptions.onResponse = appendHook(routeOptions.onResponse, onResponse as onResponseHookHandler, false)
+    if (handOverOnResponse) routeOptions.onResponse = appendHook(routeOptions.onResponse, onResponse as onResponseHookHandler, false)
     routeOptions.onError = appendHook(routeOptions.onError, onError as onErrorHookHandler, true)
     if (settings.rejectWhenSaturated) {
       routeOptions.onRequest = appendHook(routeOptions.onRequest, rejectWhenSaturated(settings.retryAfter, routeOptions.url), true)
@@ -250,12 +254,14 @@ function handOver (work: Work, reply: FastifyReply): void {
 
 // A response can end without 'finish' or 'close': on HTTP/1.x a pipelined response still queued
 // behind an earlier one when the client hangs up gets neither (Node 20). The request is then
-// destroyed with its socket and emits 'close', so the work follows the request too. Over HTTP/2
-// the stream's 'close' always comes; inject() has no socket and always closes the response.
+// destroyed with its socket and emits 'close', so such work follows the request too. Only a
+// queued response has no socket yet (Node assigns it when the ones ahead are done); a response
+// that has one gets 'close' when the socket dies. Over HTTP/2 the stream's 'close' always comes;
+// inject() has no socket and always closes the response.
 function followConnection (work: Work, reply: FastifyReply): void {
   const raw = reply.raw
   const req = reply.request.raw
-  const followsRequest = req.httpVersionMajor === 1 && !('_lightMyRequest' in raw)
+  const queued = raw.socket === null && req.httpVersionMajor === 1 && !('_lightMyRequest' in raw)
   // one listener for both, kept with `on`: it is idempotent, and both emitters are gone soon
   function closed (this: unknown): void {
     // the request also closes after a normal response; only a dead socket matters there
@@ -263,7 +269,7 @@ function followConnection (work: Work, reply: FastifyReply): void {
     handOver(work, reply)
   }
   raw.on('close', closed)
-  if (followsRequest) req.on('close', closed)
+  if (queued) req.on('close', closed)
 }
 
 // Counts `count` tasks about to be added, first, so the response's one close line says how many it

@@ -114,14 +114,21 @@ export const REFUSED_MESSAGE = 'request refused: deferred work is saturated'
 // Fastify without a logger uses one whose methods are all the same empty function: nothing it is
 // given is written, so nothing is built for it. Any other logger without isLevelEnabled() is asked.
 const writesNothing = new WeakMap<object, boolean>()
+// the last logger method asked about, and the answer: one app has one such logger
+let lastInfo: unknown = null
+let lastAnswer = false
 
-function isNullLogger (log: FastifyBaseLogger): boolean {
+/** Whether `log` is Fastify's logger when logging is off (`logger: false`, the default). */
+export function isNullLogger (log: FastifyBaseLogger): boolean {
   const info = log.info as object
+  if (info === lastInfo) return lastAnswer
   let known = writesNothing.get(info)
   if (known === undefined) {
     known = log.info === log.error && log.info === log.trace && /^function \w*\s*\(\)\s*\{\s*\}$/.test(String(log.info))
     writesNothing.set(info, known)
   }
+  lastInfo = info
+  lastAnswer = known
   return known
 }
 

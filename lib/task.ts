@@ -99,11 +99,8 @@ export class Task extends AsyncResource implements TimedEntry {
 
   get startedAt (): number { return this.#startedAt }
 
-  /** The function, kept for `onDropped` when the task is dropped. */
-  get fn (): DeferredTask | null {
-    const slot = this.#slot
-    return typeof slot === 'function' ? slot : null
-  }
+  /** The function of a dropped task (it never started: its slot still holds it), for `onDropped`. */
+  get fn (): DeferredTask { return this.#slot as DeferredTask }
 
   /** The scheduler took the task; `queuedMs` counts from here. */
   handedOver (now: number): void {

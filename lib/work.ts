@@ -121,7 +121,8 @@ export class Work {
 
   /** The shutdown drain ran out: every task still waiting (for the response, or for the others) is cancelled. */
   cancelWaiting (): void {
-    const tasks = this.#held ?? []
+    // only works on the scheduler's held list are asked, and they hold tasks
+    const tasks = this.#held as Task[]
     this.#held = null
     const scheduler = this.settings.scheduler
     scheduler.unhold(this)

@@ -39,6 +39,52 @@ test('a pipelined response still queued behind an earlier one when the client ha
   firstHeld.resolve()
 })
 
+test('a pipelined response queued behind an earlier one and sent in full: its work is handed over once, as finished', async (t) => {
+  for (const logger of [true, false]) {
+    const { app, logs } = logger ? await build(t) : { app: Fastify(), logs: null }
+    if (!logger) {
+      await app.register(plugin)
+      t.teardown(() => app.close())
+    }
+    const firstHeld = deferred()
+    const secondHandled = deferred()
+    const ran: string[] = []
+    app.get('/first', async () => {
+      await firstHeld.promise
+      return 'first'
+    })
+    app.get('/second', (req, reply) => {
+      secondHandled.resolve()
+      return reply.sendAndContinue('second', function afterSecond (ctx) { ran.push(ctx.connection) })
+    })
+    const { port } = await listen(app)
+    const socket = connect(port, '127.0.0.1')
+    await new Promise((resolve) => socket.once('connect', resolve))
+    let received = ''
+    const bothAnswered = new Promise<void>((resolve) => {
+      socket.on('data', (chunk) => {
+        received += chunk.toString('latin1')
+        if (received.includes('second')) resolve()
+      })
+    })
+    socket.write('GET /first HTTP/1.1\r\nHost: x\r\n\r\nGET /second HTTP/1.1\r\nHost: x\r\n\r\n')
+    await secondHandled.promise
+    firstHeld.resolve()
+    await bothAnswered
+    await app.sendAndContinue.drain()
+    // the request closes too once the socket is idle: that must not hand the work over again
+    socket.end()
+    await new Promise((resolve) => socket.once('close', resolve))
+    await app.sendAndContinue.drain()
+    t.same(ran, ['finished'], `logger ${logger ? 'on' : 'off'}: ran once, after a finished response`)
+    t.match(app.sendAndContinue.stats(), { completed: 1, pending: 0 })
+    if (logs !== null) {
+      t.match(logs.outcomes, [{ deferred: { task: 'afterSecond', outcome: 'completed', connection: 'finished' } }])
+      t.equal(logs.closes.length, 1)
+    }
+  }
+})
+
 // Over a listening server, Fastify waits for in-flight responses before its onClose hooks run;
 // without one (inject(), or a server that was never listened), app.close() goes straight on.
 test('a hijacked reply that never ends: past drainTimeout its task is cancelled and logged, and counted', async (t) => {
