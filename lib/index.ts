@@ -46,6 +46,7 @@ import type {
   TaskOutcome
 } from './types'
 import { Work } from './work'
+import { isDefaultChild, pinoSymbolsOf } from './request-log'
 import type { RouteWork } from './work'
 // durable work (BullMQ): the web side lives in lib/durable, these are its call sites
 import { createWorker } from './durable/worker'
@@ -182,7 +183,7 @@ async function fastifySendAndContinue (fastify: FastifyInstance, options: SendAn
 
   function createWork (reply: ReplyState): Work {
     const config = reply.routeOptions.config as RouteConfig
-    const settings = settingsOf(config)
+    const settings = settingsOf(config, reply)
     if (!settings.enabled) {
       const why = config.sendAndContinue === false
         ? 'the route sets config.sendAndContinue: false'
@@ -190,7 +191,9 @@ async function fastifySendAndContinue (fastify: FastifyInstance, options: SendAn
       throw new FST_SAC_NOT_ENABLED(routeName(config.method, config.url), why)
     }
     const request = reply.request
-    const work = new Work(settings, request.log, String(request.id), request.method, request.url)
+    const log = request.log
+    const bare = settings.pino !== null && isDefaultChild(log, settings.parentLog, request.id, settings.pino, settings.idBinding)
+    const work = new Work(settings, bare ? null : log, String(request.id), request.method, request.url)
     reply[kWork] = work
     followConnection(work, reply)
     if (settings.closeConnection && request.raw.httpVersionMajor === 1 && !reply.raw.headersSent) {
@@ -200,12 +203,16 @@ async function fastifySendAndContinue (fastify: FastifyInstance, options: SendAn
   }
 
   // Route configs are fixed once the route exists: each is resolved once, on first use.
-  function settingsOf (config: RouteConfig): RouteWork {
+  function settingsOf (config: RouteConfig, reply: FastifyReply): RouteWork {
     let settings = routeSettings.get(config)
     if (settings === undefined) {
+      const parentLog = reply.server.log
       settings = {
         ...resolveRouteSettings(plugin, config.sendAndContinue, routeName(config.method, config.url)),
         scheduler,
+        parentLog,
+        pino: pinoSymbolsOf(parentLog),
+        idBinding: { prefix: null, label: null },
         route: config.url ?? NOT_FOUND_ROUTE,
         routeUrl: config.url
       }

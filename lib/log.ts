@@ -145,25 +145,30 @@ export function round (ms: number): number {
 
 /**
  * Writes a task line. Callers check `isLevelEnabled(log, TASK_LEVELS[outcome])` before building `line`.
+ * With `idLabel`, `log` is the parent of the request's logger and `{ [idLabel]: id }` comes first.
  * `err` is whatever the task threw or rejected with: should the logger fail to serialize it (a
  * revoked Proxy, a throwing getter), the line is written with a description of it instead.
  */
-export function logTask (log: FastifyBaseLogger, line: TaskLine, err?: unknown): void {
+export function logTask (log: FastifyBaseLogger, line: TaskLine, err?: unknown, idLabel?: string, id?: string): void {
   const message = line.reason === undefined ? TASK_MESSAGES[line.outcome] : `${TASK_MESSAGES[line.outcome]}: ${line.reason}`
   const level = TASK_LEVELS[line.outcome]
+  const fields: Record<string, unknown> = idLabel === undefined ? { deferred: line } : { [idLabel]: id, deferred: line }
   if (err === undefined) {
-    log[level]({ deferred: line }, message)
+    log[level](fields, message)
     return
   }
+  fields.err = err
   try {
-    log[level]({ deferred: line, err }, message)
+    log[level](fields, message)
   } catch {
-    log[level]({ deferred: line, err: new Error(`the task failed with a value the logger could not write: ${describe(err)}`) }, message)
+    fields.err = new Error(`the task failed with a value the logger could not write: ${describe(err)}`)
+    log[level](fields, message)
   }
 }
 
-export function logResponse (log: FastifyBaseLogger, line: ResponseLine): void {
-  log.info({ deferred: line }, RESPONSE_MESSAGES[line.connection])
+/** `idLabel` and `id`: written through the request's parent logger (lib/request-log.ts). */
+export function logResponse (log: FastifyBaseLogger, line: ResponseLine, idLabel?: string, id?: string): void {
+  log.info(idLabel === undefined ? { deferred: line } : { [idLabel]: id, deferred: line }, RESPONSE_MESSAGES[line.connection])
 }
 
 export function logShutdown (log: FastifyBaseLogger, line: ShutdownLine): void {

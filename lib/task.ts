@@ -1,7 +1,7 @@
 import { AsyncResource } from 'node:async_hooks'
 import { performance } from 'node:perf_hooks'
 import type { FastifyBaseLogger } from 'fastify'
-import { isLevelEnabled, logTask, round, TASK_LEVELS } from './log'
+import { round, TASK_LEVELS } from './log'
 import type { TaskLine } from './log'
 import type { TimedEntry, TimerList } from './timers'
 import type {
@@ -159,7 +159,7 @@ export class Task extends AsyncResource implements TimedEntry {
     const started = this.#startedAt
     // before it started, #queued holds the time the scheduler took it (or null)
     const queuedAt = started === 0 ? this.#queued ?? 0 : 0
-    if (isLevelEnabled(work.log, TASK_LEVELS[outcome])) this.writeLine(outcome, error, reason, queuedAt)
+    if (work.logs(TASK_LEVELS[outcome])) this.writeLine(outcome, error, reason, queuedAt)
     traceEnded(this, outcome, error, reason, queuedAt, started) // TRACING: ended
     if (outcome !== 'dropped' && typeof this.#slot === 'function') this.#slot = null
     work.taskEnded(this, error)
@@ -182,7 +182,7 @@ export class Task extends AsyncResource implements TimedEntry {
     }
     if (outcome === 'timeout') line.timeoutMs = this.timeoutMs
     if (reason !== undefined) line.reason = reason
-    logTask(work.log, line, outcome === 'failed' ? error : undefined)
+    work.writeTask(line, outcome === 'failed' ? error : undefined)
   }
 }
 

@@ -1,7 +1,9 @@
 import type { FastifyBaseLogger, FastifyReply } from 'fastify'
 import type { RouteSettings } from './options'
 import type { Scheduler } from './scheduler'
-import { isLevelEnabled, logResponse, round } from './log'
+import { isLevelEnabled, logResponse, logTask, round } from './log'
+import type { Level, TaskLine } from './log'
+import type { IdBinding, PinoSymbols } from './request-log'
 import { TaskState } from './task'
 import type { Task } from './task'
 import type { ConnectionStatus, RequestSnapshot, TaskOutcome } from './types'
@@ -9,6 +11,11 @@ import type { ConnectionStatus, RequestSnapshot, TaskOutcome } from './types'
 /** What a route's works share, resolved once per route: its settings, the scheduler and its names. */
 export interface RouteWork extends RouteSettings {
   readonly scheduler: Scheduler
+  /** The route's logger, parent of its requests' loggers, and pino's symbols when it is pino. */
+  readonly parentLog: FastifyBaseLogger
+  readonly pino: PinoSymbols | null
+  /** The request id binding of the route's default child loggers (lib/request-log.ts). */
+  readonly idBinding: IdBinding
   /** The route's URL pattern as logged, `(not found)` for the 404 handler. */
   readonly route: string
   /** The route's URL pattern, `undefined` for the 404 handler (`ctx.request.routeUrl`). */
@@ -25,7 +32,6 @@ export interface RouteWork extends RouteSettings {
  * is made when a task asks for it, and there are no private methods (V8 adds a field for those).
  */
 export class Work {
-  readonly log: FastifyBaseLogger
   readonly settings: RouteWork
   readonly id: string
   readonly method: string
@@ -40,6 +46,8 @@ export class Work {
   heldPrev: Work | null = null
   heldNext: Work | null = null
 
+  // the request's logger; `null` while it is Fastify's default child, not kept (lib/request-log.ts)
+  #log: FastifyBaseLogger | null
   #snapshot: RequestSnapshot | null = null
   // Tasks waiting for the response to close; once it closed, the `always` tasks waiting for the
   // others to end. Allocated on first use.
@@ -49,15 +57,35 @@ export class Work {
   #unended = 0
   #alwaysStarted = false
 
-  constructor (settings: RouteWork, log: FastifyBaseLogger, id: string, method: string, url: string) {
+  constructor (settings: RouteWork, log: FastifyBaseLogger | null, id: string, method: string, url: string) {
     this.settings = settings
-    this.log = log
+    this.#log = log
     this.id = id
     this.method = method
     this.url = url
   }
 
   get scheduler (): Scheduler { return this.settings.scheduler }
+
+  /** The request's logger (`ctx.log`): Fastify's default child is made again on first use. */
+  get log (): FastifyBaseLogger {
+    const settings = this.settings
+    this.#log ??= settings.parentLog.child({ [settings.idBinding.label as string]: this.id }, {})
+    return this.#log
+  }
+
+  /** Whether a line at `level` would be written, without making a logger for it. */
+  logs (level: Level): boolean {
+    return isLevelEnabled(this.#log ?? this.settings.parentLog, level)
+  }
+
+  /** Writes a task line as the request's logger would. */
+  writeTask (line: TaskLine, err?: unknown): void {
+    const log = this.#log
+    if (log !== null) logTask(log, line, err)
+    else logTask(this.settings.parentLog, line, err, this.settings.idBinding.label as string, this.id)
+  }
+
   get route (): string { return this.settings.route }
 
   /** The request as the tasks see it (`ctx.request`): one frozen object shared by every task of the request. */
@@ -94,15 +122,17 @@ export class Work {
     const statusCode = reply.raw.statusCode
     this.connection = connection
     this.statusCode = statusCode
-    if (isLevelEnabled(this.log, 'info')) {
-      logResponse(this.log, {
+    if (this.logs('info')) {
+      const log = this.#log
+      const settings = this.settings
+      logResponse(log ?? settings.parentLog, {
         connection,
         method: this.method,
         route: this.settings.route,
         statusCode,
         responseTime: round(reply.elapsedTime),
         tasks: this.registered
-      })
+      }, log === null ? settings.idBinding.label as string : undefined, this.id)
     }
     const tasks = this.#held
     if (tasks !== null) {
