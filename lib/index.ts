@@ -283,7 +283,7 @@ function followConnection (work: Work, reply: FastifyReply): void {
 // carried; when the response closed before this registration, its listeners came too late and the
 // work is handed over now.
 function admit (work: Work, reply: FastifyReply, count: number): void {
-  work.registered += count
+  work.registering(count)
   if (work.connection === null && isClosed(reply.raw)) handOver(work, reply)
 }
 

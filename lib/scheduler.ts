@@ -26,10 +26,6 @@ export class Scheduler {
   #closing = false
   // works whose response has not closed, with tasks waiting for it: an intrusive list
   #heldHead: Work | null = null
-  // running tasks in start order: an intrusive list (a Set would keep ended tasks reachable to
-  // the young-generation collector, which then promotes them)
-  #runHead: Task | null = null
-  #runTail: Task | null = null
   #running = 0
   // FIFO: an array read from #head, compacted as it drains
   #queue: Array<Task | undefined> = []
@@ -119,10 +115,7 @@ export class Scheduler {
   #start (task: Task, now: number): void {
     task.state = TaskState.Running
     this.#running++
-    task.runPrev = this.#runTail
-    if (this.#runTail === null) this.#runHead = task
-    else this.#runTail.runNext = task
-    this.#runTail = task
+    // the task adds itself to the timer list of its time limit: those lists are the running tasks
     task.start(now)
   }
 
@@ -169,17 +162,10 @@ export class Scheduler {
     }
   }
 
-  /** Called once per task when it ends: counts it and frees its slot if it was running. */
-  taskEnded (task: Task): void {
-    this.#counts[task.outcome as Outcome]++
-    const wasRunning = task.state === TaskState.Running
-    task.state = TaskState.Ended
+  /** Called once per task when it ends (it left its timer list): counts it, and frees its slot if it was running. */
+  taskEnded (outcome: Outcome, wasRunning: boolean): void {
+    this.#counts[outcome]++
     if (wasRunning) {
-      if (task.runPrev === null) this.#runHead = task.runNext
-      else task.runPrev.runNext = task.runNext
-      if (task.runNext === null) this.#runTail = task.runPrev
-      else task.runNext.runPrev = task.runPrev
-      task.runPrev = task.runNext = null
       this.#running--
       this.#pump()
     }
@@ -199,7 +185,7 @@ export class Scheduler {
   }
 
   stats (): SendAndContinueStats {
-    const oldest = this.#runHead
+    const oldest = this.timers.oldest()
     return {
       pending: this.#pending,
       queued: this.queued,
@@ -239,7 +225,9 @@ export class Scheduler {
     this.#queue = []
     this.#head = 0
     for (const task of queued) task.abort(cancelReason(task), 'cancelled')
-    while (this.#runHead !== null) this.#runHead.abort(cancelReason(this.#runHead), 'cancelled')
+    for (let task = this.timers.oldest() as Task | null; task !== null; task = this.timers.oldest() as Task | null) {
+      task.abort(cancelReason(task), 'cancelled')
+    }
     this.#notifyIfIdle()
   }
 }

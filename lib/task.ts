@@ -55,16 +55,13 @@ export class Task extends AsyncResource implements TimedEntry {
   readonly timeoutMs: number
   readonly work: Work
   state: TaskState = TaskState.Waiting
-  outcome: Outcome | null = null
-  // the scheduler's list of running tasks, in start order
-  runPrev: Task | null = null
-  runNext: Task | null = null
-  // the scheduler's timer list of running tasks with a time limit
+  // while it runs, the scheduler's list of running tasks with its time limit, in start order
+  // (lib/timers.ts): the lists are how the shutdown reaches every running task
   timerPrev: TimedEntry | null = null
   timerNext: TimedEntry | null = null
   timerList: TimerList | null = null
-  /** Spans and diagnostics channels (lib/tracing.ts); `null` when nothing is traced. */
-  trace: TaskTrace | null
+  /** Spans and diagnostics channels (lib/tracing.ts): set only on a traced task, so others have no field for it. */
+  declare trace?: TaskTrace
 
   // Until the task starts, its function; from then on, the AbortController once the signal was
   // read, or the abort reason if it was aborted before that. (A dropped task keeps its function
@@ -82,7 +79,8 @@ export class Task extends AsyncResource implements TimedEntry {
     this.name = name
     this.timeoutMs = timeoutMs
     this.always = always
-    this.trace = traceRegistered(work.settings.tracing) // TRACING: registered
+    const trace = traceRegistered(work.settings.tracing) // TRACING: registered
+    if (trace !== null) this.trace = trace
   }
 
   // The AbortController is made on first use: most tasks never look at their signal.
@@ -112,7 +110,7 @@ export class Task extends AsyncResource implements TimedEntry {
     const queuedAt = this.#queued as number
     this.#startedAt = now
     this.#queued = now === queuedAt ? 0 : now - queuedAt
-    if (this.timeoutMs > 0) this.work.scheduler.timers.add(this, this.timeoutMs)
+    this.work.scheduler.timers.add(this, this.timeoutMs)
     const fn = this.#slot as DeferredTask
     this.#slot = null
     const trace = traceStarted(this, queuedAt, now) // TRACING: started
@@ -152,8 +150,9 @@ export class Task extends AsyncResource implements TimedEntry {
 
   /** Ends the task: exactly one outcome, one log line, one slot released. Later calls are ignored. */
   end (outcome: Outcome, error?: unknown, reason?: DropReason): void {
-    if (this.outcome !== null) return
-    this.outcome = outcome
+    const state = this.state
+    if (state === TaskState.Ended) return
+    this.state = TaskState.Ended
     if (this.timerList !== null) this.timerList.remove(this)
     const work = this.work
     const started = this.#startedAt
@@ -162,8 +161,8 @@ export class Task extends AsyncResource implements TimedEntry {
     if (work.logs(TASK_LEVELS[outcome])) this.writeLine(outcome, error, reason, queuedAt)
     traceEnded(this, outcome, error, reason, queuedAt, started) // TRACING: ended
     if (outcome !== 'dropped' && typeof this.#slot === 'function') this.#slot = null
-    work.taskEnded(this, error)
-    work.scheduler.taskEnded(this)
+    work.taskEnded(this, outcome, error, state)
+    work.scheduler.taskEnded(outcome, state === TaskState.Running)
   }
 
   writeLine (outcome: Outcome, error: unknown, reason: DropReason | undefined, queuedAt: number): void {

@@ -34,6 +34,8 @@ export class TimerList {
     if (this.tail === null) this.head = entry
     else this.tail.timerNext = entry
     this.tail = entry
+    // the list of tasks without a time limit is never armed
+    if (this.duration === 0) return
     if (this.#timer === null) this.#timer = setTimeout(expire, this.duration, this)
     else if (entry.timerPrev === null) this.#timer.ref()
   }
@@ -72,10 +74,20 @@ function expire (list: TimerList): void {
   list.expire()
 }
 
-/** One `TimerList` per distinct time limit. */
+/** One `TimerList` per distinct time limit (`0`: no limit, never armed): together, every running task, in start order per list. */
 export class Timers {
   readonly #lists = new Map<number, TimerList>()
   readonly #forget = (list: TimerList): void => { this.#lists.delete(list.duration) }
+
+  /** The entry that started first, over every list; `null` when all are empty. */
+  oldest (): TimedEntry | null {
+    let oldest: TimedEntry | null = null
+    for (const list of this.#lists.values()) {
+      const head = list.head
+      if (head !== null && (oldest === null || head.startedAt < oldest.startedAt)) oldest = head
+    }
+    return oldest
+  }
 
   add (entry: TimedEntry, duration: number): void {
     let list = this.#lists.get(duration)

@@ -23,8 +23,8 @@ export interface TracedTask {
     readonly connection: ConnectionStatus | null
     readonly statusCode: number
   }
-  /** Set by `traceRegistered()` and `traceStarted()`, `null` when nothing is traced. */
-  trace: TaskTrace | null
+  /** Set by `traceRegistered()` and `traceStarted()`; absent or `null` when nothing is traced. */
+  trace?: TaskTrace | null
   /** A durable job's attempt: BullMQ's job id and the attempt (1-based). */
   readonly jobId?: string
   readonly attempt?: number
@@ -95,7 +95,7 @@ function messageOf (task: TracedTask, queuedMs: number): TaskMessage {
  * task): opens its span. Returns the state `runTraced` needs, or `null` when nothing is traced.
  */
 export function traceStarted (task: TracedTask, queuedAt: number, startedAt: number): TaskTrace | null {
-  let trace = task.trace
+  let trace = task.trace ?? null
   const published = taskChannel.hasSubscribers
   if (trace === null) {
     if (!published) return null
@@ -138,7 +138,7 @@ export function traceReturned (trace: TaskTrace): void {
  * `failed` one: a durable job BullMQ failed after its workers died during it).
  */
 export function traceEnded (task: TracedTask, outcome: Outcome, error: unknown, reason: DropReason | undefined, queuedAt: number, startedAt: number): void {
-  const trace = task.trace
+  const trace = task.trace ?? null
   if (startedAt === 0) {
     if (trace !== null || outcomeChannel.hasSubscribers) neverRan(task, trace, outcome, error, reason, queuedAt)
     return

@@ -6,7 +6,7 @@ import type { Level, TaskLine } from './log'
 import type { IdBinding, PinoSymbols } from './request-log'
 import { TaskState } from './task'
 import type { Task } from './task'
-import type { ConnectionStatus, RequestSnapshot, TaskOutcome } from './types'
+import type { ConnectionStatus, Outcome, RequestSnapshot, TaskOutcome } from './types'
 
 /** What a route's works share, resolved once per route: its settings, the scheduler and its names. */
 export interface RouteWork extends RouteSettings {
@@ -36,12 +36,6 @@ export class Work {
   readonly id: string
   readonly method: string
   readonly url: string
-  /** How the response closed; `null` until it did. */
-  connection: ConnectionStatus | null = null
-  /** The response's status code; `0` until it closed. */
-  statusCode = 0
-  /** Tasks registered on the request, whatever became of them; counted by the caller of `add()`. */
-  registered = 0
   // the scheduler's list of works with waiting tasks
   heldPrev: Work | null = null
   heldNext: Work | null = null
@@ -53,9 +47,14 @@ export class Work {
   // others to end. Allocated on first use.
   #held: Task[] | null = null
   #outcomes: TaskOutcome[] | null = null
-  /** Tasks handed over (not `always`) that have not ended. */
-  #unended = 0
-  #alwaysStarted = false
+  // Until the response closed, the tasks registered on the request, whatever became of them (its
+  // close line says how many); from then on, the tasks handed over (not `always`) that have not
+  // ended. One field for both, as every pending task keeps its work.
+  #count = 0
+  // `0` until the response closed; then CLOSED, plus its status code << 3, plus ABORTED if the
+  // client hung up, plus ALWAYS_STARTED once the `always` tasks were handed over: one field, as
+  // every pending task keeps its work
+  #closed = 0
 
   constructor (settings: RouteWork, log: FastifyBaseLogger | null, id: string, method: string, url: string) {
     this.settings = settings
@@ -66,6 +65,15 @@ export class Work {
   }
 
   get scheduler (): Scheduler { return this.settings.scheduler }
+
+  /** How the response closed; `null` until it did. */
+  get connection (): ConnectionStatus | null {
+    const closed = this.#closed
+    return closed === 0 ? null : (closed & ABORTED) === 0 ? 'finished' : 'aborted'
+  }
+
+  /** The response's status code; `0` until it closed. */
+  get statusCode (): number { return this.#closed >> 3 }
 
   /** The request's logger (`ctx.log`): Fastify's default child is made again on first use. */
   get log (): FastifyBaseLogger {
@@ -99,6 +107,11 @@ export class Work {
     return Object.freeze(this.#outcomes === null ? [] : this.#outcomes.slice())
   }
 
+  /** `count` tasks are about to be added: counted for the close line unless the response already closed. */
+  registering (count: number): void {
+    if (this.#closed === 0) this.#count += count
+  }
+
   add (task: Task): void {
     const scheduler = this.settings.scheduler
     if (scheduler.closing) {
@@ -106,13 +119,13 @@ export class Work {
       return
     }
     scheduler.hold(this)
-    if (this.connection === null || (task.always && !this.#alwaysStarted && this.#unended !== 0)) {
+    if (this.#closed === 0 || (task.always && (this.#closed & ALWAYS_STARTED) === 0 && this.#count !== 0)) {
       // before the response closed, or an `always` task while others still run
       (this.#held ??= []).push(task)
       return
     }
     // registered after the response closed
-    if (!task.always) this.#unended++
+    if (!task.always) this.#count++
     submit(this, task)
     if (this.#held === null) scheduler.unhold(this)
   }
@@ -120,8 +133,7 @@ export class Work {
   /** The response closed: log how, then hand every waiting task over. Runs once per request. */
   responseClosed (connection: ConnectionStatus, reply: FastifyReply): void {
     const statusCode = reply.raw.statusCode
-    this.connection = connection
-    this.statusCode = statusCode
+    this.#closed = (statusCode << 3) | CLOSED | (connection === 'aborted' ? ABORTED : 0)
     if (this.logs('info')) {
       const log = this.#log
       const settings = this.settings
@@ -131,21 +143,22 @@ export class Work {
         route: this.settings.route,
         statusCode,
         responseTime: round(reply.elapsedTime),
-        tasks: this.registered
+        tasks: this.#count
       }, log === null ? settings.idBinding.label as string : undefined, this.id)
     }
     const tasks = this.#held
+    this.#count = 0
     if (tasks !== null) {
       let count = 0
       for (let i = 0; i < tasks.length; i++) if (!tasks[i].always) count++
       // from here on, #held has only the `always` tasks, which wait for the others
       this.#held = count === 0 ? tasks : count === tasks.length ? null : tasks.filter(isAlways)
-      this.#unended = count
+      this.#count = count
       if (count !== 0) {
         for (let i = 0; i < tasks.length; i++) if (!tasks[i].always) submit(this, tasks[i])
       }
     }
-    if (this.#unended === 0 && this.#held !== null) this.startAlways()
+    if (this.#count === 0 && this.#held !== null) this.startAlways()
     if (this.#held === null) this.settings.scheduler.unhold(this)
   }
 
@@ -159,27 +172,32 @@ export class Work {
     for (const task of tasks) scheduler.cancelHeld(task)
   }
 
-  taskEnded (task: Task, error: unknown): void {
+  /** `task` ended as `outcome`; `state` is where it was. */
+  taskEnded (task: Task, outcome: Outcome, error: unknown, state: TaskState): void {
     if (task.always) return
     ;(this.#outcomes ??= []).push(error === undefined
-      ? { name: task.name, outcome: task.outcome as TaskOutcome['outcome'] }
-      : { name: task.name, outcome: task.outcome as TaskOutcome['outcome'], error })
+      ? { name: task.name, outcome }
+      : { name: task.name, outcome, error })
     // ended before it was handed over: dropped or cancelled while waiting
-    if (task.state === TaskState.Waiting) return
-    this.#unended--
+    if (state === TaskState.Waiting) return
+    this.#count--
     // once handed over, #held only has `always` tasks
-    if (this.#unended === 0 && this.#held !== null) this.startAlways()
+    if (this.#count === 0 && this.#held !== null) this.startAlways()
   }
 
   /** The other tasks ended: the `always` ones run. */
   startAlways (): void {
-    this.#alwaysStarted = true
+    this.#closed |= ALWAYS_STARTED
     const tasks = this.#held as Task[]
     this.#held = null
     for (const task of tasks) submit(this, task)
     this.settings.scheduler.unhold(this)
   }
 }
+
+const ABORTED = 1
+const ALWAYS_STARTED = 2
+const CLOSED = 4
 
 function isAlways (task: Task): boolean {
   return task.always

@@ -78,3 +78,27 @@ test('tasks sharing a time limit time out one by one, in start order', async (t)
   await logs.untilOutcomes(3)
   t.same(logs.outcomes.map((line) => `${line.deferred?.task}:${line.deferred?.outcome}`), ['quick:completed', 'hangsA:timeout', 'hangsB:timeout'])
 })
+
+test('oldest(): the entry that started first over every list, the list without a limit included', async (t) => {
+  const timers = new Timers()
+  const fired: Array<{ name: string, late: number }> = []
+  t.equal(timers.oldest(), null, 'nothing runs')
+  const unlimited = entry('unlimited', fired)
+  const limited = entry('limited', fired)
+  const later = entry('later', fired)
+  // three lists, the oldest entry in the second one made
+  start(timers, later, 60_000)
+  later.startedAt = 3
+  start(timers, unlimited, 0)
+  unlimited.startedAt = 1
+  start(timers, limited, 30_000)
+  limited.startedAt = 2
+  t.equal(timers.oldest(), unlimited)
+  unlimited.timerList?.remove(unlimited)
+  t.equal(timers.oldest(), limited)
+  limited.timerList?.remove(limited)
+  t.equal(timers.oldest(), later)
+  later.timerList?.remove(later)
+  t.equal(timers.oldest(), null)
+  t.same(fired, [], 'the list without a limit has no timer, and the others were left before theirs')
+})
