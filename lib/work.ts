@@ -46,7 +46,9 @@ export class Work {
   // Tasks waiting for the response to close; once it closed, the `always` tasks waiting for the
   // others to end. Allocated on first use.
   #held: Task[] | null = null
-  #outcomes: TaskOutcome[] | null = null
+  // the outcomes of the tasks that ended, for `always` tasks: the first one alone, an array from
+  // the second on (most requests have one task: no array for them)
+  #outcomes: TaskOutcome | TaskOutcome[] | null = null
   // Until the response closed, the tasks registered on the request, whatever became of them (its
   // close line says how many); from then on, the tasks handed over (not `always`) that have not
   // ended. One field for both, as every pending task keeps its work.
@@ -104,7 +106,8 @@ export class Work {
 
   /** What `always` tasks see: the outcomes of the request's other tasks so far (a copy). */
   get outcomes (): readonly TaskOutcome[] {
-    return Object.freeze(this.#outcomes === null ? [] : this.#outcomes.slice())
+    const outcomes = this.#outcomes
+    return Object.freeze(outcomes === null ? [] : Array.isArray(outcomes) ? outcomes.slice() : [outcomes])
   }
 
   /** `count` tasks are about to be added: counted for the close line unless the response already closed. */
@@ -175,9 +178,11 @@ export class Work {
   /** `task` ended as `outcome`; `state` is where it was. */
   taskEnded (task: Task, outcome: Outcome, error: unknown, state: TaskState): void {
     if (task.always) return
-    ;(this.#outcomes ??= []).push(error === undefined
-      ? { name: task.name, outcome }
-      : { name: task.name, outcome, error })
+    const ended: TaskOutcome = error === undefined ? { name: task.name, outcome } : { name: task.name, outcome, error }
+    const outcomes = this.#outcomes
+    if (outcomes === null) this.#outcomes = ended
+    else if (Array.isArray(outcomes)) outcomes.push(ended)
+    else this.#outcomes = [outcomes, ended]
     // ended before it was handed over: dropped or cancelled while waiting
     if (state === TaskState.Waiting) return
     this.#count--
