@@ -374,8 +374,8 @@ ${wallRows}| Load average (1, 5, 15 min) | ${loadAverage(env.loadAverageStart)} 
 - **Wall-clock** figures (req/s, latency, CPU µs per request) on this shared 2-core machine move by tens of
   percent between identical servers (see the noise-control row): read their paired ratios as indicative, for
   large effects and for latency, which instructions cannot show.
-- **Heap per pending task** counts bytes: with the logger off it repeats within a few bytes; with pino it moved by
-  up to 300 B between two runs, so read the pino rows to the nearest few hundred bytes.
+- **Heap per pending task** counts bytes and repeats within a few bytes, logger off and with pino (whose lines go
+  to a synchronous file destination in this phase, so the log stream's buffer is not counted as task memory).
 
 ## Targets
 
