@@ -253,7 +253,7 @@ ${cg.valgrind}, ${p.parallel} servers at a time (${cg.seconds} s for the phase).
 \`valgrind --tool=callgrind --separate-threads=yes --instr-atstart=no\` with \`node --single-threaded-gc\`;
 autocannon in the bench process sends ${num(p.warmup)} keep-alive requests over ${p.connections} connections with counting off (the JIT
 warm-up), \`callgrind_control -i on\`, ${num(p.countedWarmup)} more (V8 adjusts to the slower clock), \`callgrind_control -z\`, then
-the ${num(p.requests)} measured requests and \`callgrind_control -d\`. Counted: node's main thread, which with
+the ${num(p.requests)} measured requests (${num(p.heavyRequests ?? p.requests)} with 2,500 pending, where a mark-compact comes only every few thousand requests) and \`callgrind_control -d\`. Counted: node's main thread, which with
 \`--single-threaded-gc\` does all garbage collection; V8's compiler threads are left out (their work varies between identical runs; shown
 apart). "GC" is the inclusive cost of \`Heap::CollectGarbage\` and \`IncrementalMarking::Step\`. Each deferring variant
 runs the same task, which ends when the N-th later task starts (N = ${[...new Set(cg.variants.map((v) => v.pending).filter((n) => n !== null))].map((n) => num(n)).join(' or ')}), so exactly N are
