@@ -284,7 +284,7 @@ function followConnection (work: Work, reply: FastifyReply): void {
 // work is handed over now.
 function admit (work: Work, reply: FastifyReply, count: number): void {
   work.registering(count)
-  if (work.connection === null && isClosed(reply.raw)) handOver(work, reply)
+  if (work.connection === null && isClosed(reply)) handOver(work, reply)
 }
 
 function routeName (method: unknown, url: unknown): string {
@@ -310,9 +310,11 @@ function checkTask (where: string, task: unknown): asserts task is DeferrableTas
 // - inject(): light-my-request's Response has no socket to flush, so ended is as finished as it gets.
 function connectionOf (reply: FastifyReply): ConnectionStatus {
   const raw = reply.raw
-  // rstCode stays undefined until the stream closed, and undefined > 0 is false
-  const stream = (raw as { stream?: { rstCode: number } }).stream
-  if (stream !== undefined) return stream.rstCode > 0 || !raw.writableEnded ? 'aborted' : 'finished'
+  if (reply.request.raw.httpVersionMajor === 2) {
+    // rstCode stays undefined until the stream closed, and undefined > 0 is false
+    const stream = (raw as unknown as { stream: { rstCode: number } }).stream
+    return stream.rstCode > 0 || !raw.writableEnded ? 'aborted' : 'finished'
+  }
   if (!raw.writableEnded) return 'aborted'
   if ('_lightMyRequest' in raw) return 'finished'
   // ended but never flushed: a pipelined response queued behind one the client did not wait for
@@ -322,9 +324,11 @@ function connectionOf (reply: FastifyReply): ConnectionStatus {
 }
 
 // True once the response emitted (or is about to emit) 'close', so a listener added now would never run.
-function isClosed (raw: FastifyReply['raw']): boolean {
-  const stream = (raw as { stream?: { closed?: boolean } }).stream
-  return raw.destroyed || (raw as { closed?: boolean }).closed === true || stream?.closed === true
+function isClosed (reply: FastifyReply): boolean {
+  const raw = reply.raw
+  if (raw.destroyed || (raw as { closed?: boolean }).closed === true) return true
+  // the HTTP/2 compatibility response reads neither: its stream does
+  return reply.request.raw.httpVersionMajor === 2 && (raw as unknown as { stream: { closed: boolean } }).stream.closed
 }
 
 function appendHook<T> (hooks: T | T[] | undefined, hook: T, first: boolean): T[] {
