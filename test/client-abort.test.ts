@@ -1,4 +1,5 @@
 import { test } from 'tap'
+import type { Test } from 'tap'
 import { once } from 'node:events'
 import { request } from 'node:http'
 import { Readable } from 'node:stream'
@@ -78,7 +79,7 @@ for (const policy of ['run', 'skip'] as const) {
   })
 }
 
-async function clientGoneBeforeSend (t: Parameters<Parameters<typeof test>[1]>[0], when: 'before' | 'after'): Promise<void> {
+async function clientGoneBeforeSend (t: Test, when: 'before' | 'after'): Promise<void> {
   const { app, logs } = await build(t)
   const ran = deferred<string>()
   const serverSawClose = deferred()

@@ -1,4 +1,5 @@
 import t, { test } from 'tap'
+import type { Test } from 'tap'
 import diagnostics from 'node:diagnostics_channel'
 import { SpanStatusCode } from '@opentelemetry/api'
 import type { Queue } from 'bullmq'
@@ -28,11 +29,11 @@ function startsOf (lines: LogLine[], jobId: string): Started[] {
 }
 
 function failedLines (lines: LogLine[], jobId: string): LogLine[] {
-  return lines.filter((line) => line.deferred?.outcome === 'failed' && (line.deferred as { jobId?: string }).jobId === jobId)
+  return lines.filter((line) => line.deferred?.outcome === 'failed' && line.deferred.jobId === jobId)
 }
 
 /** Runs the `block` job `jobId` in two CLI workers in turn and kills each (-9) once it started. */
-async function killTwice (tt: typeof t, redis: RedisServer, jobId: string): Promise<void> {
+async function killTwice (tt: Test, redis: RedisServer, jobId: string): Promise<void> {
   for (const which of ['first', 'second']) {
     const worker = startWorker(tt, redis.path, LOCKS)
     await worker.until((lines) => startsOf(lines, jobId).length === 1)

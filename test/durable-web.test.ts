@@ -259,7 +259,7 @@ test('the queue option: each wrong shape is a coded error that says what was exp
   ]
   for (const [queue, code, message] of cases) {
     const app = Fastify()
-    await t.rejects(app.register(sendAndContinue, { queue } as never).ready(), { code, message }, message)
+    await t.rejects(async () => await app.register(sendAndContinue, { queue } as never).ready(), { code, message }, message)
     await app.close()
   }
 })
@@ -269,7 +269,7 @@ test('startup: an unreachable Redis and an evicting maxmemory-policy are refused
   const tasks = [sendWelcome]
   await redis.stop()
   const down = Fastify()
-  await t.rejects(down.register(sendAndContinue, { queue: { connection: redis.connection, tasks, enqueueTimeout: 200 } }).ready(), {
+  await t.rejects(async () => await down.register(sendAndContinue, { queue: { connection: redis.connection, tasks, enqueueTimeout: 200 } }).ready(), {
     code: 'FST_SAC_REDIS_UNREACHABLE',
     message: /^fastify-send-and-continue queue: Redis should answer within 200 ms, instead got '.+'$/
   })
@@ -277,14 +277,14 @@ test('startup: an unreachable Redis and an evicting maxmemory-policy are refused
 
   const evicting = await startRedis(t, { maxmemoryPolicy: 'allkeys-lru' })
   const app = Fastify()
-  await t.rejects(app.register(sendAndContinue, { queue: { connection: evicting.connection, tasks } }).ready(), {
+  await t.rejects(async () => await app.register(sendAndContinue, { queue: { connection: evicting.connection, tasks } }).ready(), {
     code: 'FST_SAC_REDIS_EVICTION',
     message: "fastify-send-and-continue queue: Redis maxmemory-policy should be 'noeviction' (any other policy may evict jobs), instead got 'allkeys-lru'"
   })
   await app.close()
 
   const url = Fastify()
-  await t.rejects(url.register(sendAndContinue, { queue: { connection: 'redis://127.0.0.1:1', tasks, enqueueTimeout: 200 } }).ready(), { code: 'FST_SAC_REDIS_UNREACHABLE' })
+  await t.rejects(async () => await url.register(sendAndContinue, { queue: { connection: 'redis://127.0.0.1:1', tasks, enqueueTimeout: 200 } }).ready(), { code: 'FST_SAC_REDIS_UNREACHABLE' })
   await url.close()
 })
 
@@ -299,7 +299,7 @@ test('a Redis that accepts connections but does not answer: refused at startup, 
   t.match(logs.outcomes, [{ deferred: { outcome: 'dropped', reason: 'enqueue-failed' }, err: { message: 'Redis did not answer within 200 ms' } }])
 
   const hung = Fastify()
-  await t.rejects(hung.register(sendAndContinue, { queue: { connection: redis.connection, tasks: [sendWelcome], enqueueTimeout: 200 } }).ready(), {
+  await t.rejects(async () => await hung.register(sendAndContinue, { queue: { connection: redis.connection, tasks: [sendWelcome], enqueueTimeout: 200 } }).ready(), {
     code: 'FST_SAC_REDIS_UNREACHABLE',
     message: "fastify-send-and-continue queue: Redis should answer within 200 ms, instead got 'no answer'"
   })

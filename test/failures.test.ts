@@ -1,7 +1,8 @@
 import { test } from 'tap'
+import type { Test } from 'tap'
 import { build, listen } from './helpers'
 
-function failOnCrash (t: Parameters<Parameters<typeof test>[1]>[0]): void {
+function failOnCrash (t: Test): void {
   const onRejection = (reason: unknown): void => { t.fail(`unhandled rejection: ${String(reason)}`) }
   const onException = (err: Error): void => { t.fail(`uncaught exception: ${err.message}`) }
   process.on('unhandledRejection', onRejection)

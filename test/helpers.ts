@@ -22,6 +22,12 @@ export interface LogLine {
     reason?: string
     responseTime?: number
     tasks?: number
+    /** Durable jobs (lib/log.ts): the BullMQ job id, the attempt (1-based), the queue name. */
+    jobId?: string
+    attempt?: number
+    queue?: string
+    /** `retrying` lines: how long until the next attempt. */
+    delayMs?: number
   }
   deferredShutdown?: Record<string, number | boolean>
   err?: { message: string, type: string }
