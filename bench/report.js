@@ -283,6 +283,12 @@ ${costCentreTable(cg, light, lightRef)}
 : `
 ### With pino: \`${pino}\` against \`${pinoRef}\`
 
+The plugin writes two lines per deferring response (the response's close line and the task's line) where the
+hand-written variant writes one short line, and a pino line is most of a request's cost here: that extra line, not the
+bookkeeping, is the gap. Under a backlog it grows: sonic-boom measures its whole pending chunk
+(\`Buffer.byteLength\`, up to 16 KB) on every write while one is in flight, so each line costs more the more lines
+wait, which is where \`v8::String::Utf8Length\` and \`memcpy\` come from below.
+
 ${costCentreTable(cg, pino, pinoRef)}
 `}`
 }
