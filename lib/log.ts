@@ -152,7 +152,7 @@ export function round (ms: number): number {
 export function logTask (log: FastifyBaseLogger, line: TaskLine, err?: unknown, idLabel?: string, id?: string): void {
   const message = line.reason === undefined ? TASK_MESSAGES[line.outcome] : `${TASK_MESSAGES[line.outcome]}: ${line.reason}`
   const level = TASK_LEVELS[line.outcome]
-  const fields: Record<string, unknown> = idLabel === undefined ? { deferred: line } : { [idLabel]: id, deferred: line }
+  const fields = fieldsOf(line, idLabel, id)
   if (err === undefined) {
     log[level](fields, message)
     return
@@ -168,7 +168,13 @@ export function logTask (log: FastifyBaseLogger, line: TaskLine, err?: unknown, 
 
 /** `idLabel` and `id`: written through the request's parent logger (lib/request-log.ts). */
 export function logResponse (log: FastifyBaseLogger, line: ResponseLine, idLabel?: string, id?: string): void {
-  log.info(idLabel === undefined ? { deferred: line } : { [idLabel]: id, deferred: line }, RESPONSE_MESSAGES[line.connection])
+  log.info(fieldsOf(line, idLabel, id), RESPONSE_MESSAGES[line.connection])
+}
+
+// A line's fields under `deferred`; through the parent of the request's logger, the request id first,
+// where the request's own logger would have written it.
+function fieldsOf (line: TaskLine | ResponseLine, idLabel: string | undefined, id: string | undefined): Record<string, unknown> {
+  return idLabel === undefined ? { deferred: line } : { [idLabel]: id, deferred: line }
 }
 
 export function logShutdown (log: FastifyBaseLogger, line: ShutdownLine): void {

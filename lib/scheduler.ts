@@ -5,7 +5,7 @@ import { TaskState } from './task'
 import type { Task } from './task'
 import { Timers } from './timers'
 import { zeroOutcomes } from './types'
-import type { DeferredTask, DropReason, DroppedTaskInfo, Outcome, SendAndContinueStats } from './types'
+import type { DropReason, DroppedTaskInfo, Outcome, SendAndContinueStats } from './types'
 import type { Work } from './work'
 
 /**
@@ -153,7 +153,7 @@ export class Scheduler {
       reqId: work.id,
       route: work.route,
       request: work.request,
-      task: task.fn as DeferredTask
+      task: task.fn
     }
     try {
       onDropped(info)

@@ -84,16 +84,20 @@ export class Work {
     return this.#log
   }
 
+  // The plugin's own lines go through the request's logger, or, while that is Fastify's default
+  // child not kept, through its parent with the request id under the child's label. (Public
+  // getters: private ones would add a field to every work.)
+  get lineLog (): FastifyBaseLogger { return this.#log ?? this.settings.parentLog }
+  get idLabel (): string | undefined { return this.#log === null ? this.settings.idBinding.label as string : undefined }
+
   /** Whether a line at `level` would be written, without making a logger for it. */
   logs (level: Level): boolean {
-    return isLevelEnabled(this.#log ?? this.settings.parentLog, level)
+    return isLevelEnabled(this.lineLog, level)
   }
 
   /** Writes a task line as the request's logger would. */
   writeTask (line: TaskLine, err?: unknown): void {
-    const log = this.#log
-    if (log !== null) logTask(log, line, err)
-    else logTask(this.settings.parentLog, line, err, this.settings.idBinding.label as string, this.id)
+    logTask(this.lineLog, line, err, this.idLabel, this.id)
   }
 
   get route (): string { return this.settings.route }
@@ -138,16 +142,14 @@ export class Work {
     const statusCode = reply.raw.statusCode
     this.#closed = (statusCode << 3) | CLOSED | (connection === 'aborted' ? ABORTED : 0)
     if (this.logs('info')) {
-      const log = this.#log
-      const settings = this.settings
-      logResponse(log ?? settings.parentLog, {
+      logResponse(this.lineLog, {
         connection,
         method: this.method,
         route: this.settings.route,
         statusCode,
         responseTime: round(reply.elapsedTime),
         tasks: this.#count
-      }, log === null ? settings.idBinding.label as string : undefined, this.id)
+      }, this.idLabel, this.id)
     }
     const tasks = this.#held
     this.#count = 0
