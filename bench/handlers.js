@@ -4,6 +4,7 @@
 // `count.handled`; `task` is the variant's deferred work (bench/tasks.js).
 
 const { performance } = require('node:perf_hooks')
+const { loggedRunner } = require('./tasks')
 
 const body = { hello: 'world' }
 
@@ -15,17 +16,7 @@ function routeFor (kind, task, count, dispatchMs) {
     reply.send(body)
   }
 
-  // What a careful user writes around setImmediate: one line per task through the request's
-  // logger when it ends, an error line when it fails, nothing that can crash the process.
-  async function runAndLog (log) {
-    const startedAt = performance.now()
-    try {
-      await task()
-      log.info({ task: task.name, durationMs: performance.now() - startedAt }, 'task completed')
-    } catch (err) {
-      log.error({ err, task: task.name }, 'task failed')
-    }
-  }
+  const runAndLog = loggedRunner(task)
 
   async function awaitTask () {
     await task()

@@ -6,12 +6,12 @@
 // hook keeps real request and response objects alive; the plugin keeps neither.
 
 const net = require('node:net')
-const { performance } = require('node:perf_hooks')
 const { setTimeout: sleep } = require('node:timers/promises')
 const Fastify = require('fastify')
 const pino = require('pino')
 const fastifySendAndContinue = require('..')
 const { pluginOptions } = require('./variants')
+const { loggedRunner } = require('./tasks')
 
 const variants = {
   bare: { label: 'bare pending async function (no Fastify)' },
@@ -42,15 +42,7 @@ async function task () {
 }
 
 // as bench/handlers.js: one line per task through the request's logger when it ends
-async function runAndLog (log) {
-  const startedAt = performance.now()
-  try {
-    await task()
-    log.info({ task: task.name, durationMs: performance.now() - startedAt }, 'task completed')
-  } catch (err) {
-    log.error({ err, task: task.name }, 'task failed')
-  }
-}
+const runAndLog = loggedRunner(task)
 
 function measure () {
   global.gc()
