@@ -29,7 +29,7 @@ import type {
 } from './options'
 import { isNullLogger, logRefused } from './log'
 import { Scheduler } from './scheduler'
-import { kSendCalled, kWork } from './symbols'
+import { kWork } from './symbols'
 import { Task } from './task'
 import { enableTracing } from './tracing'
 import type { TaskMessage } from './channels'
@@ -80,9 +80,13 @@ declare module 'fastify' {
   }
 }
 
+// What the plugin keeps on a reply, in one decoration (Fastify sets each value decoration on
+// every reply it makes, of every route): the request's work, or SENT when sendAndContinue() sent
+// a response without registering work, or null.
+const SENT: unique symbol = Symbol('fastify-send-and-continue.sent')
+
 interface ReplyState extends FastifyReply {
-  [kWork]: Work | null
-  [kSendCalled]: boolean
+  [kWork]: Work | typeof SENT | null
 }
 
 type RouteConfig = { sendAndContinue?: unknown, url?: string, method?: string | string[] }
@@ -101,7 +105,6 @@ async function fastifySendAndContinue (fastify: FastifyInstance, options: SendAn
   const handOverOnResponse = !isNullLogger(fastify.log)
 
   fastify.decorateReply(kWork, null)
-  fastify.decorateReply(kSendCalled, false)
   fastify.decorateReply('defer', defer)
   fastify.decorateReply('sendAndContinue', sendAndContinue)
   fastify.decorate('sendAndContinue', {
@@ -130,7 +133,8 @@ async function fastifySendAndContinue (fastify: FastifyInstance, options: SendAn
   function sendAndContinue (this: FastifyReply, payload?: unknown, task?: DeferrableTask | DeferrableTask[], options?: DeferOptions): FastifyReply {
     const reply = this as ReplyState
     // `reply.sent` stays false while async onSend hooks run: the plugin's own flag says send was called
-    if (reply[kSendCalled] || reply.sent) {
+    const state = reply[kWork]
+    if ((state !== null && (state === SENT || state.sendCalled)) || reply.sent) {
       const config = reply.routeOptions.config as RouteConfig
       const route = routeName(config.method, config.url)
       throw reply.raw.writableEnded || !reply.sent ? new FST_SAC_ALREADY_SENT(route) : new FST_SAC_HIJACKED(route)
@@ -140,7 +144,9 @@ async function fastifySendAndContinue (fastify: FastifyInstance, options: SendAn
       checkTask('reply.sendAndContinue()', task)
       addTasks(reply, task, callOptions, 'reply.sendAndContinue()')
     }
-    reply[kSendCalled] = true
+    const work = reply[kWork]
+    if (work === null) reply[kWork] = SENT
+    else if (work !== SENT) work.sendCalled = true
     return reply.send(payload)
   }
 
@@ -157,7 +163,8 @@ async function fastifySendAndContinue (fastify: FastifyInstance, options: SendAn
 
   // `given` was checked: a function or a durable job, or a non-empty array of them
   function addTasks (reply: ReplyState, given: DeferrableTask | DeferrableTask[], options: DeferOptions, where: string): void {
-    const work = reply[kWork] ?? createWork(reply)
+    const state = reply[kWork]
+    const work = state === null || state === SENT ? createWork(reply, state === SENT) : state
     // durable jobs go to the queue (lib/durable/web.ts); the functions stay in this process
     const task = typeof given === 'function' ? given : takeDurableJobs(durable, reply, work, given, options.always ?? false, where)
     if (task === null) return
@@ -181,7 +188,7 @@ async function fastifySendAndContinue (fastify: FastifyInstance, options: SendAn
     for (const one of tasks) work.add(one)
   }
 
-  function createWork (reply: ReplyState): Work {
+  function createWork (reply: ReplyState, sendCalled: boolean): Work {
     const config = reply.routeOptions.config as RouteConfig
     const settings = settingsOf(config, reply)
     if (!settings.enabled) {
@@ -193,7 +200,9 @@ async function fastifySendAndContinue (fastify: FastifyInstance, options: SendAn
     const request = reply.request
     const log = request.log
     const bare = settings.pino !== null && isDefaultChild(log, settings.parentLog, request.id, settings.pino, settings.idBinding)
-    const work = new Work(settings, bare ? null : log, String(request.id), request.method, request.url)
+    const id = request.id
+    const work = new Work(settings, bare ? null : log, typeof id === 'string' ? id : String(id), request.method, request.url)
+    if (sendCalled) work.sendCalled = true
     reply[kWork] = work
     followConnection(work, reply)
     if (settings.closeConnection && request.raw.httpVersionMajor === 1 && !reply.raw.headersSent) {
@@ -238,14 +247,16 @@ async function fastifySendAndContinue (fastify: FastifyInstance, options: SendAn
 
 function onResponse (this: FastifyInstance, request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction): void {
   const work = (reply as ReplyState)[kWork]
-  if (work !== null) handOver(work, reply)
+  if (work !== null && work !== SENT) handOver(work, reply)
   done()
 }
 
 // Sending failed (serialization, an onSend hook) and the error handler will send the error
 // response: a sendAndContinue() from the error handler is a first send, not a second.
 function onError (this: FastifyInstance, request: FastifyRequest, reply: FastifyReply, error: Error, done: HookHandlerDoneFunction): void {
-  (reply as ReplyState)[kSendCalled] = false
+  const state = (reply as ReplyState)[kWork]
+  if (state === SENT) (reply as ReplyState)[kWork] = null
+  else if (state !== null) state.sendCalled = false
   done()
 }
 

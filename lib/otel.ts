@@ -18,6 +18,9 @@ const TRACER_NAME = 'fastify-send-and-continue'
 // `undefined` until the first load attempt, `null` when the package is not installed
 let api: Api | null | undefined
 let tracer: OTel.Tracer
+// the API's trace and context singletons, read once: the package exports them through getters
+let traceApi: OTel.TraceAPI
+let contextApi: OTel.ContextAPI
 // the provider the API falls back to while no SDK registered one
 let noopProvider: unknown
 
@@ -28,7 +31,9 @@ export function loadApi (): Api | null {
       api = require('@opentelemetry/api') as Api
       const { version } = require('../package.json') as { version: string }
       // a ProxyTracer: it follows whatever provider is registered, now or later
-      tracer = api.trace.getTracer(TRACER_NAME, version)
+      traceApi = api.trace
+      contextApi = api.context
+      tracer = traceApi.getTracer(TRACER_NAME, version)
       noopProvider = new api.ProxyTracerProvider().getDelegate()
     } catch {
       // not installed, or a broken install: the plugin works the same without spans
@@ -43,11 +48,10 @@ export function loadApi (): Api | null {
  * an SDK registered a tracer provider. `null` otherwise, so untraced apps allocate nothing per task.
  */
 export function activeContext (): TraceContext | null {
-  const otel = loadApi()
-  if (otel === null) return null
-  const provider = otel.trace.getTracerProvider() as { getDelegate?: () => unknown }
+  if (loadApi() === null) return null
+  const provider = traceApi.getTracerProvider() as { getDelegate?: () => unknown }
   if (provider.getDelegate?.() === noopProvider) return null
-  return otel.context.active()
+  return contextApi.active()
 }
 
 function attributesOf (message: TaskMessage, routeUrl: string | undefined): OTel.Attributes {
@@ -75,8 +79,7 @@ export function startSpan (parent: TraceContext, message: TaskMessage, routeUrl:
 
 /** Runs `fn(arg)` with `span` active, so the spans its code opens are children of it. */
 export function runInSpan<A, R> (parent: TraceContext, span: TaskSpan, fn: (arg: A) => R, arg: A): R {
-  const otel = api as Api
-  return otel.context.with(otel.trace.setSpan(parent, span), fn, undefined, arg)
+  return contextApi.with(traceApi.setSpan(parent, span), fn, undefined, arg)
 }
 
 /**

@@ -1,4 +1,2 @@
-/** Per-reply deferred work, `null` until the first `reply.defer()`. */
+/** Per-reply deferred work, `null` until the first `reply.defer()` (lib/index.ts `ReplyState`). */
 export const kWork = Symbol('fastify-send-and-continue.work')
-/** Per-reply: `reply.sendAndContinue()` called `reply.send()`, whose async onSend hooks may still run. */
-export const kSendCalled = Symbol('fastify-send-and-continue.send-called')

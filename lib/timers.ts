@@ -77,7 +77,12 @@ function expire (list: TimerList): void {
 /** One `TimerList` per distinct time limit (`0`: no limit, never armed): together, every running task, in start order per list. */
 export class Timers {
   readonly #lists = new Map<number, TimerList>()
-  readonly #forget = (list: TimerList): void => { this.#lists.delete(list.duration) }
+  // the list of the last add: most apps have one time limit, so most adds need no lookup
+  #last: TimerList | null = null
+  readonly #forget = (list: TimerList): void => {
+    this.#lists.delete(list.duration)
+    if (this.#last === list) this.#last = null
+  }
 
   /** The entry that started first, over every list; `null` when all are empty. */
   oldest (): TimedEntry | null {
@@ -90,11 +95,17 @@ export class Timers {
   }
 
   add (entry: TimedEntry, duration: number): void {
+    const last = this.#last
+    if (last !== null && last.duration === duration) {
+      last.add(entry)
+      return
+    }
     let list = this.#lists.get(duration)
     if (list === undefined) {
       list = new TimerList(duration, this.#forget)
       this.#lists.set(duration, list)
     }
+    this.#last = list
     list.add(entry)
   }
 }

@@ -44,8 +44,8 @@ export class Work {
   #log: FastifyBaseLogger | null
   #snapshot: RequestSnapshot | null = null
   // Tasks waiting for the response to close; once it closed, the `always` tasks waiting for the
-  // others to end. Allocated on first use.
-  #held: Task[] | null = null
+  // others to end: the first one alone, an array from the second on (most requests have one task)
+  #held: Task | Task[] | null = null
   // the outcomes of the tasks that ended, for `always` tasks: the first one alone, an array from
   // the second on (most requests have one task: no array for them)
   #outcomes: TaskOutcome | TaskOutcome[] | null = null
@@ -53,10 +53,10 @@ export class Work {
   // close line says how many); from then on, the tasks handed over (not `always`) that have not
   // ended. One field for both, as every pending task keeps its work.
   #count = 0
-  // `0` until the response closed; then CLOSED, plus its status code << 3, plus ABORTED if the
-  // client hung up, plus ALWAYS_STARTED once the `always` tasks were handed over: one field, as
-  // every pending task keeps its work
-  #closed = 0
+  // CLOSED once the response closed, with its status code << 4, ABORTED if the client hung up,
+  // and ALWAYS_STARTED once the `always` tasks were handed over; SEND_CALLED while
+  // sendAndContinue() sent the response: one field, as every pending task keeps its work
+  #bits = 0
 
   constructor (settings: RouteWork, log: FastifyBaseLogger | null, id: string, method: string, url: string) {
     this.settings = settings
@@ -70,12 +70,16 @@ export class Work {
 
   /** How the response closed; `null` until it did. */
   get connection (): ConnectionStatus | null {
-    const closed = this.#closed
-    return closed === 0 ? null : (closed & ABORTED) === 0 ? 'finished' : 'aborted'
+    const bits = this.#bits
+    return (bits & CLOSED) === 0 ? null : (bits & ABORTED) === 0 ? 'finished' : 'aborted'
   }
 
   /** The response's status code; `0` until it closed. */
-  get statusCode (): number { return this.#closed >> 3 }
+  get statusCode (): number { return this.#bits >> 4 }
+
+  /** Whether `reply.sendAndContinue()` sent the response (`reply.sent` stays false while async onSend hooks run). */
+  get sendCalled (): boolean { return (this.#bits & SEND_CALLED) !== 0 }
+  set sendCalled (called: boolean) { this.#bits = called ? this.#bits | SEND_CALLED : this.#bits & ~SEND_CALLED }
 
   /** The request's logger (`ctx.log`): Fastify's default child is made again on first use. */
   get log (): FastifyBaseLogger {
@@ -116,7 +120,7 @@ export class Work {
 
   /** `count` tasks are about to be added: counted for the close line unless the response already closed. */
   registering (count: number): void {
-    if (this.#closed === 0) this.#count += count
+    if ((this.#bits & CLOSED) === 0) this.#count += count
   }
 
   add (task: Task): void {
@@ -126,9 +130,13 @@ export class Work {
       return
     }
     scheduler.hold(this)
-    if (this.#closed === 0 || (task.always && (this.#closed & ALWAYS_STARTED) === 0 && this.#count !== 0)) {
+    const bits = this.#bits
+    if ((bits & CLOSED) === 0 || (task.always && (bits & ALWAYS_STARTED) === 0 && this.#count !== 0)) {
       // before the response closed, or an `always` task while others still run
-      (this.#held ??= []).push(task)
+      const held = this.#held
+      if (held === null) this.#held = task
+      else if (Array.isArray(held)) held.push(task)
+      else this.#held = [held, task]
       return
     }
     // registered after the response closed
@@ -140,7 +148,7 @@ export class Work {
   /** The response closed: log how, then hand every waiting task over. Runs once per request. */
   responseClosed (connection: ConnectionStatus, reply: FastifyReply): void {
     const statusCode = reply.raw.statusCode
-    this.#closed = (statusCode << 3) | CLOSED | (connection === 'aborted' ? ABORTED : 0)
+    this.#bits = (statusCode << 4) | CLOSED | (connection === 'aborted' ? ABORTED : 0) | (this.#bits & SEND_CALLED)
     if (this.logs('info')) {
       logResponse(this.lineLog, {
         connection,
@@ -151,16 +159,24 @@ export class Work {
         tasks: this.#count
       }, this.idLabel, this.id)
     }
-    const tasks = this.#held
+    const held = this.#held
     this.#count = 0
-    if (tasks !== null) {
+    if (held === null) {
+      // no task waited: the work was made by a registration the response outlived
+    } else if (!Array.isArray(held)) {
+      if (!held.always) {
+        this.#held = null
+        this.#count = 1
+        submit(this, held)
+      }
+    } else {
       let count = 0
-      for (let i = 0; i < tasks.length; i++) if (!tasks[i].always) count++
+      for (let i = 0; i < held.length; i++) if (!held[i].always) count++
       // from here on, #held has only the `always` tasks, which wait for the others
-      this.#held = count === 0 ? tasks : count === tasks.length ? null : tasks.filter(isAlways)
+      this.#held = count === 0 ? held : count === held.length ? null : held.filter(isAlways)
       this.#count = count
       if (count !== 0) {
-        for (let i = 0; i < tasks.length; i++) if (!tasks[i].always) submit(this, tasks[i])
+        for (let i = 0; i < held.length; i++) if (!held[i].always) submit(this, held[i])
       }
     }
     if (this.#count === 0 && this.#held !== null) this.startAlways()
@@ -170,11 +186,12 @@ export class Work {
   /** The shutdown drain ran out: every task still waiting (for the response, or for the others) is cancelled. */
   cancelWaiting (): void {
     // only works on the scheduler's held list are asked, and they hold tasks
-    const tasks = this.#held as Task[]
+    const held = this.#held as Task | Task[]
     this.#held = null
     const scheduler = this.settings.scheduler
     scheduler.unhold(this)
-    for (const task of tasks) scheduler.cancelHeld(task)
+    if (!Array.isArray(held)) scheduler.cancelHeld(held)
+    else for (const task of held) scheduler.cancelHeld(task)
   }
 
   /** `task` ended as `outcome`; `state` is where it was. */
@@ -194,10 +211,11 @@ export class Work {
 
   /** The other tasks ended: the `always` ones run. */
   startAlways (): void {
-    this.#closed |= ALWAYS_STARTED
-    const tasks = this.#held as Task[]
+    this.#bits |= ALWAYS_STARTED
+    const held = this.#held as Task | Task[]
     this.#held = null
-    for (const task of tasks) submit(this, task)
+    if (!Array.isArray(held)) submit(this, held)
+    else for (const task of held) submit(this, task)
     this.settings.scheduler.unhold(this)
   }
 }
@@ -205,6 +223,7 @@ export class Work {
 const ABORTED = 1
 const ALWAYS_STARTED = 2
 const CLOSED = 4
+const SEND_CALLED = 8
 
 function isAlways (task: Task): boolean {
   return task.always

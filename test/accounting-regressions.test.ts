@@ -4,6 +4,7 @@ import { connect } from 'node:net'
 import { inspect } from 'node:util'
 import { Readable } from 'node:stream'
 import Fastify from 'fastify'
+import type { FastifyReply } from 'fastify'
 import plugin from '../lib/index'
 import { build, deferred, listen } from './helpers'
 import { abortMidStream, failOnCrash } from './reliability-helpers'
@@ -204,44 +205,66 @@ test('each task runs in the async context of its own registration, not the reque
   t.same(seen, { fromHook: 'hook', fromHandler: 'handler', fromSendA: 'send', fromSendB: 'send' })
 })
 
-test('sendAndContinue() twice while an async onSend hook runs throws FST_SAC_ALREADY_SENT', async (t) => {
-  const { app, logs } = await build(t)
-  const caught: unknown[] = []
-  app.addHook('onSend', async (req, reply, payload) => {
-    await new Promise((resolve) => setImmediate(resolve))
-    return payload
-  })
-  app.get('/', (req, reply) => {
-    reply.sendAndContinue('first', function first () {})
-    try {
-      reply.sendAndContinue('second', function second () { t.fail('must not run') })
-    } catch (err) {
-      caught.push(err)
-    }
-    return reply
-  })
-  const res = await app.inject('/')
-  await app.sendAndContinue.drain()
-  t.equal(res.body, 'first')
-  t.match(caught, [{ code: 'FST_SAC_ALREADY_SENT' }])
-  t.same(logs.outcomes.map((line) => line.deferred?.task), ['first'])
-  t.notOk(logs.lines.some((line) => line.level >= 50), 'Fastify logged no error')
-})
+// sendAndContinue() with its task, or without one and the work deferred after it
+const sendings = {
+  'with a task': (reply: FastifyReply, payload: unknown, name: string) => reply.sendAndContinue(payload, named(name)),
+  'without a task, then defer()': (reply: FastifyReply, payload: unknown, name: string) => reply.sendAndContinue(payload).defer(named(name))
+}
 
-test('after sending failed, the error handler may call sendAndContinue() again', async (t) => {
-  const { app, logs } = await build(t)
-  app.setErrorHandler((error, req, reply) => {
-    return reply.code(500).sendAndContinue({ failed: (error as Error).message }, function reportFailure () {})
+function named (name: string): DeferredTask {
+  return Object.defineProperty(() => {}, 'name', { value: name })
+}
+
+for (const [how, send] of Object.entries(sendings)) {
+  test(`sendAndContinue() ${how}, twice while an async onSend hook runs: FST_SAC_ALREADY_SENT`, async (t) => {
+    const { app, logs } = await build(t)
+    const caught: unknown[] = []
+    app.addHook('onSend', async (req, reply, payload) => {
+      await new Promise((resolve) => setImmediate(resolve))
+      return payload
+    })
+    app.get('/', (req, reply) => {
+      send(reply, 'first', 'first')
+      try {
+        reply.sendAndContinue('second', function second () { t.fail('must not run') })
+      } catch (err) {
+        caught.push(err)
+      }
+      return reply
+    })
+    const res = await app.inject('/')
+    await app.sendAndContinue.drain()
+    t.equal(res.body, 'first')
+    t.match(caught, [{ code: 'FST_SAC_ALREADY_SENT' }])
+    t.same(logs.outcomes.map((line) => line.deferred?.task), ['first'])
+    t.notOk(logs.lines.some((line) => line.level >= 50), 'Fastify logged no error')
   })
-  app.get('/', {
-    schema: { response: { 200: { type: 'object', properties: { n: { type: 'integer' } }, required: ['n'] } } }
-  }, (req, reply) => reply.sendAndContinue({}, function afterFirstTry () {}))
-  const res = await app.inject('/')
+
+  test(`sendAndContinue() ${how}: after sending failed, the error handler may call it again`, async (t) => {
+    const { app, logs } = await build(t)
+    app.setErrorHandler((error, req, reply) => {
+      return reply.code(500).sendAndContinue({ failed: (error as Error).message }, function reportFailure () {})
+    })
+    app.get('/', {
+      schema: { response: { 200: { type: 'object', properties: { n: { type: 'integer' } }, required: ['n'] } } }
+    }, (req, reply) => send(reply, {}, 'afterFirstTry'))
+    const res = await app.inject('/')
+    await app.sendAndContinue.drain()
+    t.equal(res.statusCode, 500)
+    t.match(res.json(), { failed: /n/ })
+    t.same(logs.outcomes.map((line) => [line.deferred?.task, line.deferred?.statusCode]).sort(),
+      [['afterFirstTry', 500], ['reportFailure', 500]])
+  })
+}
+
+test('a request id that is not a string is logged and snapshotted as its string', async (t) => {
+  const { app, logs } = await build(t, {}, { genReqId: () => 42 as unknown as string })
+  let seen: unknown
+  app.get('/', (req, reply) => reply.sendAndContinue('ok', function readsId (ctx) { seen = ctx.request.id }))
+  await app.inject('/')
   await app.sendAndContinue.drain()
-  t.equal(res.statusCode, 500)
-  t.match(res.json(), { failed: /n/ })
-  t.same(logs.outcomes.map((line) => [line.deferred?.task, line.deferred?.statusCode]).sort(),
-    [['afterFirstTry', 500], ['reportFailure', 500]])
+  t.equal(seen, '42')
+  t.equal(logs.outcomes[0].reqId, 42, 'the line is written as the request logger writes it')
 })
 
 test('work deferred after the response finished, while the app closes: dropped with the real connection and status, one close line', async (t) => {
