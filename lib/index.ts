@@ -173,7 +173,7 @@ async function fastifySendAndContinue (fastify: FastifyInstance, options: SendAn
     // each task captures the async context (AsyncLocalStorage) it is registered in, and runs in it
     // a lone function, the common case, without an array
     if (typeof task === 'function') {
-      const one = new Task(work, task, options.name ?? (task.name || 'anonymous'), timeout, always)
+      const one = new Task(work, task, options.name, timeout, always)
       admit(work, reply, 1)
       work.add(one)
       return

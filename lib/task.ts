@@ -50,7 +50,6 @@ function endFailed (this: Task, err: unknown): void {
  * signal's two states, and the queue time kept where V8 stores a 0 without a number box.
  */
 export class Task extends AsyncResource implements TimedEntry {
-  readonly name: string
   readonly always: boolean
   readonly timeoutMs: number
   readonly work: Work
@@ -63,6 +62,9 @@ export class Task extends AsyncResource implements TimedEntry {
   /** Spans and diagnostics channels (lib/tracing.ts): set only on a traced task, so others have no field for it. */
   declare trace?: TaskTrace
 
+  // The name given at registration, or the function until its name is first read: reading a
+  // function's name costs more than the rest of a registration, and most names are never read
+  #name: string | DeferredTask
   // Until the task starts, its function; from then on, the AbortController once the signal was
   // read, or the abort reason if it was aborted before that. (A dropped task keeps its function
   // for `onDropped`.)
@@ -72,11 +74,11 @@ export class Task extends AsyncResource implements TimedEntry {
   #queued: number | null = null
   #startedAt = 0
 
-  constructor (work: Work, fn: DeferredTask, name: string, timeoutMs: number, always: boolean) {
+  constructor (work: Work, fn: DeferredTask, name: string | undefined, timeoutMs: number, always: boolean) {
     super('fastify-send-and-continue')
     this.work = work
     this.#slot = fn
-    this.name = name
+    this.#name = name ?? fn
     this.timeoutMs = timeoutMs
     this.always = always
     const trace = traceRegistered(work.settings.tracing) // TRACING: registered
@@ -96,6 +98,14 @@ export class Task extends AsyncResource implements TimedEntry {
   }
 
   get startedAt (): number { return this.#startedAt }
+
+  /** The name given at registration, else the function's name, else `anonymous`. */
+  get name (): string {
+    const name = this.#name
+    if (typeof name === 'string') return name
+    this.#name = nameOf(name)
+    return this.#name
+  }
 
   /** The function of a dropped task (it never started: its slot still holds it), for `onDropped`. */
   get fn (): DeferredTask { return this.#slot as DeferredTask }
@@ -183,6 +193,17 @@ export class Task extends AsyncResource implements TimedEntry {
     if (reason !== undefined) line.reason = reason
     work.writeTask(line, outcome === 'failed' ? error : undefined)
   }
+}
+
+// A function's own name; a `name` that is not a string, or that throws when read, is no name.
+function nameOf (fn: DeferredTask): string {
+  let name: unknown
+  try {
+    name = fn.name
+  } catch {
+    // a getter that throws: the task is anonymous
+  }
+  return typeof name === 'string' && name !== '' ? name : 'anonymous'
 }
 
 /**

@@ -48,7 +48,7 @@ export class Work {
   #held: Task | Task[] | null = null
   // the outcomes of the tasks that ended, for `always` tasks: the first one alone, an array from
   // the second on (most requests have one task: no array for them)
-  #outcomes: TaskOutcome | TaskOutcome[] | null = null
+  #outcomes: Ended | Ended[] | null = null
   // Until the response closed, the tasks registered on the request, whatever became of them (its
   // close line says how many); from then on, the tasks handed over (not `always`) that have not
   // ended. One field for both, as every pending task keeps its work.
@@ -115,7 +115,7 @@ export class Work {
   /** What `always` tasks see: the outcomes of the request's other tasks so far (a copy). */
   get outcomes (): readonly TaskOutcome[] {
     const outcomes = this.#outcomes
-    return Object.freeze(outcomes === null ? [] : Array.isArray(outcomes) ? outcomes.slice() : [outcomes])
+    return Object.freeze(outcomes === null ? [] : Array.isArray(outcomes) ? outcomes.map(outcomeOf) : [outcomeOf(outcomes)])
   }
 
   /** `count` tasks are about to be added: counted for the close line unless the response already closed. */
@@ -197,7 +197,8 @@ export class Work {
   /** `task` ended as `outcome`; `state` is where it was. */
   taskEnded (task: Task, outcome: Outcome, error: unknown, state: TaskState): void {
     if (task.always) return
-    const ended: TaskOutcome = error === undefined ? { name: task.name, outcome } : { name: task.name, outcome, error }
+    // the task, not its name: most outcomes are never read, and a name costs a lookup
+    const ended: Ended = { task, outcome, error }
     const outcomes = this.#outcomes
     if (outcomes === null) this.#outcomes = ended
     else if (Array.isArray(outcomes)) outcomes.push(ended)
@@ -224,6 +225,17 @@ const ABORTED = 1
 const ALWAYS_STARTED = 2
 const CLOSED = 4
 const SEND_CALLED = 8
+
+/** A task that ended, for `always` tasks (`outcomes`). */
+interface Ended {
+  readonly task: Task
+  readonly outcome: Outcome
+  readonly error: unknown
+}
+
+function outcomeOf ({ task, outcome, error }: Ended): TaskOutcome {
+  return error === undefined ? { name: task.name, outcome } : { name: task.name, outcome, error }
+}
 
 function isAlways (task: Task): boolean {
   return task.always

@@ -257,6 +257,18 @@ for (const [how, send] of Object.entries(sendings)) {
   })
 }
 
+test('a function whose name throws or is not a string runs as an anonymous task', async (t) => {
+  const { app, logs } = await build(t)
+  const ran: string[] = []
+  const throwing = Object.defineProperty(() => { ran.push('throwing') }, 'name', { get () { throw new Error('no name') } })
+  const numbered = Object.defineProperty(() => { ran.push('numbered') }, 'name', { value: 42 })
+  app.get('/', (req, reply) => reply.sendAndContinue('ok', throwing).defer(numbered))
+  await app.inject('/')
+  await app.sendAndContinue.drain()
+  t.same(ran, ['throwing', 'numbered'])
+  t.same(logs.outcomes.map((line) => [line.deferred?.task, line.deferred?.outcome]), [['anonymous', 'completed'], ['anonymous', 'completed']])
+})
+
 test('a request id that is not a string is logged and snapshotted as its string', async (t) => {
   const { app, logs } = await build(t, {}, { genReqId: () => 42 as unknown as string })
   let seen: unknown
