@@ -3,7 +3,7 @@ import type { FastifyBaseLogger } from 'fastify'
 import { logShutdown } from './log'
 import { TaskState } from './task'
 import type { Task } from './task'
-import { Timers } from './timers'
+import { EntryList, Timers } from './timers'
 import { zeroOutcomes } from './types'
 import type { DropReason, DroppedTaskInfo, Outcome, SendAndContinueStats } from './types'
 import type { Work } from './work'
@@ -24,8 +24,10 @@ export class Scheduler {
   #rejected = 0
   /** Set when `app.close()` starts: tasks registered from then on are dropped. */
   #closing = false
-  // works whose response has not closed, with tasks waiting for it: an intrusive list
-  #heldHead: Work | null = null
+  // Tasks waiting to be handed over (for their response to close, or for the request's other
+  // tasks to end): linked through the same fields as running tasks, in a list never armed, and
+  // not among `timers` (they have not started)
+  readonly #waiting = new EntryList()
   #running = 0
   // FIFO: an array read from #head, compacted as it drains
   #queue: Array<Task | undefined> = []
@@ -56,25 +58,10 @@ export class Scheduler {
     this.#rejected++
   }
 
-  /** A task was registered on `work` and waits to be handed over: counted as pending until then. */
-  hold (work: Work): void {
+  /** `task` was registered and waits to be handed over: counted as pending until then. */
+  hold (task: Task): void {
     this.#pending++
-    if (work.heldPrev !== null || this.#heldHead === work) return
-    work.heldNext = this.#heldHead
-    if (this.#heldHead !== null) this.#heldHead.heldPrev = work
-    this.#heldHead = work
-  }
-
-  /** `work` holds no waiting task any more. */
-  unhold (work: Work): void {
-    if (work.heldPrev === null) {
-      if (this.#heldHead !== work) return
-      this.#heldHead = work.heldNext
-    } else {
-      work.heldPrev.heldNext = work.heldNext
-    }
-    if (work.heldNext !== null) work.heldNext.heldPrev = work.heldPrev
-    work.heldPrev = work.heldNext = null
+    this.#waiting.add(task)
   }
 
   /**
@@ -84,6 +71,7 @@ export class Scheduler {
    */
   submit (task: Task): void {
     this.#pending--
+    this.#waiting.remove(task)
     task.state = TaskState.HandedOver
     if (this.saturated) {
       this.drop(task, 'queue-full')
@@ -102,6 +90,7 @@ export class Scheduler {
   /** A held task its request hands over as `skipped` (the client aborted). */
   skip (task: Task): void {
     this.#pending--
+    this.#waiting.remove(task)
     task.state = TaskState.HandedOver
     task.end('skipped')
   }
@@ -220,7 +209,10 @@ export class Scheduler {
   // Waiting tasks first, then queued ones, then running ones: once the queue is empty, a
   // running task that ends cannot start another.
   #cancelRemaining (): void {
-    while (this.#heldHead !== null) this.#heldHead.cancelWaiting()
+    // a work cancels all its waiting tasks at once, which leaves the list
+    for (let task = this.#waiting.head as Task | null; task !== null; task = this.#waiting.head as Task | null) {
+      task.work.cancelWaiting()
+    }
     const queued = this.#queue.slice(this.#head) as Task[]
     this.#queue = []
     this.#head = 0

@@ -3,7 +3,7 @@ import { performance } from 'node:perf_hooks'
 import type { FastifyBaseLogger } from 'fastify'
 import { round, TASK_LEVELS } from './log'
 import type { TaskLine } from './log'
-import type { TimedEntry, TimerList } from './timers'
+import type { EntryList, TimedEntry } from './timers'
 import type {
   ConnectionStatus,
   DeferredTask,
@@ -30,6 +30,9 @@ export const TaskState = {
 // eslint-disable-next-line @typescript-eslint/no-redeclare
 export type TaskState = typeof TaskState[keyof typeof TaskState]
 
+const STATE = 3
+const ALWAYS = 4
+
 // Bound per task rather than closures over start(): smaller, and start()'s scope is not kept alive.
 function endCompleted (this: Task): void {
   this.end('completed')
@@ -50,15 +53,16 @@ function endFailed (this: Task, err: unknown): void {
  * signal's two states, and the queue time kept where V8 stores a 0 without a number box.
  */
 export class Task extends AsyncResource implements TimedEntry {
-  readonly always: boolean
   readonly timeoutMs: number
   readonly work: Work
-  state: TaskState = TaskState.Waiting
-  // while it runs, the scheduler's list of running tasks with its time limit, in start order
-  // (lib/timers.ts): the lists are how the shutdown reaches every running task
+  // its TaskState, plus ALWAYS for an `always` task: one field, as every pending task keeps one
+  #flags: number
+  // while it waits, the scheduler's list of waiting tasks; while it runs, its list of running
+  // tasks with the same time limit, in start order (lib/timers.ts): the lists are how the
+  // shutdown reaches every task
   timerPrev: TimedEntry | null = null
   timerNext: TimedEntry | null = null
-  timerList: TimerList | null = null
+  timerList: EntryList | null = null
   /** Spans and diagnostics channels (lib/tracing.ts): set only on a traced task, so others have no field for it. */
   declare trace?: TaskTrace
 
@@ -80,7 +84,7 @@ export class Task extends AsyncResource implements TimedEntry {
     this.#slot = fn
     this.#name = name ?? fn
     this.timeoutMs = timeoutMs
-    this.always = always
+    this.#flags = (always ? ALWAYS : 0) | TaskState.Waiting
     const trace = traceRegistered(work.settings.tracing) // TRACING: registered
     if (trace !== null) this.trace = trace
   }
@@ -98,6 +102,12 @@ export class Task extends AsyncResource implements TimedEntry {
   }
 
   get startedAt (): number { return this.#startedAt }
+
+  /** Whether it runs after the request's other tasks ended (`always: true`). */
+  get always (): boolean { return (this.#flags & ALWAYS) !== 0 }
+
+  get state (): TaskState { return (this.#flags & STATE) as TaskState }
+  set state (state: TaskState) { this.#flags = (this.#flags & ALWAYS) | state }
 
   /** The name given at registration, else the function's name, else `anonymous`. */
   get name (): string {

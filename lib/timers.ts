@@ -5,28 +5,15 @@ export interface TimedEntry {
   readonly startedAt: number
   timerPrev: TimedEntry | null
   timerNext: TimedEntry | null
-  timerList: TimerList | null
+  timerList: EntryList | null
   onTimeout (): void
 }
 
-/**
- * Tasks with the same time limit, in start order, so their deadlines only grow: one Node timer
- * serves the whole list (armed for its head), and adding or removing a task is O(1). This is how
- * Node groups its own timers; doing it here saves a Timeout object per running task.
- */
-export class TimerList {
-  readonly duration: number
+/** An intrusive, doubly linked list of entries: adding and removing are O(1) and allocate nothing. */
+export class EntryList {
   head: TimedEntry | null = null
   tail: TimedEntry | null = null
-  #timer: NodeJS.Timeout | null = null
-  readonly #onEmpty: (list: TimerList) => void
 
-  constructor (duration: number, onEmpty: (list: TimerList) => void) {
-    this.duration = duration
-    this.#onEmpty = onEmpty
-  }
-
-  /** `entry` started now: its `startedAt` is the latest in the list. */
   add (entry: TimedEntry): void {
     entry.timerList = this
     entry.timerPrev = this.tail
@@ -34,10 +21,6 @@ export class TimerList {
     if (this.tail === null) this.head = entry
     else this.tail.timerNext = entry
     this.tail = entry
-    // the list of tasks without a time limit is never armed
-    if (this.duration === 0) return
-    if (this.#timer === null) this.#timer = setTimeout(expire, this.duration, this)
-    else if (entry.timerPrev === null) this.#timer.ref()
   }
 
   remove (entry: TimedEntry): void {
@@ -46,6 +29,36 @@ export class TimerList {
     if (entry.timerNext === null) this.tail = entry.timerPrev
     else entry.timerNext.timerPrev = entry.timerPrev
     entry.timerPrev = entry.timerNext = entry.timerList = null
+  }
+}
+
+/**
+ * Tasks with the same time limit, in start order, so their deadlines only grow: one Node timer
+ * serves the whole list (armed for its head), and adding or removing a task is O(1). This is how
+ * Node groups its own timers; doing it here saves a Timeout object per running task.
+ */
+export class TimerList extends EntryList {
+  readonly duration: number
+  #timer: NodeJS.Timeout | null = null
+  readonly #onEmpty: (list: TimerList) => void
+
+  constructor (duration: number, onEmpty: (list: TimerList) => void) {
+    super()
+    this.duration = duration
+    this.#onEmpty = onEmpty
+  }
+
+  /** `entry` started now: its `startedAt` is the latest in the list. */
+  override add (entry: TimedEntry): void {
+    super.add(entry)
+    // the list of tasks without a time limit is never armed
+    if (this.duration === 0) return
+    if (this.#timer === null) this.#timer = setTimeout(expire, this.duration, this)
+    else if (entry.timerPrev === null) this.#timer.ref()
+  }
+
+  override remove (entry: TimedEntry): void {
+    super.remove(entry)
     // An empty list leaves its timer armed but unreferenced, so it cannot hold the process open:
     // short tasks, one after the other, would otherwise clear and set a timer each.
     if (this.head === null) this.#timer?.unref()

@@ -36,9 +36,6 @@ export class Work {
   readonly id: string
   readonly method: string
   readonly url: string
-  // the scheduler's list of works with waiting tasks
-  heldPrev: Work | null = null
-  heldNext: Work | null = null
 
   // the request's logger; `null` while it is Fastify's default child, not kept (lib/request-log.ts)
   #log: FastifyBaseLogger | null
@@ -129,7 +126,7 @@ export class Work {
       scheduler.drop(task, 'closing')
       return
     }
-    scheduler.hold(this)
+    scheduler.hold(task)
     const bits = this.#bits
     if ((bits & CLOSED) === 0 || (task.always && (bits & ALWAYS_STARTED) === 0 && this.#count !== 0)) {
       // before the response closed, or an `always` task while others still run
@@ -142,7 +139,6 @@ export class Work {
     // registered after the response closed
     if (!task.always) this.#count++
     submit(this, task)
-    if (this.#held === null) scheduler.unhold(this)
   }
 
   /** The response closed: log how, then hand every waiting task over. Runs once per request. */
@@ -180,16 +176,14 @@ export class Work {
       }
     }
     if (this.#count === 0 && this.#held !== null) this.startAlways()
-    if (this.#held === null) this.settings.scheduler.unhold(this)
   }
 
   /** The shutdown drain ran out: every task still waiting (for the response, or for the others) is cancelled. */
   cancelWaiting (): void {
-    // only works on the scheduler's held list are asked, and they hold tasks
+    // only works with a task on the scheduler's waiting list are asked, and they hold tasks
     const held = this.#held as Task | Task[]
     this.#held = null
     const scheduler = this.settings.scheduler
-    scheduler.unhold(this)
     if (!Array.isArray(held)) scheduler.cancelHeld(held)
     else for (const task of held) scheduler.cancelHeld(task)
   }
@@ -217,7 +211,6 @@ export class Work {
     this.#held = null
     if (!Array.isArray(held)) submit(this, held)
     else for (const task of held) submit(this, task)
-    this.settings.scheduler.unhold(this)
   }
 }
 

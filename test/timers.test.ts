@@ -1,6 +1,6 @@
 import { test } from 'tap'
 import { performance } from 'node:perf_hooks'
-import { Timers } from '../lib/timers'
+import { TimerList, Timers } from '../lib/timers'
 import type { TimedEntry } from '../lib/timers'
 import { build, deferred } from './helpers'
 
@@ -11,7 +11,7 @@ function entry (name: string, fired: Array<{ name: string, late: number }>, onFi
     timerNext: null,
     timerList: null,
     onTimeout () {
-      fired.push({ name, late: performance.now() - self.startedAt - (self.timerList?.duration ?? 0) })
+      fired.push({ name, late: performance.now() - self.startedAt - (self.timerList instanceof TimerList ? self.timerList.duration : 0) })
       self.timerList?.remove(self)
       onFire()
     }
