@@ -6,7 +6,6 @@ import type { Task } from './task'
 import { EntryList, Timers } from './timers'
 import { zeroOutcomes } from './types'
 import type { DropReason, DroppedTaskInfo, Outcome, SendAndContinueStats } from './types'
-import type { Work } from './work'
 
 /**
  * Process-wide (per Fastify instance) bounded FIFO for deferred tasks: `concurrency` run at
