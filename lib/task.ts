@@ -30,8 +30,10 @@ export const TaskState = {
 // eslint-disable-next-line @typescript-eslint/no-redeclare
 export type TaskState = typeof TaskState[keyof typeof TaskState]
 
+// #flags: the TaskState, ALWAYS, and the microseconds of the start time above MICROS_SHIFT
 const STATE = 3
 const ALWAYS = 4
+const MICROS_SHIFT = 3
 
 // Bound per task rather than closures over start(): smaller, and start()'s scope is not kept alive.
 function endCompleted (this: Task): void {
@@ -55,7 +57,8 @@ function endFailed (this: Task, err: unknown): void {
 export class Task extends AsyncResource implements TimedEntry {
   readonly timeoutMs: number
   readonly work: Work
-  // its TaskState, plus ALWAYS for an `always` task: one field, as every pending task keeps one
+  // its TaskState, ALWAYS for an `always` task, and the microseconds of its start time: one
+  // field, as every pending task keeps one
   #flags: number
   // while it waits, the scheduler's list of waiting tasks; while it runs, its list of running
   // tasks with the same time limit, in start order (lib/timers.ts): the lists are how the
@@ -76,7 +79,9 @@ export class Task extends AsyncResource implements TimedEntry {
   // when the scheduler took the task (performance.now()), then, once it started, how long it
   // waited: usually 0, which a field that starts as `null` holds without a number box
   #queued: number | null = null
-  #startedAt = 0
+  // When it started (performance.now()), to the microsecond: whole milliseconds here, which V8
+  // keeps without a number box (for 24 days of uptime), and the microseconds past them in #flags
+  #startedMs = 0
 
   constructor (work: Work, fn: DeferredTask, name: string | undefined, timeoutMs: number, always: boolean) {
     super('fastify-send-and-continue')
@@ -101,13 +106,14 @@ export class Task extends AsyncResource implements TimedEntry {
     return state.signal
   }
 
-  get startedAt (): number { return this.#startedAt }
+  /** When it started (`performance.now()`, to the microsecond); `0` until it did. */
+  get startedAt (): number { return this.#startedMs + (this.#flags >> MICROS_SHIFT) / 1000 }
 
   /** Whether it runs after the request's other tasks ended (`always: true`). */
   get always (): boolean { return (this.#flags & ALWAYS) !== 0 }
 
   get state (): TaskState { return (this.#flags & STATE) as TaskState }
-  set state (state: TaskState) { this.#flags = (this.#flags & ALWAYS) | state }
+  set state (state: TaskState) { this.#flags = (this.#flags & ~STATE) | state }
 
   /** The name given at registration, else the function's name, else `anonymous`. */
   get name (): string {
@@ -128,7 +134,10 @@ export class Task extends AsyncResource implements TimedEntry {
   /** Runs the task. Called by the scheduler, which has counted it as running. */
   start (now: number): void {
     const queuedAt = this.#queued as number
-    this.#startedAt = now
+    const micros = Math.round(now * 1000)
+    const ms = Math.floor(micros / 1000)
+    this.#startedMs = ms
+    this.#flags = (this.#flags & (STATE | ALWAYS)) | ((micros - ms * 1000) << MICROS_SHIFT)
     this.#queued = now === queuedAt ? 0 : now - queuedAt
     this.work.scheduler.timers.add(this, this.timeoutMs)
     const fn = this.#slot as DeferredTask
@@ -175,7 +184,7 @@ export class Task extends AsyncResource implements TimedEntry {
     this.state = TaskState.Ended
     if (this.timerList !== null) this.timerList.remove(this)
     const work = this.work
-    const started = this.#startedAt
+    const started = this.startedAt
     // before it started, #queued holds the time the scheduler took it (or null)
     const queuedAt = started === 0 ? this.#queued ?? 0 : 0
     if (work.logs(TASK_LEVELS[outcome])) this.writeLine(outcome, error, reason, queuedAt)
@@ -188,7 +197,7 @@ export class Task extends AsyncResource implements TimedEntry {
   writeLine (outcome: Outcome, error: unknown, reason: DropReason | undefined, queuedAt: number): void {
     const work = this.work
     const now = performance.now()
-    const started = this.#startedAt
+    const started = this.startedAt
     const line: TaskLine = {
       task: this.name,
       outcome,
