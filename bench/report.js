@@ -253,7 +253,7 @@ ${cg.valgrind}, ${p.parallel} servers at a time (${cg.seconds} s for the phase).
 \`valgrind --tool=callgrind --separate-threads=yes --instr-atstart=no\` with \`node --single-threaded-gc\`;
 autocannon in the bench process sends ${num(p.warmup)} keep-alive requests over ${p.connections} connections with counting off (the JIT
 warm-up), \`callgrind_control -i on\`, ${num(p.countedWarmup)} more (V8 adjusts to the slower clock), \`callgrind_control -z\`, then
-the ${num(p.requests)} measured requests (${num(p.heavyRequests ?? p.requests)} with 2,500 pending, where a mark-compact comes only every few thousand requests) and \`callgrind_control -d\`. Counted: node's main thread, which with
+the ${num(p.requests)} measured requests (${num(p.heavyRequests ?? p.requests)} with 2,500 pending: there garbage collection is most of the difference, and a young-generation collection comes only about every 1,600 requests, so one more or fewer in a shorter window moves the figure by several percent) and \`callgrind_control -d\`. Counted: node's main thread, which with
 \`--single-threaded-gc\` does all garbage collection; V8's compiler threads are left out (their work varies between identical runs; shown
 apart). "GC" is the inclusive cost of \`Heap::CollectGarbage\` and \`IncrementalMarking::Step\`. Each deferring variant
 runs the same task, which ends when the N-th later task starts (N = ${[...new Set(cg.variants.map((v) => v.pending).filter((n) => n !== null))].map((n) => num(n)).join(' or ')}), so exactly N are
@@ -265,10 +265,10 @@ ${instructionTable(cg)}
 ${ratioTable(cg)}
 
 How far to trust a difference: in three runs on this machine the variants without the plugin (the same code
-each time) repeated within 2.5% with the logger off (1% without GC) and within 6.5% with pino (4.5% without GC). Garbage collection moves most (a
-mark-compact lands in one window and not in the next), so compare the "without GC" column too, and repeat a run
-(\`npm run bench -- --only callgrind --variants …\`, \`--requests 12000\` for a longer window: a young-generation
-collection comes only every few thousand requests) before trusting a change smaller than that.
+each time) repeated within 2.5% with the logger off (1% without GC) and within 6.5% with pino (4.5% without GC). Garbage collection moves most (one
+young-generation collection more or less in a window), so compare the "without GC" column too, and repeat a run
+(\`npm run bench -- --only callgrind --variants …\`, \`--requests 24000\` for a longer window: a young-generation
+collection comes about every 1,600 requests) before trusting a change smaller than that.
 ${light === undefined
 ? ''
 : `

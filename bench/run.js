@@ -14,9 +14,9 @@
 //                              installed); writes its section into BENCHMARKS.md
 //   --variants a,b             instruction-count variants to run (names as printed), e.g.
 //                              `--only callgrind --variants sac-100,setimmediate-100`
-//   --requests N               measured requests per instruction-count variant (4000, and 12000
-//                              with 2,500 pending): a young-generation collection comes every
-//                              few thousand requests, so a longer window averages GC better
+//   --requests N               measured requests per instruction-count variant (4000, and 24000
+//                              with 2,500 pending): a young-generation collection comes about
+//                              every 1,600 requests, so a longer window averages GC better
 
 const fs = require('node:fs')
 const os = require('node:os')
@@ -60,7 +60,7 @@ const plan = quick
 // Instruction counts do not depend on timing, so two servers run at once, one per core.
 const callgrindPlan = quick
   ? { parallel: 2, warmup: 3000, countedWarmup: 500, requests: 1000, heavyRequests: 3000 }
-  : { parallel: 2, warmup: 5000, countedWarmup: 1000, requests: 4000, heavyRequests: 12000 }
+  : { parallel: 2, warmup: 5000, countedWarmup: 1000, requests: 4000, heavyRequests: 24000 }
 if (args.requests !== undefined) {
   callgrindPlan.requests = callgrindPlan.heavyRequests = Number(args.requests)
   if (!(Number.isInteger(callgrindPlan.requests) && callgrindPlan.requests > 0)) throw new Error(`--requests should be a positive whole number, instead got ${args.requests}`)
