@@ -10,7 +10,8 @@ import type { DropReason, DroppedTaskInfo, Outcome, SendAndContinueStats } from 
 /**
  * Process-wide (per Fastify instance) bounded FIFO for deferred tasks: `concurrency` run at
  * once, `maxQueued` wait, the rest are dropped with a log line. It owns every count: tasks
- * waiting to be handed over, queued and running tasks, and the outcomes; it can reach each of those tasks, so the shutdown can cancel and log every one.
+ * waiting to be handed over, queued and running tasks, and the outcomes; it can reach each of
+ * those tasks, so the shutdown can cancel and log every one.
  */
 export class Scheduler {
   readonly concurrency: number

@@ -51,8 +51,9 @@ export class Work {
   // ended. One field for both, as every pending task keeps its work.
   #count = 0
   // CLOSED once the response closed, with its status code << 4, ABORTED if the client hung up,
-  // and ALWAYS_STARTED once the `always` tasks were handed over; SEND_CALLED while
-  // sendAndContinue() sent the response: one field, as every pending task keeps its work
+  // and ALWAYS_STARTED once the `always` tasks were handed over; SEND_CALLED once
+  // sendAndContinue() sent the response (cleared if sending failed): one field, as every
+  // pending task keeps its work
   #bits = 0
 
   constructor (settings: RouteWork, log: FastifyBaseLogger | null, id: string, method: string, url: string) {
@@ -158,7 +159,7 @@ export class Work {
     const held = this.#held
     this.#count = 0
     if (held === null) {
-      // no task waited: the work was made by a registration the response outlived
+      // no task waits: the request's tasks were durable jobs, or dropped while the app closes
     } else if (!Array.isArray(held)) {
       if (!held.always) {
         this.#held = null
