@@ -199,6 +199,8 @@ function ratioTable (callgrind) {
 /** A C++ cost centre shortened: no `v8::internal::`, no return type, no parameters; a C library's file without its path. */
 function shortName (fn) {
   if (fn.startsWith('(JIT')) return fn
+  // JavaScript: its tier, name and file, without the column
+  if (fn.startsWith('JS ')) return fn.slice(3).replace(/:\d+$/, '')
   let name = fn.replace(/v8::internal::|heap::base::/g, '').replace(/\(anonymous namespace\)/g, '{anonymous}')
   // the parameter list: the last balanced (...) group, possibly followed by const and a recursion mark
   let depth = 0
@@ -277,7 +279,8 @@ ${light === undefined
 ### Where the extra instructions go: \`${light}\` against \`${lightRef}\`
 
 The functions whose own instructions grow most, per request (\`callgrind_annotate\` on the dumps in
-\`bench/results/tmp/callgrind/\`; JavaScript compiled by V8 has no symbol and is one row):
+\`bench/results/tmp/callgrind/\`; JavaScript compiled by V8 is named from its perf map, \`node --perf-basic-prof\`, with its tier
+(\`*\` optimized, \`^\` baseline, \`~\` interpreted), name and file: one function's code in two tiers is two rows):
 
 ${costCentreTable(cg, light, lightRef)}
 `}${heavy === undefined

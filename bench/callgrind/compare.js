@@ -7,11 +7,18 @@
 // the measured requests per dump (4000 in a full run, 1000 with --quick).
 
 const path = require('node:path')
-const { functions, total } = require('./annotate')
+const fs = require('node:fs')
+const { functions, readPerfMap, total } = require('./annotate')
+
+// the phase keeps V8's perf map of each variant beside its dumps: `<variant>.map`
+function mapOf (dump) {
+  const file = path.join(path.dirname(dump), `${path.basename(dump).replace(/\.\d+\.\d+-\d+$/, '')}.map`)
+  return fs.existsSync(file) ? readPerfMap(file) : null
+}
 
 function compare (file, reference, requests, count) {
-  const a = functions(file)
-  const b = functions(reference)
+  const a = functions(file, false, mapOf(file))
+  const b = functions(reference, false, mapOf(reference))
   const rows = [...new Set([...a.keys(), ...b.keys()])]
     .map((fn) => ({ fn, kinstr: (a.get(fn) ?? 0) / requests / 1000, reference: (b.get(fn) ?? 0) / requests / 1000 }))
     .map((row) => ({ ...row, delta: row.kinstr - row.reference }))

@@ -12,7 +12,7 @@ const path = require('node:path')
 const { Server } = require('../servers')
 const { runAutocannon } = require('../load/autocannon')
 const { ensureValgrind, control } = require('../callgrind/valgrind')
-const { total, functions, gc, JIT } = require('../callgrind/annotate')
+const { total, functions, gc, isJit, readPerfMap } = require('../callgrind/annotate')
 const { HEAVY } = require('../variants')
 
 const CONNECTIONS = 10
@@ -24,7 +24,8 @@ async function measureOne (variant, plan, dir) {
     wrap: {
       execPath: 'valgrind',
       execArgv: ['--tool=callgrind', '--separate-threads=yes', '--instr-atstart=no', `--callgrind-out-file=${path.join(dir, `${variant.name}.%p`)}`],
-      nodeArgs: ['--single-threaded-gc']
+      // --perf-basic-prof: V8 writes where it compiled each function, which names the JIT rows
+      nodeArgs: ['--single-threaded-gc', '--perf-basic-prof']
     }
   })
   try {
@@ -38,10 +39,20 @@ async function measureOne (variant, plan, dir) {
     const result = await load(requestsFor(variant, plan))
     await control(server.pid, '-d')
     const after = await server.snapshot()
-    return { before, after, errors: result.errors, files: dumps(dir, variant.name, server.pid) }
+    return { before, after, errors: result.errors, files: dumps(dir, variant.name, server.pid), perfMap: keepPerfMap(dir, variant.name, server.pid) }
   } finally {
     await server.kill()
   }
+}
+
+/** Moves V8's perf map of the server beside its dumps; `null` when V8 wrote none. */
+function keepPerfMap (dir, name, pid) {
+  const from = `/tmp/perf-${pid}.map`
+  if (!fs.existsSync(from)) return null
+  const to = path.join(dir, `${name}.map`)
+  fs.copyFileSync(from, to)
+  fs.rmSync(from, { force: true })
+  return to
 }
 
 /** The first dump's per-thread files: thread 1 is node's main thread. */
@@ -52,11 +63,12 @@ function dumps (dir, name, pid) {
 }
 
 function summarizeOne (variant, measured) {
-  const { before, after, files } = measured
+  const { before, after, files, perfMap } = measured
   const requests = after.handled - before.handled
   const [main, ...others] = files
-  const inclusive = functions(main, true)
-  const self = functions(main)
+  const map = perfMap === null ? null : readPerfMap(perfMap)
+  const inclusive = functions(main, true, map)
+  const self = functions(main, false, map)
   const perRequest = (n) => n / requests / 1000
   const top = [...self].sort((a, b) => b[1] - a[1]).slice(0, 200).map(([fn, ir]) => [fn, perRequest(ir)])
   return {
@@ -70,7 +82,7 @@ function summarizeOne (variant, measured) {
     errors: measured.errors,
     kinstrPerRequest: perRequest(total(main)),
     gcKinstrPerRequest: perRequest(gc(inclusive)),
-    jitKinstrPerRequest: perRequest(self.get(JIT) ?? 0),
+    jitKinstrPerRequest: perRequest([...self].reduce((sum, [fn, ir]) => isJit(fn) ? sum + ir : sum, 0)),
     otherThreadsKinstrPerRequest: perRequest(others.reduce((sum, file) => sum + total(file), 0)),
     tasksPerRequest: (after.completed - before.completed) / requests,
     pendingAtStart: before.running,
