@@ -279,8 +279,7 @@ ${light === undefined
 ### Where the extra instructions go: \`${light}\` against \`${lightRef}\`
 
 The functions whose own instructions grow most, per request (\`callgrind_annotate\` on the dumps in
-\`bench/results/tmp/callgrind/\`; JavaScript compiled by V8 is named from its perf map, \`node --perf-basic-prof\`, with its tier
-(\`*\` optimized, \`^\` baseline, \`~\` interpreted), name and file: one function's code in two tiers is two rows):
+\`bench/results/tmp/callgrind/\`; ${p.jsNames ? 'with `--js-names`, JavaScript compiled by V8 is named from its perf map, `node --perf-basic-prof`, with its tier (`*` optimized, `^` baseline, `~` interpreted), name and file' : 'JavaScript compiled by V8 has no symbol and is one row here: `npm run bench -- --only callgrind --js-names` names it, function by function, at a higher GC cost'}):
 
 ${costCentreTable(cg, light, lightRef)}
 `}${heavy === undefined

@@ -17,6 +17,9 @@
 //   --requests N               measured requests per instruction-count variant (4000, and 24000
 //                              with 2,500 pending): a young-generation collection comes about
 //                              every 1,600 requests, so a longer window averages GC better
+//   --js-names                 names the JavaScript in the instruction counts' cost centres
+//                              (node --perf-basic-prof); it raises GC's cost, most with 2,500
+//                              pending, so it makes a partial run: for finding, not for targets
 
 const fs = require('node:fs')
 const os = require('node:os')
@@ -46,12 +49,13 @@ const { values: args } = parseArgs({
     'no-wrk': { type: 'boolean', default: process.env.BENCH_NO_WRK === '1' },
     only: { type: 'string' },
     variants: { type: 'string' },
-    requests: { type: 'string' }
+    requests: { type: 'string' },
+    'js-names': { type: 'boolean', default: false }
   }
 })
 const only = args.only === undefined ? PHASES : args.only.split(',')
 for (const phase of only) if (![...PHASES, ...EXTRA_PHASES].includes(phase)) throw new Error(`--only: unknown phase ${phase} (one of ${[...PHASES, ...EXTRA_PHASES].join(', ')})`)
-const partial = !PHASES.every((phase) => only.includes(phase)) || only.length > PHASES.length || args.variants !== undefined || args.requests !== undefined
+const partial = !PHASES.every((phase) => only.includes(phase)) || only.length > PHASES.length || args.variants !== undefined || args.requests !== undefined || args['js-names']
 const quick = args.quick
 
 const plan = quick
@@ -65,6 +69,7 @@ if (args.requests !== undefined) {
   callgrindPlan.requests = callgrindPlan.heavyRequests = Number(args.requests)
   if (!(Number.isInteger(callgrindPlan.requests) && callgrindPlan.requests > 0)) throw new Error(`--requests should be a positive whole number, instead got ${args.requests}`)
 }
+callgrindPlan.jsNames = args['js-names']
 
 function log (line) {
   process.stdout.write(`${line}\n`)
