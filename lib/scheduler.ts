@@ -69,9 +69,7 @@ export class Scheduler {
    * registered while the app closes.)
    */
   submit (task: Task): void {
-    this.#pending--
-    this.#waiting.remove(task)
-    task.state = TaskState.HandedOver
+    this.#release(task)
     if (this.saturated) {
       this.drop(task, 'queue-full')
     } else if (this.#running < this.concurrency && this.queued === 0 && !this.#pumping) {
@@ -88,10 +86,15 @@ export class Scheduler {
 
   /** A held task its request hands over as `skipped` (the client aborted). */
   skip (task: Task): void {
+    this.#release(task)
+    task.end('skipped')
+  }
+
+  // a held task is handed over: no longer pending, off the waiting list
+  #release (task: Task): void {
     this.#pending--
     this.#waiting.remove(task)
     task.state = TaskState.HandedOver
-    task.end('skipped')
   }
 
   /** A held task the shutdown drain gave up on before it was handed over. */

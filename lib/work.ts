@@ -42,10 +42,10 @@ export class Work {
   #snapshot: RequestSnapshot | null = null
   // Tasks waiting for the response to close; once it closed, the `always` tasks waiting for the
   // others to end: the first one alone, an array from the second on (most requests have one task)
-  #held: Task | Task[] | null = null
+  #held: OneOrMore<Task> | null = null
   // the outcomes of the tasks that ended, for `always` tasks: the first one alone, an array from
   // the second on (most requests have one task: no array for them)
-  #outcomes: Ended | Ended[] | null = null
+  #outcomes: OneOrMore<Ended> | null = null
   // Until the response closed, the tasks registered on the request, whatever became of them (its
   // close line says how many); from then on, the tasks handed over (not `always`) that have not
   // ended. One field for both, as every pending task keeps its work.
@@ -113,7 +113,7 @@ export class Work {
   /** What `always` tasks see: the outcomes of the request's other tasks so far (a copy). */
   get outcomes (): readonly TaskOutcome[] {
     const outcomes = this.#outcomes
-    return Object.freeze(outcomes === null ? [] : Array.isArray(outcomes) ? outcomes.map(outcomeOf) : [outcomeOf(outcomes)])
+    return Object.freeze(outcomes === null ? [] : asArray(outcomes).map(outcomeOf))
   }
 
   /** `count` tasks are about to be added: counted for the close line unless the response already closed. */
@@ -131,10 +131,7 @@ export class Work {
     const bits = this.#bits
     if ((bits & CLOSED) === 0 || (task.always && (bits & ALWAYS_STARTED) === 0 && this.#count !== 0)) {
       // before the response closed, or an `always` task while others still run
-      const held = this.#held
-      if (held === null) this.#held = task
-      else if (Array.isArray(held)) held.push(task)
-      else this.#held = [held, task]
+      this.#held = append(this.#held, task)
       return
     }
     // registered after the response closed
@@ -182,22 +179,17 @@ export class Work {
   /** The shutdown drain ran out: every task still waiting (for the response, or for the others) is cancelled. */
   cancelWaiting (): void {
     // only works with a task on the scheduler's waiting list are asked, and they hold tasks
-    const held = this.#held as Task | Task[]
+    const held = this.#held as OneOrMore<Task>
     this.#held = null
     const scheduler = this.settings.scheduler
-    if (!Array.isArray(held)) scheduler.cancelHeld(held)
-    else for (const task of held) scheduler.cancelHeld(task)
+    for (const task of asArray(held)) scheduler.cancelHeld(task)
   }
 
   /** `task` ended as `outcome`; `state` is where it was. */
   taskEnded (task: Task, outcome: Outcome, error: unknown, state: TaskState): void {
     if (task.always) return
     // the task, not its name: most outcomes are never read, and a name costs a lookup
-    const ended: Ended = { task, outcome, error }
-    const outcomes = this.#outcomes
-    if (outcomes === null) this.#outcomes = ended
-    else if (Array.isArray(outcomes)) outcomes.push(ended)
-    else this.#outcomes = [outcomes, ended]
+    this.#outcomes = append(this.#outcomes, { task, outcome, error })
     // ended before it was handed over: dropped or cancelled while waiting
     if (state === TaskState.Waiting) return
     this.#count--
@@ -208,10 +200,9 @@ export class Work {
   /** The other tasks ended: the `always` ones run. */
   startAlways (): void {
     this.#bits |= ALWAYS_STARTED
-    const held = this.#held as Task | Task[]
+    const held = this.#held as OneOrMore<Task>
     this.#held = null
-    if (!Array.isArray(held)) submit(this, held)
-    else for (const task of held) submit(this, task)
+    for (const task of asArray(held)) submit(this, task)
   }
 }
 
@@ -219,6 +210,20 @@ const ABORTED = 1
 const ALWAYS_STARTED = 2
 const CLOSED = 4
 const SEND_CALLED = 8
+
+// Most requests have one task: a list of them is the item alone until a second one comes.
+type OneOrMore<T> = T | T[]
+
+function append<T> (list: OneOrMore<T> | null, item: T): OneOrMore<T> {
+  if (list === null) return item
+  if (!Array.isArray(list)) return [list, item]
+  list.push(item)
+  return list
+}
+
+function asArray<T> (list: OneOrMore<T>): T[] {
+  return Array.isArray(list) ? list : [list]
+}
 
 /** A task that ended, for `always` tasks (`outcomes`). */
 interface Ended {
