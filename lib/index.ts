@@ -199,8 +199,8 @@ async function fastifySendAndContinue (fastify: FastifyInstance, options: SendAn
     }
     const request = reply.request
     const log = request.log
-    const bare = settings.pino !== null && isDefaultChild(log, settings.parentLog, request.id, settings.pino, settings.idBinding)
     const id = request.id
+    const bare = settings.pino !== null && isDefaultChild(log, settings.parentLog, id, settings.pino, settings.idBinding)
     const work = new Work(settings, bare ? null : log, typeof id === 'string' ? id : String(id), request.method, request.url)
     if (sendCalled) work.sendCalled = true
     reply[kWork] = work
