@@ -12,6 +12,6 @@ process.stdout.on('error', (err: NodeJS.ErrnoException) => {
 const argv = process.argv.slice(2)
 // the worker loads BullMQ and ioredis, which the report (run with a small heap on big logs) does not need
 const run = argv[0] === 'worker'
-  ? (require('./durable/cli') as typeof import('./durable/cli')).runWorker(argv.slice(1), { stdout: process.stdout, stderr: process.stderr, signals: process })
+  ? (require('./jobs/cli') as typeof import('./jobs/cli')).runWorker(argv.slice(1), { stdout: process.stdout, stderr: process.stderr, signals: process })
   : main(argv, { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr })
 run.then((code) => { process.exitCode = code })

@@ -49,13 +49,13 @@ import { Work } from './work'
 import { isDefaultChild, pinoSymbolsOf } from './request-log'
 import type { RouteWork } from './work'
 // durable work (BullMQ): the web side lives in lib/durable, these are its call sites
-import { createWorker } from './durable/worker'
-import type { DurableWorker, WorkerOptions, WorkerStats } from './durable/worker'
-import { defineTask } from './durable/define'
-import { isDurableJob } from './durable/types'
-import type { DurableJob, DurableStats, DurableTask, DurableTaskContext, DurableTaskOptions, JobOptions, JsonValue } from './durable/types'
-import type { EnqueueErrorPolicy, QueueOptions } from './durable/options'
-import { DurableWeb, takeDurableJobs } from './durable/web'
+import { createWorker } from './jobs/worker'
+import type { DurableWorker, WorkerOptions, WorkerStats } from './jobs/worker'
+import { defineTask } from './jobs/define'
+import { isDurableJob } from './jobs/types'
+import type { DurableJob, DurableStats, DurableTask, DurableTaskContext, DurableTaskOptions, JobOptions, JsonValue } from './jobs/types'
+import type { EnqueueErrorPolicy, QueueOptions } from './jobs/options'
+import { DurableWeb, takeDurableJobs } from './jobs/web'
 
 /** What `reply.defer()` and `reply.sendAndContinue()` accept: a function, or a durable job from `task.with()`. */
 type DeferrableTask = DeferredTask | DurableJob<any>
@@ -165,7 +165,7 @@ async function fastifySendAndContinue (fastify: FastifyInstance, options: SendAn
   function addTasks (reply: ReplyState, given: DeferrableTask | DeferrableTask[], options: DeferOptions, where: string): void {
     const state = reply[kWork]
     const work = state === null || state === SENT ? createWork(reply, state === SENT) : state
-    // durable jobs go to the queue (lib/durable/web.ts); the functions stay in this process
+    // durable jobs go to the queue (lib/jobs/web.ts); the functions stay in this process
     const task = typeof given === 'function' ? given : takeDurableJobs(durable, reply, work, given, options.always ?? false, where)
     if (task === null) return
     const timeout = options.timeout ?? work.settings.timeout
@@ -387,8 +387,8 @@ declare namespace fastifySendAndContinue {
   }
   export { fastifySendAndContinue as default, fastifySendAndContinue }
   export const isSendAndContinueError: (error: unknown) => error is SendAndContinueError
-  export const defineTask: typeof import('./durable/define').defineTask
-  export const createWorker: typeof import('./durable/worker').createWorker
+  export const defineTask: typeof import('./jobs/define').defineTask
+  export const createWorker: typeof import('./jobs/worker').createWorker
 }
 
 // `require()` returns the plugin itself; these lines give `import x from`, `import { fastifySendAndContinue }`

@@ -1,9 +1,10 @@
 import { FST_SAC_INVALID_OPTION, FST_SAC_UNKNOWN_OPTION, describe } from './errors'
 import type { DroppedTaskInfo } from './types'
-import type { QueueOptions } from './durable/options'
+import type { QueueOptions } from './jobs/options'
 
 /** Longest delay Node's timers accept; larger values would silently become 1 ms. */
-export const MAX_TIMEOUT = 2_147_483_647
+export { MAX_TIMEOUT } from './limits'
+import { MAX_TIMEOUT } from './limits'
 
 export type ClientAbortPolicy = 'run' | 'skip'
 
@@ -74,7 +75,7 @@ export interface SendAndContinueOptions {
   tracing?: boolean
   /**
    * Durable work: jobs from `task.with()` are added to this BullMQ queue on Redis before the
-   * response is sent, and run in worker processes (`createWorker()`). See lib/durable/options.ts.
+   * response is sent, and run in worker processes (`createWorker()`). See lib/jobs/options.ts.
    */
   queue?: QueueOptions
 }
@@ -181,7 +182,7 @@ const pluginRules: Record<keyof SendAndContinueOptions, Rule> = {
   },
   onDropped: { check: (v) => typeof v === 'function', expected: 'a function' },
   tracing: boolean,
-  // its fields are checked by lib/durable/options.ts
+  // its fields are checked by lib/jobs/options.ts
   queue: { check: isPlainObject, expected: 'an object' }
 }
 

@@ -1,5 +1,5 @@
 import type { FastifyBaseLogger } from 'fastify'
-import type { DurableStats } from './durable/types'
+import type { DurableStats } from './jobs/types'
 
 /** Every outcome, in the order logs and reports list them. */
 export const OUTCOMES = ['completed', 'failed', 'timeout', 'skipped', 'cancelled', 'dropped'] as const

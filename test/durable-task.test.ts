@@ -1,8 +1,8 @@
 import { test } from 'tap'
 import { defineTask } from '../lib/index'
-import { isDurableJob, kDurableJob } from '../lib/durable/types'
-import { isDurableTask, taskMap } from '../lib/durable/tasks'
-import { backoffDelay } from '../lib/durable/worker'
+import { isDurableJob, kDurableJob } from '../lib/jobs/types'
+import { isDurableTask, taskMap } from '../lib/jobs/tasks'
+import { backoffDelay } from '../lib/backoff'
 
 const noop = (): void => {}
 

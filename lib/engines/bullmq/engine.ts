@@ -3,30 +3,7 @@ import type { Redis } from 'ioredis'
 import { createClient } from './client'
 import { checkRedis } from './redis'
 import type { RedisConnection } from './redis'
-import type { Backoff, JobPayload } from './types'
-
-/** One job to add: everything the engine needs, nothing of the request. */
-export interface JobRecord {
-  task: string
-  jobId: string
-  payload: JobPayload
-  attempts: number
-  backoff: Backoff | undefined
-  delay: number
-}
-
-/**
- * What the web process needs from a job engine. Routes and the plugin only see this, so an
- * engine on another store (PostgreSQL) can be added beside BullMQ without touching them.
- */
-export interface Engine {
-  readonly queue: string
-  /** Refuses to start with a coded error: store unreachable within `timeout`, or unsafe settings. */
-  check (timeout: number): Promise<void>
-  /** Adds the jobs at once (one round trip); rejects when the store fails or `timeout` ms pass. */
-  enqueue (jobs: readonly JobRecord[], timeout: number): Promise<void>
-  close (): Promise<void>
-}
+import type { Engine, JobRecord } from '../types'
 
 // How long BullMQ keeps a finished job: while it is kept, a job with the same key is the same
 // job (added again, it is not run again); without a bound Redis would grow without end.
@@ -48,6 +25,7 @@ function timedOut (timeout: number): { promise: Promise<never>, cancel: () => vo
 }
 
 export class BullEngine implements Engine {
+  readonly name = 'bullmq'
   readonly queue: string
   readonly #client: Redis
   readonly #prefix: string | undefined

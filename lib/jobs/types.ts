@@ -7,7 +7,9 @@ import type { ConnectionStatus, RequestSnapshot } from '../types'
 /** A value that survives JSON unchanged. */
 export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue }
 
-export type Backoff = number | { type: 'fixed' | 'exponential', delay: number }
+import type { Backoff } from '../backoff'
+
+export type { Backoff }
 
 export interface DurableTaskOptions {
   /** Runs of the job before it is `failed`, the first included. @default 1 */

@@ -1,12 +1,12 @@
 import { performance } from 'node:perf_hooks'
 import type { Job } from 'bullmq'
 import type { FastifyBaseLogger } from 'fastify'
-import { logTask } from '../log'
-import type { TaskLine } from '../log'
-import { traceEnded, traceJobRegistered } from '../tracing'
-import type { TracedTask } from '../tracing'
-import type { Outcome } from '../types'
-import type { JobPayload } from './types'
+import { logTask } from '../../log'
+import type { TaskLine } from '../../log'
+import { traceEnded, traceJobRegistered } from '../../tracing'
+import type { TracedTask } from '../../tracing'
+import type { Outcome } from '../../types'
+import type { JobPayload } from '../../jobs/types'
 
 /** `deferred.reason` of the final line of a job BullMQ failed because its workers died during it. */
 export const STALLED_REASON = 'stalled'

@@ -5,7 +5,7 @@ import { isLevelEnabled, logFallback, logTask, round, TASK_LEVELS } from '../log
 import type { TaskLine } from '../log'
 import { injectTraceContext } from '../tracing'
 import type { ConnectionStatus, DeferredTask, RequestSnapshot, TaskContext } from '../types'
-import type { Engine, JobRecord } from './engine'
+import type { Engine, JobRecord } from '../engines/types'
 import { resolveQueueOptions } from './options'
 import type { QueueSettings } from './options'
 import { isDurableJob } from './types'
@@ -100,7 +100,7 @@ export class DurableWeb {
   static async register (fastify: FastifyInstance, options: object, retryAfter: number, runLocal: RunLocal, tracing: boolean): Promise<DurableWeb> {
     const settings = resolveQueueOptions(options)
     // BullMQ and ioredis load with the first queue: the in-process plugin never needs them
-    const { BullEngine } = require('./engine') as typeof import('./engine')
+    const { BullEngine } = require('../engines/bullmq/engine') as typeof import('../engines/bullmq/engine')
     const engine: Engine = new BullEngine(settings)
     try {
       await engine.check(settings.enqueueTimeout)

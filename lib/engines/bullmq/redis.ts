@@ -1,5 +1,5 @@
 import type { Redis, RedisOptions } from 'ioredis'
-import { describe, FST_SAC_INVALID_OPTION, FST_SAC_REDIS_EVICTION, FST_SAC_REDIS_UNREACHABLE } from '../errors'
+import { describe, FST_SAC_INVALID_OPTION, FST_SAC_REDIS_EVICTION, FST_SAC_REDIS_UNREACHABLE } from '../../errors'
 
 /** A `redis://` (or `rediss://`) URL, or ioredis options. */
 export type RedisConnection = string | RedisOptions

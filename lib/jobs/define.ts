@@ -1,9 +1,10 @@
 import { describe, FST_SAC_INVALID_OPTION, FST_SAC_UNKNOWN_OPTION } from '../errors'
-import { MAX_TIMEOUT } from '../options'
+import { checkAttempts, checkBackoff } from '../backoff'
+import { MAX_TIMEOUT } from '../limits'
 import { assertJsonSafe } from './json'
 import { keyedJobId, uniqueJobId } from './job-id'
 import { kDurableJob } from './types'
-import type { Backoff, DurableHandler, DurableJob, DurableTask, DurableTaskOptions, JobOptions, JsonValue } from './types'
+import type { DurableHandler, DurableJob, DurableTask, DurableTaskOptions, JobOptions, JsonValue } from './types'
 
 /** Time limit of one attempt when `defineTask()` is given none, as for in-process tasks. */
 export const DEFAULT_TASK_TIMEOUT = 30_000
@@ -22,15 +23,6 @@ function checkKeys (where: string, given: Record<string, unknown>, known: string
   for (const key of Object.keys(given)) {
     if (!known.includes(key)) throw new FST_SAC_UNKNOWN_OPTION(where, describe(key), known.join(', '))
   }
-}
-
-function checkBackoff (where: string, backoff: unknown): Backoff | undefined {
-  if (backoff === undefined || isMs(backoff)) return backoff
-  if (isObject(backoff) && (backoff.type === 'fixed' || backoff.type === 'exponential') && isMs(backoff.delay) &&
-    Object.keys(backoff).length === 2) {
-    return { type: backoff.type, delay: backoff.delay }
-  }
-  throw new FST_SAC_INVALID_OPTION(where, 'backoff', `${MS}, or { type: 'fixed' | 'exponential', delay }`, describe(backoff))
 }
 
 /**
@@ -55,10 +47,8 @@ export function defineTask<Data extends JsonValue = JsonValue> (
   }
   if (!isObject(options)) throw new FST_SAC_INVALID_OPTION(named, 'the options', 'an object', describe(options))
   checkKeys(named, options, ['attempts', 'backoff', 'timeout'])
-  const { attempts = 1, timeout = DEFAULT_TASK_TIMEOUT } = options
-  if (typeof attempts !== 'number' || !Number.isInteger(attempts) || attempts < 1) {
-    throw new FST_SAC_INVALID_OPTION(named, 'attempts', 'a whole number of at least 1', describe(attempts))
-  }
+  const { timeout = DEFAULT_TASK_TIMEOUT } = options
+  const attempts = checkAttempts(named, options.attempts ?? 1)
   if (!isMs(timeout)) throw new FST_SAC_INVALID_OPTION(named, 'timeout', MS, describe(timeout))
   const backoff = checkBackoff(named, options.backoff)
 

@@ -5,14 +5,15 @@ import type { FastifyBaseLogger } from 'fastify'
 import { describe, FST_SAC_INVALID_OPTION, FST_SAC_UNKNOWN_OPTION, FST_SAC_UNKNOWN_TASK } from '../errors'
 import { isLevelEnabled, logShutdown, logTask, round, TASK_LEVELS } from '../log'
 import type { TaskLine } from '../log'
-import { MAX_TIMEOUT } from '../options'
+import { backoffDelay } from '../backoff'
+import { MAX_TIMEOUT } from '../limits'
 import { runTraced, traceEnded, traceJobRegistered, traceReturned, traceStarted } from '../tracing'
 import type { TracedTask } from '../tracing'
 import { zeroOutcomes } from '../types'
 import type { Outcome, TaskContext } from '../types'
 import { checkName } from './options'
-import { checkConnection, checkRedis } from './redis'
-import { stalledFailureListener } from './stalled'
+import { checkConnection, checkRedis } from '../engines/bullmq/redis'
+import { stalledFailureListener } from '../engines/bullmq/stalled'
 import { taskMap } from './tasks'
 import { DEFAULT_QUEUE_NAME } from './types'
 import type { Backoff, DurableTask, DurableTaskContext, JobPayload } from './types'
@@ -93,13 +94,6 @@ function checkMs (option: string, value: unknown, fallback: number, min: number)
   throw new FST_SAC_INVALID_OPTION(WHERE, option, `a whole number of milliseconds from ${min} to ${MAX_TIMEOUT}`, describe(value))
 }
 
-/** The delay BullMQ waits before attempt `attempt + 1`, as its built-in backoffs compute it. */
-export function backoffDelay (backoff: Backoff | undefined, attempt: number): number {
-  if (backoff === undefined) return 0
-  if (typeof backoff === 'number') return backoff
-  return backoff.type === 'fixed' ? backoff.delay : Math.round(Math.pow(2, attempt - 1) * backoff.delay)
-}
-
 /**
  * Starts a worker that runs the durable jobs of a queue: same time limits, signals and log lines
  * as in-process tasks, plus retries. Resolves once Redis answered and the worker takes jobs.
@@ -127,7 +121,7 @@ export async function createWorker (options: WorkerOptions): Promise<DurableWork
   const stalledInterval = checkMs('stalledInterval', options.stalledInterval, 30_000, 1)
   // BullMQ, ioredis and pino load with the first worker: the web process may never need them
   const { UnrecoverableError, WaitingError, Worker } = require('bullmq') as typeof import('bullmq')
-  const { createClient } = require('./client') as typeof import('./client')
+  const { createClient } = require('../engines/bullmq/client') as typeof import('../engines/bullmq/client')
   const pino = require('pino') as typeof import('pino')
   const logger: FastifyBaseLogger = options.logger ?? pino()
 
