@@ -93,6 +93,37 @@ const errors = {
     'FST_SAC_REDIS_EVICTION',
     "%s: Redis maxmemory-policy should be 'noeviction' (any other policy may evict jobs), instead got '%s'",
     500
+  ),
+  /** Durable work: an option that belongs to another engine. Arguments: where, option, the engine it belongs to, the engine given. */
+  FST_SAC_ENGINE_OPTION: createError<'FST_SAC_ENGINE_OPTION', [string, string, string, string]>(
+    'FST_SAC_ENGINE_OPTION',
+    "%s: %s is an option of the %s engine, it should not be given with engine '%s'",
+    500,
+    TypeError
+  ),
+  /** Durable work: the package an engine needs is not installed. Arguments: where, engine, package, install command. */
+  FST_SAC_MISSING_DRIVER: createError<'FST_SAC_MISSING_DRIVER', [string, string, string, string]>(
+    'FST_SAC_MISSING_DRIVER',
+    "%s: the '%s' engine needs the package %s, which is not installed; install it with: %s",
+    500
+  ),
+  /** SQLite engine: the database file cannot be created or opened. Arguments: where, path, error message. */
+  FST_SAC_SQLITE_PATH: createError<'FST_SAC_SQLITE_PATH', [string, string, string]>(
+    'FST_SAC_SQLITE_PATH',
+    '%s: path should name a database file this process can create or write, instead got %s (%s)',
+    500
+  ),
+  /** SQLite engine: the file is a database of something else (never modified). Arguments: where, path, what was found. */
+  FST_SAC_SQLITE_FOREIGN: createError<'FST_SAC_SQLITE_FOREIGN', [string, string, string]>(
+    'FST_SAC_SQLITE_FOREIGN',
+    "%s: %s should be this engine's job database or a new file, instead got %s; it was left unchanged",
+    500
+  ),
+  /** SQLite engine: the file was written by a newer version of this package (never modified). Arguments: where, path, version supported, version found. */
+  FST_SAC_SQLITE_SCHEMA: createError<'FST_SAC_SQLITE_SCHEMA', [string, string, number, number]>(
+    'FST_SAC_SQLITE_SCHEMA',
+    '%s: %s should have schema version %d or older, instead got %d (written by a newer fastify-send-and-continue); it was left unchanged',
+    500
   )
 }
 
@@ -108,7 +139,12 @@ export const {
   FST_SAC_UNKNOWN_TASK,
   FST_SAC_NO_QUEUE,
   FST_SAC_REDIS_UNREACHABLE,
-  FST_SAC_REDIS_EVICTION
+  FST_SAC_REDIS_EVICTION,
+  FST_SAC_ENGINE_OPTION,
+  FST_SAC_MISSING_DRIVER,
+  FST_SAC_SQLITE_PATH,
+  FST_SAC_SQLITE_FOREIGN,
+  FST_SAC_SQLITE_SCHEMA
 } = errors
 
 /** Every error code this plugin throws. */
