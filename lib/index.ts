@@ -33,6 +33,7 @@ import { kWork } from './symbols'
 import { Task } from './task'
 import { enableTracing } from './tracing'
 import type { TaskMessage } from './channels'
+import { OUTCOMES } from './types'
 import type {
   ConnectionStatus,
   DeferredTask,
@@ -50,11 +51,22 @@ import { isDefaultChild, pinoSymbolsOf } from './request-log'
 import type { RouteWork } from './work'
 // durable work (BullMQ): the web side lives in lib/durable, these are its call sites
 import { createWorker } from './jobs/worker'
-import type { DurableWorker, WorkerOptions, WorkerStats } from './jobs/worker'
+import type { BullWorkerOptions, DurableWorker, SqliteWorkerOptions, WorkerOptions, WorkerStats } from './jobs/worker'
 import { defineTask } from './jobs/define'
 import { isDurableJob } from './jobs/types'
 import type { DurableJob, DurableStats, DurableTask, DurableTaskContext, DurableTaskOptions, JobOptions, JsonValue } from './jobs/types'
-import type { EnqueueErrorPolicy, QueueOptions } from './jobs/options'
+import type {
+  BullQueueOptions,
+  EnqueueErrorPolicy,
+  MemoryQueueOptions,
+  QueueOptions,
+  RedisConnection,
+  RedisConnectionOptions,
+  SqliteQueueOptions,
+  SqliteSynchronous
+} from './jobs/options'
+import type { EngineName } from './engines/types'
+import type { Backoff } from './backoff'
 import { DurableWeb, takeDurableJobs } from './jobs/web'
 
 /** What `reply.defer()` and `reply.sendAndContinue()` accept: a function, or a durable job from `task.with()`. */
@@ -97,7 +109,9 @@ async function fastifySendAndContinue (fastify: FastifyInstance, options: SendAn
   const plugin: PluginSettings = resolvePluginOptions(options)
   enableTracing(plugin.tracing) // TRACING: loads @opentelemetry/api when installed
   const scheduler = new Scheduler(plugin.concurrency, plugin.maxQueued, plugin.onDropped)
-  const durable = options.queue === undefined ? null : await DurableWeb.register(fastify, options.queue, plugin.retryAfter, runLocal, plugin.tracing)
+  const durable = options.queue === undefined
+    ? null
+    : await DurableWeb.register(fastify, options.queue, plugin.retryAfter, runLocal, plugin.tracing, plugin)
   const routeSettings = new WeakMap<object, RouteWork>()
   // A route onResponse hook makes Fastify time and follow every response of the route, deferring
   // or not; with a logger it does that anyway. Without one, the response's 'close' event, which
@@ -108,14 +122,17 @@ async function fastifySendAndContinue (fastify: FastifyInstance, options: SendAn
   fastify.decorateReply('defer', defer)
   fastify.decorateReply('sendAndContinue', sendAndContinue)
   fastify.decorate('sendAndContinue', {
-    drain: () => scheduler.drain(),
-    stats: () => durable === null ? scheduler.stats() : { ...scheduler.stats(), durable: durable.stats() }
+    drain: durable === null ? () => scheduler.drain() : () => drainBoth(scheduler, durable),
+    stats: durable === null ? () => scheduler.stats() : () => statsWithJobs(scheduler, durable)
   })
   fastify.addHook('onRoute', onRoute)
   fastify.addHook('onClose', async function onClose (instance) {
     // enqueues in flight first: a failed one may still run here ('run-local')
-    if (durable !== null) await durable.close()
-    await scheduler.shutdown(plugin.drainTimeout, instance.log)
+    // enqueues in flight first: a failed one may still run here ('run-local'); then the jobs this
+    // process runs (memory, sqlite) drain beside the in-process tasks, in one line
+    if (durable !== null) await durable.settle()
+    if (durable === null) await scheduler.shutdown(plugin.drainTimeout, instance.log)
+    else await scheduler.shutdown(plugin.drainTimeout, instance.log, { close: () => durable.close(), counts: () => durable.counts() })
   })
 
   function onRoute (routeOptions: RouteOptions): void {
@@ -245,6 +262,24 @@ async function fastifySendAndContinue (fastify: FastifyInstance, options: SendAn
   }
 }
 
+// Until both are idle at once: a job run here may register nothing, but an enqueue in flight adds jobs.
+async function drainBoth (scheduler: Scheduler, durable: DurableWeb): Promise<void> {
+  do {
+    await scheduler.drain()
+    await durable.whenIdle()
+  } while (!scheduler.idle)
+}
+
+// The counts of the final lines this process wrote: its in-process tasks and its jobs.
+function statsWithJobs (scheduler: Scheduler, durable: DurableWeb): SendAndContinueStats {
+  const stats = scheduler.stats()
+  const counts = durable.counts()
+  for (const outcome of OUTCOMES) stats[outcome] += counts[outcome]
+  stats.running += durable.running
+  stats.durable = durable.stats()
+  return stats
+}
+
 function onResponse (this: FastifyInstance, request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction): void {
   const work = (reply as ReplyState)[kWork]
   if (work !== null && work !== SENT) handOver(work, reply)
@@ -355,6 +390,9 @@ fp(fastifySendAndContinue, {
 // merges the types into the CommonJS export
 declare namespace fastifySendAndContinue {
   export type {
+    Backoff,
+    BullQueueOptions,
+    BullWorkerOptions,
     ClientAbortPolicy,
     ConnectionStatus,
     DeferOptions,
@@ -367,11 +405,15 @@ declare namespace fastifySendAndContinue {
     DurableTaskContext,
     DurableTaskOptions,
     DurableWorker,
+    EngineName,
     EnqueueErrorPolicy,
     JobOptions,
     JsonValue,
+    MemoryQueueOptions,
     Outcome,
     QueueOptions,
+    RedisConnection,
+    RedisConnectionOptions,
     RequestSnapshot,
     RouteSendAndContinueOptions,
     SendAndContinueError,
@@ -379,6 +421,9 @@ declare namespace fastifySendAndContinue {
     SendAndContinueNamespace,
     SendAndContinueOptions,
     SendAndContinueStats,
+    SqliteQueueOptions,
+    SqliteSynchronous,
+    SqliteWorkerOptions,
     TaskContext,
     TaskMessage,
     TaskOutcome,

@@ -4,7 +4,7 @@ import { logShutdown } from './log'
 import { TaskState } from './task'
 import type { Task } from './task'
 import { EntryList, Timers } from './timers'
-import { zeroOutcomes } from './types'
+import { OUTCOMES, zeroOutcomes } from './types'
 import type { DropReason, DroppedTaskInfo, Outcome, SendAndContinueStats } from './types'
 
 /**
@@ -188,23 +188,33 @@ export class Scheduler {
     }
   }
 
-  /** The shutdown drain of `app.close()`: waits up to `drainTimeout`, then cancels what is left. */
-  async shutdown (drainTimeout: number, log: FastifyBaseLogger): Promise<void> {
+  /**
+   * The shutdown drain of `app.close()`: waits up to `drainTimeout`, then cancels what is left.
+   * `jobs`, the app's own durable-job worker, drains at the same time, and its counts join the line.
+   */
+  async shutdown (drainTimeout: number, log: FastifyBaseLogger, jobs?: { close: () => Promise<boolean>, counts: () => Record<Outcome, number> }): Promise<void> {
     this.#closing = true
     const startedAt = performance.now()
-    const drained = this.idle || await new Promise<boolean>((resolve) => {
+    const jobsDrained = jobs === undefined ? true : jobs.close()
+    const tasksDrained = this.idle || await new Promise<boolean>((resolve) => {
       const timer = setTimeout(resolve, drainTimeout, false)
       this.#idleWaiters.push(() => {
         clearTimeout(timer)
         resolve(true)
       })
     })
-    if (!drained) this.#cancelRemaining()
+    if (!tasksDrained) this.#cancelRemaining()
+    const drained = await jobsDrained && tasksDrained
+    const counts = { ...this.#counts }
+    if (jobs !== undefined) {
+      const more = jobs.counts()
+      for (const outcome of OUTCOMES) counts[outcome] += more[outcome]
+    }
     logShutdown(log, {
       drained,
       durationMs: Math.round(performance.now() - startedAt),
       drainTimeout,
-      ...this.#counts
+      ...counts
     })
   }
 

@@ -4,7 +4,7 @@ import { Queue } from 'bullmq'
 import pino from 'pino'
 import type { Test } from 'tap'
 import sendAndContinue from '../lib/index'
-import type { QueueOptions, SendAndContinueOptions } from '../lib/index'
+import type { BullQueueOptions, SendAndContinueOptions } from '../lib/index'
 import { LogCollector } from './helpers'
 import type { RedisServer } from './redis'
 
@@ -14,7 +14,7 @@ export interface DurableApp {
 }
 
 /** An app with the plugin and a `queue` on `redis`, logging to a collector, closed at teardown. */
-export async function buildDurable (t: Test, redis: RedisServer, queue: Omit<QueueOptions, 'connection'>, options: SendAndContinueOptions = {}): Promise<DurableApp> {
+export async function buildDurable (t: Test, redis: RedisServer, queue: Omit<BullQueueOptions, 'connection'>, options: SendAndContinueOptions = {}): Promise<DurableApp> {
   const logs = new LogCollector()
   const app = Fastify({ logger: { level: 'info', stream: logs } })
   t.teardown(() => app.close())

@@ -247,7 +247,7 @@ test('the queue option: each wrong shape is a coded error that says what was exp
   const connection = 'redis://127.0.0.1:1'
   const cases: Array<[unknown, string, string]> = [
     ['redis://x', 'FST_SAC_INVALID_OPTION', "fastify-send-and-continue: queue should be an object, instead got 'redis://x'"],
-    [{ connection, tasks, url: 'x' }, 'FST_SAC_UNKNOWN_OPTION', "fastify-send-and-continue queue: unknown option 'url', expected one of connection, name, prefix, tasks, enqueueTimeout, onEnqueueError"],
+    [{ connection, tasks, url: 'x' }, 'FST_SAC_UNKNOWN_OPTION', "fastify-send-and-continue queue: unknown option 'url', expected one of engine, tasks, name, enqueueTimeout, onEnqueueError, connection, prefix"],
     [{ tasks }, 'FST_SAC_INVALID_OPTION', 'fastify-send-and-continue queue: connection should be a redis:// URL or an object of ioredis options, instead got undefined'],
     [{ connection: 'localhost:6379', tasks }, 'FST_SAC_INVALID_OPTION', "fastify-send-and-continue queue: connection should be a redis:// URL or an object of ioredis options, instead got 'localhost:6379'"],
     [{ connection, tasks: [] }, 'FST_SAC_INVALID_OPTION', 'fastify-send-and-continue queue: tasks should be a non-empty array of tasks made by defineTask(), instead got []'],

@@ -6,6 +6,10 @@ import type { TaskLine } from '../log'
 import { injectTraceContext } from '../tracing'
 import type { ConnectionStatus, DeferredTask, RequestSnapshot, TaskContext } from '../types'
 import type { Engine, JobRecord } from '../engines/types'
+import { zeroOutcomes } from '../types'
+import type { Outcome } from '../types'
+import { startEngine } from './engines'
+import type { AppBounds, AppWorker } from './engines'
 import { resolveQueueOptions } from './options'
 import type { QueueSettings } from './options'
 import { isDurableJob } from './types'
@@ -79,6 +83,8 @@ function localTask (job: DurableJob): DeferredTask {
 export class DurableWeb {
   readonly settings: QueueSettings
   readonly #engine: Engine
+  /** The jobs this process runs itself (memory; sqlite with `work: true`). */
+  readonly worker: AppWorker | null
   readonly #retryAfter: string
   readonly #runLocal: RunLocal
   readonly #tracing: boolean
@@ -86,29 +92,24 @@ export class DurableWeb {
   #enqueued = 0
   #enqueueing = 0
   #enqueueFailed = 0
+  // final lines written here: jobs the memory engine had no room for, jobs not enqueued
+  #dropped = 0
   #closed = false
 
-  constructor (settings: QueueSettings, engine: Engine, retryAfter: number, runLocal: RunLocal, tracing: boolean) {
+  constructor (settings: QueueSettings, engine: Engine, worker: AppWorker | null, retryAfter: number, runLocal: RunLocal, tracing: boolean) {
     this.settings = settings
     this.#engine = engine
+    this.worker = worker
     this.#retryAfter = String(retryAfter)
     this.#runLocal = runLocal
     this.#tracing = tracing
   }
 
-  /** Validates the `queue` option, checks Redis, and adds the onSend hook that enqueues. */
-  static async register (fastify: FastifyInstance, options: object, retryAfter: number, runLocal: RunLocal, tracing: boolean): Promise<DurableWeb> {
+  /** Validates the `queue` option, starts its engine (checks the store), and adds the onSend hook that enqueues. */
+  static async register (fastify: FastifyInstance, options: object, retryAfter: number, runLocal: RunLocal, tracing: boolean, bounds: AppBounds): Promise<DurableWeb> {
     const settings = resolveQueueOptions(options)
-    // BullMQ and ioredis load with the first queue: the in-process plugin never needs them
-    const { BullEngine } = require('../engines/bullmq/engine') as typeof import('../engines/bullmq/engine')
-    const engine: Engine = new BullEngine(settings)
-    try {
-      await engine.check(settings.enqueueTimeout)
-    } catch (err) {
-      await engine.close()
-      throw err
-    }
-    const durable = new DurableWeb(settings, engine, retryAfter, runLocal, tracing)
+    const { engine, worker } = await startEngine(settings, bounds, fastify.log)
+    const durable = new DurableWeb(settings, engine, worker, retryAfter, runLocal, tracing)
     fastify.decorateReply(kPending, null)
     fastify.addHook('onSend', function onSend (request: FastifyRequest, reply: FastifyReply, payload: unknown, done: OnSendDone) {
       const pending = (reply as ReplyWithJobs)[kPending]
@@ -204,7 +205,16 @@ export class DurableWeb {
   }
 
   /** Adds the jobs; resolves with the error instead of rejecting. */
-  async #enqueue (info: RequestInfo, records: JobRecord[]): Promise<unknown> {
+  async #enqueue (info: RequestInfo, given: JobRecord[]): Promise<unknown> {
+    let records = given
+    const room = this.worker === null ? Infinity : this.worker.room() - this.#enqueueing
+    if (room < records.length) {
+      // the memory engine is bounded like in-process tasks: past maxQueued a job is dropped
+      const over = records.slice(Math.max(0, room))
+      records = records.slice(0, Math.max(0, room))
+      this.#drop(info, over, 'queue-full')
+      if (records.length === 0) return null
+    }
     const count = records.length
     this.#enqueueing += count
     const started = performance.now()
@@ -219,6 +229,7 @@ export class DurableWeb {
     }
     this.#enqueueing -= count
     this.#enqueued += count
+    this.worker?.wake()
     if (isLevelEnabled(info.log, TASK_LEVELS.enqueued)) {
       const durationMs = round(performance.now() - started)
       for (const record of records) logTask(info.log, this.#line(info, record, 'enqueued', durationMs))
@@ -241,7 +252,8 @@ export class DurableWeb {
     }
   }
 
-  #drop (info: RequestInfo, records: JobRecord[], reason: 'enqueue-failed', err: unknown): void {
+  #drop (info: RequestInfo, records: JobRecord[], reason: 'enqueue-failed' | 'queue-full', err?: unknown): void {
+    this.#dropped += records.length
     if (!isLevelEnabled(info.log, TASK_LEVELS.dropped)) return
     for (const record of records) {
       const line = this.#line(info, record, 'dropped', 0)
@@ -262,11 +274,37 @@ export class DurableWeb {
     return { enqueued: this.#enqueued, enqueueing: this.#enqueueing, enqueueFailed: this.#enqueueFailed }
   }
 
-  /** `app.close()`: waits for the enqueues in flight, then closes the connection. */
-  async close (): Promise<void> {
+  /** The final lines this process wrote for jobs: those its own worker ran, and those dropped here. */
+  counts (): Record<Outcome, number> {
+    const counts = this.worker === null ? zeroOutcomes() : { ...this.worker.counts() }
+    counts.dropped += this.#dropped
+    return counts
+  }
+
+  /** Jobs this process runs, running now. */
+  get running (): number { return this.worker === null ? 0 : this.worker.running() }
+
+  /** Resolves once no enqueue is in flight. */
+  async settle (): Promise<void> {
     while (this.#inFlight.size > 0) await Promise.allSettled([...this.#inFlight])
+  }
+
+  /** Resolves once no enqueue is in flight and the app's own worker has nothing left to run. */
+  async whenIdle (): Promise<void> {
+    await this.settle()
+    if (this.worker !== null) await this.worker.whenIdle()
+  }
+
+  /**
+   * `app.close()`: waits for the enqueues in flight, then drains the app's own worker (up to the
+   * drain timeout), then closes the store. Resolves with whether the worker drained in time.
+   */
+  async close (): Promise<boolean> {
+    await this.settle()
     this.#closed = true
+    const drained = this.worker === null ? true : await this.worker.close()
     await this.#engine.close()
+    return drained
   }
 }
 

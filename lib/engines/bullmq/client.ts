@@ -1,6 +1,6 @@
 import { Redis } from 'ioredis'
 import type { RedisOptions } from 'ioredis'
-import type { RedisConnection } from './redis'
+import type { RedisConnection } from '../../jobs/options'
 
 // Loaded only when a queue or a worker starts: the in-process plugin never loads ioredis.
 
@@ -8,5 +8,5 @@ import type { RedisConnection } from './redis'
 export function createClient (connection: RedisConnection, overrides: RedisOptions): Redis {
   return typeof connection === 'string'
     ? new Redis(connection, overrides)
-    : new Redis({ ...connection, ...overrides })
+    : new Redis({ ...(connection as RedisOptions), ...overrides })
 }

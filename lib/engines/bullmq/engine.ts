@@ -2,7 +2,7 @@ import { Queue } from 'bullmq'
 import type { Redis } from 'ioredis'
 import { createClient } from './client'
 import { checkRedis } from './redis'
-import type { RedisConnection } from './redis'
+import type { RedisConnection } from '../../jobs/options'
 import type { Engine, JobRecord } from '../types'
 
 // How long BullMQ keeps a finished job: while it is kept, a job with the same key is the same

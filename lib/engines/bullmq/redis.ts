@@ -1,14 +1,5 @@
-import type { Redis, RedisOptions } from 'ioredis'
-import { describe, FST_SAC_INVALID_OPTION, FST_SAC_REDIS_EVICTION, FST_SAC_REDIS_UNREACHABLE } from '../../errors'
-
-/** A `redis://` (or `rediss://`) URL, or ioredis options. */
-export type RedisConnection = string | RedisOptions
-
-export function checkConnection (where: string, connection: unknown): RedisConnection {
-  if (typeof connection === 'string' && /^rediss?:\/\//.test(connection)) return connection
-  if (typeof connection === 'object' && connection !== null && !Array.isArray(connection)) return connection as RedisOptions
-  throw new FST_SAC_INVALID_OPTION(where, 'connection', 'a redis:// URL or an object of ioredis options', describe(connection))
-}
+import type { Redis } from 'ioredis'
+import { describe, FST_SAC_REDIS_EVICTION, FST_SAC_REDIS_UNREACHABLE } from '../../errors'
 
 function waitReady (client: Redis, timeout: number): Promise<void> {
   return new Promise((resolve, reject) => {

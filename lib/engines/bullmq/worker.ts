@@ -1,0 +1,94 @@
+import { performance } from 'node:perf_hooks'
+import type { Job } from 'bullmq'
+import { UnrecoverableError, WaitingError, Worker } from 'bullmq'
+import { logShutdown } from '../../log'
+import { AttemptRunner } from '../../jobs/attempt'
+import type { DurableWorker, BullWorkerSettings } from '../../jobs/worker'
+import type { JobPayload } from '../../jobs/types'
+import { leased } from './job'
+import { createClient } from './client'
+import { checkRedis } from './redis'
+import { stalledFailureListener } from './stalled'
+
+const STARTUP_TIMEOUT = 5000
+
+/** BullMQ leases, renews and retries jobs with its own Worker: its processor runs our attempt and applies the decision. */
+export async function startBullWorker (settings: BullWorkerSettings): Promise<DurableWorker> {
+  const { queue, logger, concurrency, drainTimeout, lockDuration, stalledInterval, prefix } = settings
+  // a worker's commands wait for Redis to come back rather than fail (BullMQ requires it)
+  const client = createClient(settings.connection, { maxRetriesPerRequest: null })
+  client.on('error', noop)
+  try {
+    await checkRedis('createWorker()', client, STARTUP_TIMEOUT)
+  } catch (err) {
+    client.disconnect()
+    throw err
+  }
+  const runner = new AttemptRunner({ tasks: settings.tasks, queue, engine: 'bullmq', logger, durable: true })
+
+  async function processJob (job: Job<JobPayload>, token?: string): Promise<void> {
+    const decision = await runner.run(leased(job))
+    switch (decision.kind) {
+      case 'completed':
+        return
+      case 'shutdown':
+        // back to waiting now, not after the lock expires: the next worker runs it at once
+        await job.moveToWait(token)
+        throw new WaitingError()
+      case 'failed':
+        // no attempt of any worker can run it: BullMQ must not retry it
+        if (decision.unrecoverable) throw new UnrecoverableError(decision.err.message)
+        throw decision.err
+      // BullMQ makes the same retry decision after this (attemptsMade < attempts), with the same backoff
+      case 'retry':
+        throw decision.err
+      /* c8 ignore next 2 */
+      default:
+        throw new Error(`unexpected decision ${decision.kind} for a durable engine`) // a runner made with durable: true never cancels
+    }
+  }
+
+  const worker = new Worker<JobPayload, void>(queue, processJob, {
+    connection: client,
+    concurrency,
+    lockDuration,
+    stalledInterval,
+    ...(prefix === undefined ? {} : { prefix })
+  })
+  worker.on('error', (err) => { logger.error({ err }, 'durable worker error') })
+  worker.on('failed', stalledFailureListener(runner))
+  await worker.waitUntilReady()
+
+  let closing: Promise<void> | null = null
+  async function close (): Promise<void> {
+    const startedAt = performance.now()
+    const stopped = worker.close()
+    let drained = true
+    if (runner.running > 0) {
+      drained = await new Promise<boolean>((resolve) => {
+        const timer = setTimeout(resolve, drainTimeout, false)
+        stopped.then(() => {
+          clearTimeout(timer)
+          resolve(true)
+        }, noop)
+      })
+      if (!drained) runner.interruptAll()
+    }
+    await stopped
+    logShutdown(logger, { drained, durationMs: Math.round(performance.now() - startedAt), drainTimeout, ...runner.counts })
+    client.disconnect()
+  }
+
+  return {
+    queue,
+    close () {
+      closing ??= close()
+      return closing
+    },
+    stats () {
+      return runner.stats()
+    }
+  }
+}
+
+function noop (): void {}

@@ -1,0 +1,291 @@
+import { performance } from 'node:perf_hooks'
+import type { FastifyBaseLogger } from 'fastify'
+import { backoffDelay } from '../backoff'
+import { describe, FST_SAC_UNKNOWN_TASK } from '../errors'
+import { isLevelEnabled, logTask, round, TASK_LEVELS } from '../log'
+import type { TaskLine } from '../log'
+import { runTraced, traceEnded, traceJobRegistered, traceReturned, traceStarted } from '../tracing'
+import type { TracedTask } from '../tracing'
+import { zeroOutcomes } from '../types'
+import type { Outcome, TaskContext } from '../types'
+import type { EngineName, LeasedJob } from '../engines/types'
+import type { DurableTask, DurableTaskContext } from './types'
+
+// One attempt of a durable job, the same on every engine: its time limit and signal, the
+// `retrying` and final lines, the span, the counts. Engines only lease jobs and apply the decision
+// (lib/engines/*); this is the one place that decides.
+
+/** `deferred.reason` of the final line of a job failed because its runs were lost (crashes) more than once. */
+export const STALLED_REASON = 'stalled'
+
+/** What the engine does with the job once the attempt ended. Every line is written already. */
+export type Decision =
+  /** The job is done. */
+  | { readonly kind: 'completed' }
+  /** Run it again as the next attempt after `delayMs`. */
+  | { readonly kind: 'retry', readonly err: Error, readonly delayMs: number }
+  /** The job ended `failed` or `timeout`; `unrecoverable` when no worker could ever run it (unknown task). */
+  | { readonly kind: 'failed', readonly outcome: 'failed' | 'timeout', readonly err: Error, readonly unrecoverable: boolean }
+  /** The worker is closing: give the job back, due now, as the same attempt (logged `retrying`, reason `worker-closing`). */
+  | { readonly kind: 'shutdown' }
+  /** The worker is closing and the engine keeps nothing across processes: the job ended `cancelled`. */
+  | { readonly kind: 'cancelled' }
+
+interface Run {
+  /** Ends the attempt early: its time limit ran out, or the worker is closing. */
+  interrupt: (reason: 'timeout' | 'shutdown') => void
+}
+
+type Settled = { kind: 'completed' } | { kind: 'failed', err: unknown } | { kind: 'timeout' } | { kind: 'shutdown' }
+
+export interface AttemptRunnerOptions {
+  tasks: Map<string, DurableTask>
+  queue: string
+  engine: EngineName
+  logger: FastifyBaseLogger
+  /**
+   * Whether a job given up at shutdown survives the process: then it goes back to its queue
+   * (`retrying`, reason `worker-closing`); otherwise (the memory engine) it ends `cancelled`.
+   */
+  durable: boolean
+}
+
+/** `worker.stats()`: jobs of this worker since it started. */
+export interface WorkerStats extends Record<Outcome, number> {
+  running: number
+  /** Failed attempts that will be retried. */
+  retrying: number
+}
+
+function isThenable (value: unknown): boolean {
+  return typeof (value as { then?: unknown } | null | undefined)?.then === 'function'
+}
+
+export class AttemptRunner {
+  readonly counts = zeroOutcomes()
+  readonly #runs = new Set<Run>()
+  readonly #options: AttemptRunnerOptions
+  readonly #known: string
+  #retrying = 0
+
+  constructor (options: AttemptRunnerOptions) {
+    this.#options = options
+    this.#known = [...options.tasks.keys()].join(', ')
+  }
+
+  get running (): number { return this.#runs.size }
+
+  stats (): WorkerStats {
+    return { ...this.counts, running: this.#runs.size, retrying: this.#retrying }
+  }
+
+  /** Ends every running attempt now: the worker's drain ran out. */
+  interruptAll (): void {
+    for (const run of [...this.#runs]) run.interrupt('shutdown')
+  }
+
+  /** Runs one attempt of `job`; resolves with what the engine must do with it. Never rejects. */
+  async run (job: LeasedJob): Promise<Decision> {
+    const { queue, tasks } = this.#options
+    const payload = job.payload
+    const attempt = job.attempt
+    const log = this.#options.logger.child({ reqId: payload.request.id })
+    const startedAt = performance.now()
+    const queuedMs = Math.max(0, Date.now() - payload.enqueuedAt - job.delay)
+    const counts = this.counts
+    function line (outcome: TaskLine['outcome'], timeoutMs?: number): TaskLine {
+      const result: TaskLine = {
+        task: job.name,
+        outcome,
+        connection: payload.connection,
+        method: payload.request.method,
+        route: payload.route,
+        statusCode: payload.statusCode,
+        durationMs: round(performance.now() - startedAt),
+        queuedMs,
+        jobId: job.id,
+        attempt,
+        queue
+      }
+      if (timeoutMs !== undefined) result.timeoutMs = timeoutMs
+      return result
+    }
+    function final (outcome: Outcome, err?: unknown, timeoutMs?: number): void {
+      counts[outcome]++
+      if (isLevelEnabled(log, TASK_LEVELS[outcome])) logTask(log, line(outcome, timeoutMs), err)
+    }
+
+    const task = tasks.get(job.name)
+    if (task === undefined) {
+      const err = new FST_SAC_UNKNOWN_TASK(`worker of queue ${queue}`, this.#known, describe(job.name))
+      final('failed', err)
+      return { kind: 'failed', outcome: 'failed', err, unrecoverable: true }
+    }
+
+    const settled = await this.#attempt(task, job, log, queuedMs)
+    if (settled.kind === 'completed') {
+      final('completed')
+      return settled
+    }
+    if (settled.kind === 'shutdown') {
+      if (!this.#options.durable) {
+        final('cancelled')
+        return { kind: 'cancelled' }
+      }
+      counts.cancelled++
+      if (isLevelEnabled(log, TASK_LEVELS.retrying)) {
+        const shutdownLine = line('retrying')
+        shutdownLine.reason = 'worker-closing'
+        shutdownLine.delayMs = 0
+        logTask(log, shutdownLine)
+      }
+      return settled
+    }
+    // engines keep the message of what was thrown: a non-Error is wrapped so the logged err has one
+    const err = settled.kind === 'timeout'
+      ? new DOMException(`durable task "${task.name}" timed out after ${task.timeout} ms`, 'TimeoutError')
+      : settled.err instanceof Error ? settled.err : new Error(describe(settled.err))
+    if (attempt < job.attempts) {
+      this.#retrying++
+      const delayMs = backoffDelay(job.backoff, attempt)
+      if (isLevelEnabled(log, TASK_LEVELS.retrying)) {
+        const retryLine = line('retrying', settled.kind === 'timeout' ? task.timeout : undefined)
+        retryLine.delayMs = delayMs
+        logTask(log, retryLine, err)
+      }
+      return { kind: 'retry', err, delayMs }
+    }
+    if (settled.kind === 'timeout') {
+      final('timeout', undefined, task.timeout)
+      return { kind: 'failed', outcome: 'timeout', err, unrecoverable: false }
+    }
+    final('failed', err)
+    return { kind: 'failed', outcome: 'failed', err, unrecoverable: false }
+  }
+
+  /**
+   * The final line of a job whose runs were lost with their processes more than once (`kill -9`,
+   * OOM): `failed`, reason `stalled`, the engine's error under `err`, a zero-length span in the
+   * request's trace (the spans of the lost runs died with them). Nothing thrown here escapes.
+   */
+  stalled (job: LeasedJob, err: Error): void {
+    const { queue, logger } = this.#options
+    this.counts.failed++
+    try {
+      const payload = job.payload
+      // from the enqueue to now: nothing ran here, and the lost runs are unknown
+      const queuedMs = Math.max(0, Date.now() - payload.enqueuedAt - job.delay)
+      const line: TaskLine = {
+        task: job.name,
+        outcome: 'failed',
+        connection: payload.connection,
+        method: payload.request.method,
+        route: payload.route,
+        statusCode: payload.statusCode,
+        durationMs: 0,
+        queuedMs,
+        reason: STALLED_REASON,
+        jobId: job.id,
+        attempt: job.attempt,
+        queue
+      }
+      logTask(logger.child({ reqId: payload.request.id }), line, err)
+      const traced: TracedTask = {
+        name: job.name,
+        timeoutMs: 0,
+        work: { route: payload.route, request: payload.request, connection: payload.connection, statusCode: payload.statusCode },
+        trace: traceJobRegistered(payload.trace),
+        jobId: job.id,
+        attempt: job.attempt
+      }
+      traceEnded(traced, 'failed', err, undefined, performance.now() - queuedMs, 0)
+    } catch (error) {
+      logger.error({ err: error }, 'durable worker error')
+    }
+  }
+
+  /** A job that never started here and never will: the app closed and its drain ran out (memory engine). */
+  cancelled (job: LeasedJob): void {
+    const { queue, logger } = this.#options
+    this.counts.cancelled++
+    const payload = job.payload
+    const log = logger.child({ reqId: payload.request.id })
+    if (!isLevelEnabled(log, TASK_LEVELS.cancelled)) return
+    logTask(log, {
+      task: job.name,
+      outcome: 'cancelled',
+      connection: payload.connection,
+      method: payload.request.method,
+      route: payload.route,
+      statusCode: payload.statusCode,
+      durationMs: 0,
+      queuedMs: Math.max(0, Date.now() - payload.enqueuedAt - job.delay),
+      jobId: job.id,
+      attempt: job.attempt,
+      queue
+    })
+  }
+
+  // One attempt: the handler's settlement, its time limit or the shutdown, whichever comes first.
+  #attempt (task: DurableTask, job: LeasedJob, log: FastifyBaseLogger, queuedMs: number): Promise<Settled> {
+    const payload = job.payload
+    const controller = new AbortController()
+    const runs = this.#runs
+    // each attempt gets its own span, child of the context the job carries from its request
+    const traced: TracedTask = {
+      name: task.name,
+      timeoutMs: task.timeout,
+      work: { route: payload.route, request: payload.request, connection: payload.connection, statusCode: payload.statusCode },
+      trace: traceJobRegistered(payload.trace),
+      jobId: job.id,
+      attempt: job.attempt
+    }
+    const startedAt = performance.now()
+    const queuedAt = startedAt - queuedMs
+    return new Promise<Settled>((resolve) => {
+      let timer: NodeJS.Timeout | undefined
+      let done = false
+      const run: Run = {
+        interrupt (reason) {
+          finish(reason === 'timeout' ? { kind: 'timeout' } : { kind: 'shutdown' })
+          controller.abort(reason === 'timeout'
+            ? new DOMException(`durable task "${task.name}" timed out after ${task.timeout} ms`, 'TimeoutError')
+            : new DOMException(`durable task "${task.name}" aborted: the worker is closing`, 'AbortError'))
+        }
+      }
+      function finish (settled: Settled): void {
+        if (done) return
+        done = true
+        clearTimeout(timer)
+        runs.delete(run)
+        const outcome: Outcome = settled.kind === 'shutdown' ? 'cancelled' : settled.kind
+        traceEnded(traced, outcome, settled.kind === 'failed' ? settled.err : undefined, undefined, queuedAt, startedAt)
+        resolve(settled)
+      }
+      runs.add(run)
+      if (task.timeout > 0) timer = setTimeout(() => { run.interrupt('timeout') }, task.timeout)
+      const ctx: DurableTaskContext = {
+        signal: controller.signal,
+        log,
+        request: payload.request,
+        name: task.name,
+        jobId: job.id,
+        attempt: job.attempt,
+        connection: payload.connection,
+        statusCode: payload.statusCode
+      }
+      function runHandler (context: TaskContext): unknown {
+        return task.handler(payload.data, context as unknown as DurableTaskContext)
+      }
+      const trace = traceStarted(traced, queuedAt, startedAt)
+      // a handler that throws synchronously fails its attempt like one that rejects
+      new Promise((resolve) => {
+        if (trace === null) return resolve(task.handler(payload.data, ctx))
+        const result = runTraced.call(trace, runHandler, ctx as unknown as TaskContext)
+        if (isThenable(result)) traceReturned(trace)
+        resolve(result)
+      })
+        .then(() => { finish({ kind: 'completed' }) }, (err: unknown) => { finish({ kind: 'failed', err }) })
+    })
+  }
+}
