@@ -1,0 +1,8 @@
+import { conformance } from './conformance'
+
+conformance({
+  engine: 'memory',
+  async setup () {
+    return { queue: { engine: 'memory' } }
+  }
+})
