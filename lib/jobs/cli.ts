@@ -9,20 +9,24 @@ import type { DurableTask } from './types'
 import { createWorker } from './worker'
 import type { WorkerOptions } from './worker'
 
-export const WORKER_USAGE = `Usage: fastify-send-and-continue worker <tasks-module> --redis <url> [options]
+export const WORKER_USAGE = `Usage: fastify-send-and-continue worker <tasks-module> --sqlite <file> [options]
+       fastify-send-and-continue worker <tasks-module> --redis <url> [options]
 
 Runs the durable jobs of a queue: loads <tasks-module> (its default export and its named exports
-that defineTask() made), takes jobs from Redis, logs with pino to standard output, and closes
-gracefully on SIGTERM and SIGINT (waits up to --drain-timeout, then returns unfinished jobs to the queue).
+that defineTask() made), takes jobs from a SQLite file on this machine (--sqlite) or from BullMQ on
+Redis (--redis), logs with pino to standard output, and closes gracefully on SIGTERM and SIGINT
+(waits up to --drain-timeout, then returns unfinished jobs to the queue).
 
 Options:
-  --redis <url>              a redis:// or rediss:// URL, or the path of a unix socket (required)
+  --sqlite <file>            the SQLite engine's database file (one of --sqlite and --redis is required)
+  --redis <url>              a redis:// or rediss:// URL, or the path of a unix socket
   --concurrency <n>          jobs that run at once (default 10)
   --name <queue>             the queue name (default fastify-send-and-continue)
-  --prefix <prefix>          BullMQ's key prefix (default bull)
   --drain-timeout <ms>       how long a graceful close waits for running jobs (default 10000)
   --lock-duration <ms>       a job's lock; after a crash its jobs run again once it expired (default 30000)
-  --stalled-interval <ms>    between checks for such jobs (default 30000)
+  --synchronous <mode>       SQLite: normal (crash-safe, default) or full (also power-loss-safe)
+  --prefix <prefix>          Redis: BullMQ's key prefix (default bull)
+  --stalled-interval <ms>    Redis: between checks for jobs of crashed workers (default 30000)
   -h, --help                 show this help
 
 Exit status: 0 after a graceful close, 1 when the worker could not start, 2 on a usage error.
@@ -67,6 +71,8 @@ export async function runWorker (args: string[], io: WorkerIo): Promise<number> 
       allowPositionals: true,
       options: {
         redis: { type: 'string' },
+        sqlite: { type: 'string' },
+        synchronous: { type: 'string' },
         concurrency: { type: 'string' },
         name: { type: 'string' },
         prefix: { type: 'string' },
@@ -81,7 +87,13 @@ export async function runWorker (args: string[], io: WorkerIo): Promise<number> 
       return 0
     }
     if (positionals.length !== 1) throw new UsageError(`give one tasks module, instead got ${positionals.length}`)
-    if (values.redis === undefined) throw new UsageError('--redis is required: a redis:// URL or a unix socket path')
+    if ((values.redis === undefined) === (values.sqlite === undefined)) {
+      throw new UsageError('give one of --sqlite <file> and --redis <url>')
+    }
+    const sqliteOnly = values.sqlite === undefined && values.synchronous !== undefined ? '--synchronous' : undefined
+    const redisOnly = values.redis === undefined ? ['prefix', 'stalled-interval'].find((name) => values[name as 'prefix'] !== undefined) : undefined
+    if (sqliteOnly !== undefined) throw new UsageError(`${sqliteOnly} is an option of --sqlite`)
+    if (redisOnly !== undefined) throw new UsageError(`--${redisOnly} is an option of --redis`)
     const file = resolve(positionals[0])
     const tasks = tasksOf(await import(pathToFileURL(file).href))
     if (tasks.length === 0) throw new UsageError(`${positionals[0]} exports no task made by defineTask()`)
@@ -89,17 +101,27 @@ export async function runWorker (args: string[], io: WorkerIo): Promise<number> 
     const lockDuration = whole('--lock-duration', values['lock-duration'])
     const stalledInterval = whole('--stalled-interval', values['stalled-interval'])
     const concurrency = whole('--concurrency', values.concurrency)
-    options = {
-      connection: values.redis.startsWith('/') ? { path: values.redis } : values.redis,
+    const common = {
       tasks,
       logger: pino({}, io.stdout),
       ...(values.name === undefined ? {} : { name: values.name }),
-      ...(values.prefix === undefined ? {} : { prefix: values.prefix }),
       ...(concurrency === undefined ? {} : { concurrency }),
       ...(drainTimeout === undefined ? {} : { drainTimeout }),
-      ...(lockDuration === undefined ? {} : { lockDuration }),
-      ...(stalledInterval === undefined ? {} : { stalledInterval })
+      ...(lockDuration === undefined ? {} : { lockDuration })
     }
+    options = values.sqlite !== undefined
+      ? {
+          engine: 'sqlite',
+          path: values.sqlite,
+          ...common,
+          ...(values.synchronous === undefined ? {} : { synchronous: values.synchronous as 'normal' })
+        }
+      : {
+          connection: (values.redis as string).startsWith('/') ? { path: values.redis } : values.redis as string,
+          ...common,
+          ...(values.prefix === undefined ? {} : { prefix: values.prefix }),
+          ...(stalledInterval === undefined ? {} : { stalledInterval })
+        }
   } catch (err) {
     const error = err as NodeJS.ErrnoException
     const usage = err instanceof UsageError || error.code?.startsWith('ERR_PARSE_ARGS_') === true
@@ -125,7 +147,7 @@ export async function runWorker (args: string[], io: WorkerIo): Promise<number> 
     io.stderr.write(`fastify-send-and-continue worker: ${(err as Error).message}\n`)
     return 1
   }
-  options.logger?.info({ queue: worker.queue, tasks: options.tasks.map((task) => task.name) }, 'durable worker started')
+  options.logger?.info({ queue: worker.queue, engine: options.engine ?? 'bullmq', tasks: options.tasks.map((task) => task.name) }, 'durable worker started')
   await stopped
   unlisten()
   await worker.close()

@@ -20,7 +20,7 @@ export interface EngineSetup {
   /** The `queue` option without `tasks`. */
   queue: Record<string, unknown>
   /** Starts a worker on the same store (engines whose jobs the app does not run itself). */
-  worker?: (tasks: DurableTask[], logger: pino.Logger, concurrency: number) => Promise<DurableWorker>
+  worker?: (tasks: Array<DurableTask<any>>, logger: pino.Logger, concurrency: number) => Promise<DurableWorker>
 }
 
 export interface EngineHarness {
@@ -49,7 +49,7 @@ function byOutcome (lines: LogLine[], outcome: string): LogLine[] {
 export function conformance (harness: EngineHarness): void {
   const { engine } = harness
 
-  async function start (t: Test, tasks: DurableTask[], options: { concurrency?: number, plugin?: SendAndContinueOptions, app?: FastifyInstance, logs?: LogCollector } = {}): Promise<Started> {
+  async function start (t: Test, tasks: Array<DurableTask<any>>, options: { concurrency?: number, plugin?: SendAndContinueOptions, app?: FastifyInstance, logs?: LogCollector } = {}): Promise<Started> {
     const concurrency = options.concurrency ?? 10
     const setup = await harness.setup(t, { concurrency })
     const logs = options.logs ?? new LogCollector()
@@ -159,7 +159,7 @@ export function conformance (harness: EngineHarness): void {
 
   test(`${engine}: a job with the key of one already stored is not run again`, async (t) => {
     const runs: string[] = []
-    const welcome = defineTask('welcome', (data: { n: number }) => { runs.push(`welcome ${data.n}`) })
+    const welcome = defineTask<{ n: number }>('welcome', (data) => { runs.push(`welcome ${data.n}`) })
     const sentinel = defineTask('sentinel', () => { runs.push('sentinel') })
     // one job at a time, in order: had the second welcome been added, it would run before the sentinel
     const { app, logs } = await start(t, [welcome, sentinel], { concurrency: 1 })
