@@ -40,12 +40,17 @@ test('examples/durable: the app enqueues, the worker (started with the command i
   t.match(lines.find((line) => line.deferredShutdown !== undefined), { deferredShutdown: { drained: true, completed: 1 } })
 })
 
-test('npm run demo:durable kills a worker mid-batch and loses nothing', async (t) => {
+test('npm run demo:durable kills a worker mid-batch and loses nothing: on SQLite by default, on BullMQ with --engine bullmq', async (t) => {
   const pkg = JSON.parse(await readFile(join(root, 'package.json'), 'utf8'))
   t.equal(pkg.scripts['demo:durable'], 'npm run build && tsx examples/durable/demo.ts')
   // what the script runs once the build is done (the suite builds first)
-  const demo = await runCommand('npx tsx examples/durable/demo.ts', {})
-  t.equal(demo.code, 0, demo.stderr)
-  t.match(demo.stdout, /worker A killed after completing \d+ jobs/)
-  t.match(demo.stdout, /Result: 300 of 300 jobs completed, 0 lost; \d+ ran twice/)
+  const sqlite = await runCommand('npx tsx examples/durable/demo.ts', {})
+  t.equal(sqlite.code, 0, sqlite.stderr)
+  t.match(sqlite.stdout, /each response goes out once its job is in the SQLite file/)
+  t.match(sqlite.stdout, /worker A killed after completing \d+ jobs; its running jobs are leased to a dead process/)
+  t.match(sqlite.stdout, /Result: 300 of 300 jobs completed, 0 lost; \d+ ran twice/)
+  const bullmq = await runCommand('npx tsx examples/durable/demo.ts --engine bullmq', {})
+  t.equal(bullmq.code, 0, bullmq.stderr)
+  t.match(bullmq.stdout, /each response goes out once its job is in Redis/)
+  t.match(bullmq.stdout, /Result: 300 of 300 jobs completed, 0 lost; \d+ ran twice/)
 })

@@ -13,14 +13,11 @@ const record = defineTask('record', async (data, { signal, jobId }) => {
 })
 
 async function main (): Promise<void> {
-  const worker = await createWorker({
-    connection: process.env.REDIS_URL as string,
-    tasks: [record],
-    logger: pino({ level: 'silent' }),
-    // short locks: a crashed worker's jobs come back within about a second, not 30-60 s
-    lockDuration: 1000,
-    stalledInterval: 500
-  })
+  const logger = pino({ level: 'silent' })
+  // short locks: a crashed worker's jobs come back within about a second, not 30-60 s
+  const worker = process.env.SQLITE_PATH !== undefined
+    ? await createWorker({ engine: 'sqlite', path: process.env.SQLITE_PATH, tasks: [record], logger, lockDuration: 1000 })
+    : await createWorker({ connection: process.env.REDIS_URL as string, tasks: [record], logger, lockDuration: 1000, stalledInterval: 500 })
   process.once('SIGTERM', () => { worker.close().catch((err) => { console.error(err) }) })
 }
 

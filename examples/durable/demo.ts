@@ -1,14 +1,16 @@
 // Durable work survives a crash: 300 requests each enqueue a job, a worker is killed with
 // SIGKILL in the middle of the batch, a second worker starts, and every job completes.
-// Starts its own redis-server (no daemon, no persistence, in a temp dir).
+// On SQLite by default (a file in a temp dir: nothing to start); with --engine bullmq it starts
+// its own redis-server (no daemon, no persistence, in a temp dir).
 //
-// Run: npm run demo:durable
+// Run: npm run demo:durable   (or: npm run demo:durable -- --engine bullmq)
 import { spawn, spawnSync } from 'node:child_process'
 import type { ChildProcess } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { parseArgs } from 'node:util'
 import Fastify from 'fastify'
 import sendAndContinue, { defineTask } from 'fastify-send-and-continue'
 
@@ -30,10 +32,41 @@ async function startRedis (dir: string): Promise<{ url: string, stop: () => void
   return { url: `redis://127.0.0.1:${port}`, stop: () => { redis.kill('SIGTERM') } }
 }
 
+/** Where the jobs are: the queue option of the web app, and how a worker finds them. */
+interface Store {
+  describe: string
+  queue: Record<string, unknown>
+  env: Record<string, string>
+  lost: string
+  stop: () => void
+}
+
+async function openStore (engine: string, dir: string): Promise<Store> {
+  if (engine === 'sqlite') {
+    const path = join(dir, 'deferred.db')
+    return {
+      describe: `in the SQLite file ${path}`,
+      // the app only enqueues: the demo's workers run the jobs
+      queue: { engine: 'sqlite', path, work: false },
+      env: { SQLITE_PATH: path },
+      lost: 'its running jobs are leased to a dead process',
+      stop: () => {}
+    }
+  }
+  const redis = await startRedis(dir)
+  return {
+    describe: 'in Redis',
+    queue: { connection: redis.url },
+    env: { REDIS_URL: redis.url },
+    lost: 'its running jobs are now stalled in Redis',
+    stop: redis.stop
+  }
+}
+
 /** A worker process running examples/durable/demo-worker.ts; counts the jobs it completed. */
-function startWorker (url: string, name: string): { child: ChildProcess, completed: Set<string> } {
+function startWorker (env: Record<string, string>, name: string): { child: ChildProcess, completed: Set<string> } {
   const child = spawn(process.execPath, [...process.execArgv, join(__dirname, 'demo-worker.ts')], {
-    env: { ...process.env, REDIS_URL: url },
+    env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'inherit']
   })
   const completed = new Set<string>()
@@ -55,14 +88,17 @@ async function until (check: () => boolean): Promise<void> {
 }
 
 async function main (): Promise<void> {
+  const { values } = parseArgs({ options: { engine: { type: 'string', default: 'sqlite' } } })
+  const engine = values.engine as string
+  if (engine !== 'sqlite' && engine !== 'bullmq') throw new Error(`--engine should be sqlite or bullmq, instead got '${engine}'`)
   const dir = mkdtempSync(join(tmpdir(), 'sac-durable-demo-'))
-  const redis = await startRedis(dir)
+  const store = await openStore(engine, dir)
   try {
-    step(`1. The web app answers ${JOBS} requests; each response goes out once its job is in Redis.`)
+    step(`1. The web app answers ${JOBS} requests; each response goes out once its job is ${store.describe}.`)
     // the web side only names the task; the worker process holds the code that runs it
     const record = defineTask('record', () => {})
     const app = Fastify()
-    await app.register(sendAndContinue, { queue: { connection: redis.url, tasks: [record] } })
+    await app.register(sendAndContinue, { queue: { ...store.queue, tasks: [record] } as never })
     app.post<{ Params: { id: string } }>('/orders/:id', (request, reply) =>
       reply.code(202).sendAndContinue({ accepted: true }, record.with({ order: request.params.id }, { key: `order-${request.params.id}` })))
     for (let i = 0; i < JOBS; i++) await app.inject({ method: 'POST', url: `/orders/${i}` })
@@ -70,14 +106,16 @@ async function main (): Promise<void> {
     await app.close()
 
     step('2. A worker takes the jobs (10 at a time, 20 ms each) and is killed with SIGKILL mid-batch.')
-    const first = startWorker(redis.url, 'worker A')
+    const first = startWorker(store.env, 'worker A')
     await until(() => first.completed.size >= JOBS / 3)
     first.child.kill('SIGKILL')
     await new Promise((resolve) => first.child.once('exit', resolve))
-    console.log(`  worker A killed after completing ${first.completed.size} jobs; its running jobs are now stalled in Redis`)
+    console.log(`  worker A killed after completing ${first.completed.size} jobs; ${store.lost}`)
 
-    step('3. A second worker starts: it finishes the rest, and re-runs the stalled jobs once their lock expires (1 s here).')
-    const second = startWorker(redis.url, 'worker B')
+    step(engine === 'sqlite'
+      ? '3. A second worker starts: it sees worker A is dead (same machine, pid gone), takes its jobs back at once, and finishes the rest.'
+      : '3. A second worker starts: it finishes the rest, and re-runs the stalled jobs once their lock expires (1 s here).')
+    const second = startWorker(store.env, 'worker B')
     const all = (): Set<string> => new Set([...first.completed, ...second.completed])
     await until(() => all().size === JOBS)
     second.child.kill('SIGTERM')
@@ -87,7 +125,7 @@ async function main (): Promise<void> {
 
     step(`Result: ${all().size} of ${JOBS} jobs completed, 0 lost; ${duplicates} ran twice (at-least-once: tasks must be idempotent).`)
   } finally {
-    redis.stop()
+    store.stop()
     rmSync(dir, { recursive: true, force: true })
   }
 }
