@@ -21,8 +21,18 @@ export interface Child {
 
 /** `fastify-send-and-continue worker <fixtures/durable/tasks.cjs> --redis <socket> ...args`, killed at teardown. */
 export function startWorker (t: Test, socket: string, args: string[] = []): Child {
-  const child = spawn(process.execPath, [join(root, 'dist', 'cli.js'), 'worker', tasksModule, '--redis', socket, ...args], {
-    env: envWithoutCoverage(),
+  return startChild(t, [join(root, 'dist', 'cli.js'), 'worker', tasksModule, '--redis', socket, ...args])
+}
+
+/** `fastify-send-and-continue worker <fixtures/durable/tasks.cjs> --sqlite <file> ...args`, killed at teardown. */
+export function startSqliteWorker (t: Test, file: string, args: string[] = []): Child {
+  return startChild(t, [join(root, 'dist', 'cli.js'), 'worker', tasksModule, '--sqlite', file, ...args])
+}
+
+/** `node <args>` writing pino lines to standard output, killed at teardown. */
+export function startChild (t: Test, args: string[], env: NodeJS.ProcessEnv = {}): Child {
+  const child = spawn(process.execPath, args, {
+    env: envWithoutCoverage(env),
     stdio: ['ignore', 'pipe', 'inherit']
   })
   const lines: LogLine[] = []
