@@ -70,7 +70,8 @@ expectAssignable<SendAndContinueOptions>({})
 const err: unknown = new Error('x')
 if (isSendAndContinueError(err)) {
   expectType<'FST_SAC_INVALID_OPTION' | 'FST_SAC_UNKNOWN_OPTION' | 'FST_SAC_INVALID_TASK' | 'FST_SAC_NOT_ENABLED' | 'FST_SAC_ALREADY_SENT' | 'FST_SAC_HIJACKED' |
-  'FST_SAC_INVALID_JOB_DATA' | 'FST_SAC_DUPLICATE_TASK' | 'FST_SAC_UNKNOWN_TASK' | 'FST_SAC_NO_QUEUE' | 'FST_SAC_REDIS_UNREACHABLE' | 'FST_SAC_REDIS_EVICTION'>(err.code)
+  'FST_SAC_INVALID_JOB_DATA' | 'FST_SAC_DUPLICATE_TASK' | 'FST_SAC_UNKNOWN_TASK' | 'FST_SAC_NO_QUEUE' | 'FST_SAC_REDIS_UNREACHABLE' | 'FST_SAC_REDIS_EVICTION' |
+  'FST_SAC_ENGINE_OPTION' | 'FST_SAC_MISSING_DRIVER' | 'FST_SAC_SQLITE_PATH' | 'FST_SAC_SQLITE_FOREIGN' | 'FST_SAC_SQLITE_SCHEMA'>(err.code)
 }
 
 // tracing
@@ -112,3 +113,19 @@ createWorker({ connection: 'redis://127.0.0.1:6379', tasks: [sendWelcome], concu
     expectType<Promise<void>>(worker.close())
     expectType<WorkerStats>(worker.stats())
   })
+
+// engines: the options of each, and those of another engine refused by the types too
+app.register(fastifySendAndContinue, { queue: { engine: 'memory', tasks: [sendWelcome] } })
+app.register(fastifySendAndContinue, {
+  queue: { engine: 'sqlite', path: 'var/deferred.db', tasks: [sendWelcome], work: false, concurrency: 4, drainTimeout: 1000, lockDuration: 5000, synchronous: 'full' }
+})
+app.register(fastifySendAndContinue, { queue: { engine: 'bullmq', connection: 'redis://127.0.0.1:6379', tasks: [sendWelcome] } })
+expectError(app.register(fastifySendAndContinue, { queue: { engine: 'memory', tasks: [sendWelcome], path: 'x.db' } }))
+expectError(app.register(fastifySendAndContinue, { queue: { engine: 'sqlite', tasks: [sendWelcome] } }))
+expectError(app.register(fastifySendAndContinue, { queue: { engine: 'sqlite', path: 'x.db', connection: 'redis://x', tasks: [sendWelcome] } }))
+expectError(app.register(fastifySendAndContinue, { queue: { engine: 'sqlite', path: 'x.db', tasks: [sendWelcome], synchronous: 'off' } }))
+expectError(app.register(fastifySendAndContinue, { queue: { engine: 'postgres', tasks: [sendWelcome] } }))
+createWorker({ engine: 'sqlite', path: 'var/deferred.db', tasks: [sendWelcome], concurrency: 4, synchronous: 'normal' })
+  .then((worker) => { expectType<WorkerStats>(worker.stats()) })
+expectError(createWorker({ engine: 'sqlite', path: 'x.db', tasks: [sendWelcome], stalledInterval: 100 }))
+expectError(createWorker({ engine: 'memory', tasks: [sendWelcome] }))
