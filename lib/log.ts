@@ -10,7 +10,9 @@ import type { ConnectionStatus, Outcome } from './types'
 // - `deferredShutdown`: one per `app.close()` (or worker close);
 // - `deferredRefused`: one per request refused by `rejectWhenSaturated`;
 // - `deferredFallback`: one per durable job that could not be enqueued and runs in this process
-//   instead (`onEnqueueError: 'run-local'`); its task line follows as for any in-process task.
+//   instead (`onEnqueueError: 'run-local'`); its task line follows as for any in-process task;
+// - `deferredGivenUp`: one per job a worker took but did not run, because the web process had
+//   given up on its enqueue (and written its final line): the add reached the store late.
 
 export type Level = 'info' | 'warn' | 'error'
 
@@ -79,6 +81,12 @@ export interface ShutdownLine extends Record<Outcome, number> {
   drained: boolean
   durationMs: number
   drainTimeout: number
+  /**
+   * Durable jobs of enqueues this process gave up on (their client got 503, or they ran here)
+   * whose cancellation the store never confirmed before the app closed: they may still run in a
+   * worker. Present only when not 0.
+   */
+  mayStillRun?: number
 }
 
 /** The fields under `deferredRefused`. */
@@ -108,6 +116,19 @@ export interface FallbackLine {
 }
 
 export const FALLBACK_MESSAGE = 'durable job not enqueued, running it in this process'
+
+/** The fields under `deferredGivenUp`: a job a worker took whose enqueue the web process had given up on. */
+export interface GivenUpLine {
+  task: string
+  jobId: string
+  queue: string
+  method: string
+  route: string
+  /** The status code the client got: 503, or the normal one when the job ran in the web process (`'run-local'`). */
+  statusCode: number
+}
+
+export const GIVEN_UP_MESSAGE = 'durable job not run: the web process gave up on its enqueue'
 
 export const REFUSED_MESSAGE = 'request refused: deferred work is saturated'
 
@@ -188,4 +209,8 @@ export function logRefused (log: FastifyBaseLogger, line: RefusedLine): void {
 
 export function logFallback (log: FastifyBaseLogger, line: FallbackLine, err: unknown): void {
   log.warn({ deferredFallback: line, err }, FALLBACK_MESSAGE)
+}
+
+export function logGivenUp (log: FastifyBaseLogger, line: GivenUpLine): void {
+  log.warn({ deferredGivenUp: line }, GIVEN_UP_MESSAGE)
 }

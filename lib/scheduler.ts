@@ -1,6 +1,7 @@
 import { performance } from 'node:perf_hooks'
 import type { FastifyBaseLogger } from 'fastify'
 import { logShutdown } from './log'
+import type { ShutdownLine } from './log'
 import { TaskState } from './task'
 import type { Task } from './task'
 import { EntryList, Timers } from './timers'
@@ -192,10 +193,10 @@ export class Scheduler {
    * The shutdown drain of `app.close()`: waits up to `drainTimeout`, then cancels what is left.
    * `jobs`, the app's own durable-job worker, drains at the same time, and its counts join the line.
    */
-  async shutdown (drainTimeout: number, log: FastifyBaseLogger, jobs?: { close: () => Promise<boolean>, counts: () => Record<Outcome, number> }): Promise<void> {
+  async shutdown (drainTimeout: number, log: FastifyBaseLogger, jobs?: { close: () => Promise<{ drained: boolean, mayStillRun: number }>, counts: () => Record<Outcome, number> }): Promise<void> {
     this.#closing = true
     const startedAt = performance.now()
-    const jobsDrained = jobs === undefined ? true : jobs.close()
+    const jobsClosed = jobs === undefined ? null : jobs.close()
     const tasksDrained = this.idle || await new Promise<boolean>((resolve) => {
       const timer = setTimeout(resolve, drainTimeout, false)
       this.#idleWaiters.push(() => {
@@ -204,18 +205,22 @@ export class Scheduler {
       })
     })
     if (!tasksDrained) this.#cancelRemaining()
-    const drained = await jobsDrained && tasksDrained
+    const closed = jobsClosed === null ? null : await jobsClosed
+    const drained = (closed === null || closed.drained) && tasksDrained
     const counts = { ...this.#counts }
     if (jobs !== undefined) {
       const more = jobs.counts()
       for (const outcome of OUTCOMES) counts[outcome] += more[outcome]
     }
-    logShutdown(log, {
+    const line: ShutdownLine = {
       drained,
       durationMs: Math.round(performance.now() - startedAt),
       drainTimeout,
       ...counts
-    })
+    }
+    // jobs of enqueues given up on whose cancellation the store never confirmed
+    if (closed !== null && closed.mayStillRun > 0) line.mayStillRun = closed.mayStillRun
+    logShutdown(log, line)
   }
 
   // Waiting tasks first, then queued ones, then running ones: once the queue is empty, a

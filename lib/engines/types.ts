@@ -35,6 +35,13 @@ export interface Engine {
    * ignored, not an error.
    */
   enqueue (jobs: readonly JobRecord[], timeout: number): Promise<void>
+  /**
+   * Only for engines whose `enqueue()` may store jobs after it rejected (a timed-out round trip
+   * that still reaches the store): makes sure no job of the enqueue `token` runs, whatever order
+   * the two reach the store in; `statusCode` is what the client got, for the line of a worker
+   * that takes such a job. Rejects when the store did not confirm it within `timeout`.
+   */
+  cancel?: (token: string, statusCode: number, timeout: number) => Promise<void>
   close (): Promise<void>
 }
 

@@ -2,7 +2,7 @@ import { performance } from 'node:perf_hooks'
 import type { FastifyBaseLogger } from 'fastify'
 import { backoffDelay } from '../backoff'
 import { describe, FST_SAC_UNKNOWN_TASK } from '../errors'
-import { isLevelEnabled, logTask, round, TASK_LEVELS } from '../log'
+import { isLevelEnabled, logGivenUp, logTask, round, TASK_LEVELS } from '../log'
 import type { TaskLine } from '../log'
 import { runTraced, traceEnded, traceJobRegistered, traceReturned, traceStarted } from '../tracing'
 import type { TracedTask } from '../tracing'
@@ -206,14 +206,35 @@ export class AttemptRunner {
 
   /** A job that never started here and never will: the app closed and its drain ran out (memory engine). */
   cancelled (job: LeasedJob): void {
+    this.#notRun(job, 'cancelled')
+  }
+
+  /**
+   * A job whose enqueue the web process gave up on (its client got `statusCode`: 503, or the
+   * normal answer when the job ran there) that reached the store anyway: ended without running.
+   * The web process wrote the job's final line already, so this one is not a final line.
+   */
+  givenUp (job: LeasedJob, statusCode: number): void {
+    const payload = job.payload
+    logGivenUp(this.#options.logger.child({ reqId: payload.request.id }), {
+      task: job.name,
+      jobId: job.id,
+      queue: this.#options.queue,
+      method: payload.request.method,
+      route: payload.route,
+      statusCode
+    })
+  }
+
+  #notRun (job: LeasedJob, outcome: 'cancelled', reason?: string): void {
     const { queue, logger } = this.#options
-    this.counts.cancelled++
+    this.counts[outcome]++
     const payload = job.payload
     const log = logger.child({ reqId: payload.request.id })
-    if (!isLevelEnabled(log, TASK_LEVELS.cancelled)) return
-    logTask(log, {
+    if (!isLevelEnabled(log, TASK_LEVELS[outcome])) return
+    const line: TaskLine = {
       task: job.name,
-      outcome: 'cancelled',
+      outcome,
       connection: payload.connection,
       method: payload.request.method,
       route: payload.route,
@@ -223,7 +244,9 @@ export class AttemptRunner {
       jobId: job.id,
       attempt: job.attempt,
       queue
-    })
+    }
+    if (reason !== undefined) line.reason = reason
+    logTask(log, line)
   }
 
   // One attempt: the handler's settlement, its time limit or the shutdown, whichever comes first.

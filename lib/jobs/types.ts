@@ -87,6 +87,12 @@ export interface JobPayload {
   statusCode: number
   /** Epoch ms of the enqueue: the first attempt's `queuedMs` counts from here (plus any `delay`). */
   enqueuedAt: number
+  /**
+   * One per enqueue (the jobs of one response share it): when the enqueue failed or timed out and
+   * the client was told so, the web process cancels this token in the store, and a worker that
+   * takes a job with a cancelled token ends it without running it. Absent on jobs of earlier versions.
+   */
+  token?: string
   /** W3C trace context (`traceparent`, `tracestate`) of the span active at registration, when tracing is on. */
   trace?: Record<string, string>
 }

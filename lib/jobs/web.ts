@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto'
 import { performance } from 'node:perf_hooks'
 import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { describe, FST_SAC_INVALID_OPTION, FST_SAC_NO_QUEUE, FST_SAC_UNKNOWN_TASK } from '../errors'
@@ -30,6 +31,9 @@ export interface RequestInfo {
 export type RunLocal = (reply: FastifyReply, task: DeferredTask, name: string, timeout: number) => void
 
 const kPending = Symbol('fastify-send-and-continue.durable-jobs')
+
+// between tries to cancel a given-up enqueue while the store does not answer
+const CANCEL_RETRY_MS = 500
 
 /** A job taken from a request, with the trace context active when it was registered. */
 interface Taken {
@@ -95,6 +99,9 @@ export class DurableWeb {
   // final lines written here: jobs the memory engine had no room for, jobs not enqueued
   #dropped = 0
   #closed = false
+  // enqueues given up on whose cancellation the store has not confirmed yet: token → jobs
+  readonly #uncertain = new Map<string, { jobs: number, statusCode: number }>()
+  #retryTimer: NodeJS.Timeout | null = null
 
   constructor (settings: QueueSettings, engine: Engine, worker: AppWorker | null, retryAfter: number, runLocal: RunLocal, tracing: boolean) {
     this.settings = settings
@@ -162,8 +169,11 @@ export class DurableWeb {
     const connection = connectionOf(reply)
     const statusCode = reply.statusCode
     const enqueuedAt = Date.now()
+    // only engines that can store a job after failing its enqueue need one
+    const token = this.#engine.cancel === undefined ? undefined : randomUUID()
     return jobs.map(({ job, trace }) => {
       const payload: JobPayload = { data: job.data, request: info.request, route: info.route, connection, statusCode, enqueuedAt }
+      if (token !== undefined) payload.token = token
       if (trace !== undefined) payload.trace = trace
       return { task: job.task.name, jobId: job.jobId, attempts: job.task.attempts, backoff: job.task.backoff, delay: job.delay, payload }
     })
@@ -174,11 +184,13 @@ export class DurableWeb {
     const records = this.#records(reply, pending.info, pending.jobs)
     this.#track(this.#enqueue(pending.info, records).then((err) => {
       if (err === null) return done(null, payload)
+      this.#giveUp(records, this.settings.onEnqueueError === 'run-local' ? reply.statusCode : 503)
       if (this.settings.onEnqueueError === 'run-local') {
         this.#fallBack(reply, pending.info, pending.jobs, records, err)
         return done(null, payload)
       }
-      this.#drop(pending.info, records, 'enqueue-failed', err)
+      // the line carries the status the client gets
+      this.#drop(pending.info, records, 'enqueue-failed', err, 503)
       // the answer becomes a 503: what the handler had prepared is not sent
       const stream = payload as { destroy?: () => void } | null
       if (typeof stream?.destroy === 'function') stream.destroy()
@@ -194,9 +206,32 @@ export class DurableWeb {
     const records = this.#records(reply, info, jobs)
     this.#track(this.#enqueue(info, records).then((err) => {
       if (err === null) return
+      this.#giveUp(records, reply.statusCode)
       if (this.settings.onEnqueueError === 'run-local') this.#fallBack(reply, info, jobs, records, err)
       else this.#drop(info, records, 'enqueue-failed', err)
     }))
+  }
+
+  // The enqueue failed or timed out, and the client is told so (or its jobs run here): none of
+  // its jobs may run in a worker, should its add still reach the store. Only this enqueue's token
+  // is cancelled: an earlier job with the same key, which its own client was promised, is untouched.
+  #giveUp (records: JobRecord[], statusCode: number): void {
+    const token = records[0]?.payload.token
+    if (token === undefined) return
+    this.#uncertain.set(token, { jobs: records.length, statusCode })
+    this.#cancel(token, statusCode)
+  }
+
+  #cancel (token: string, statusCode: number): void {
+    const engine = this.#engine as Required<Engine>
+    engine.cancel(token, statusCode, this.settings.enqueueTimeout).then(() => { this.#uncertain.delete(token) }, () => {
+      // the store is unreachable: try again until it answers, or until the app closes
+      if (this.#closed) return
+      this.#retryTimer ??= setTimeout(() => {
+        this.#retryTimer = null
+        for (const [pending, { statusCode }] of this.#uncertain) this.#cancel(pending, statusCode)
+      }, CANCEL_RETRY_MS)
+    })
   }
 
   #track (promise: Promise<void>): void {
@@ -252,12 +287,13 @@ export class DurableWeb {
     }
   }
 
-  #drop (info: RequestInfo, records: JobRecord[], reason: 'enqueue-failed' | 'queue-full', err?: unknown): void {
+  #drop (info: RequestInfo, records: JobRecord[], reason: 'enqueue-failed' | 'queue-full', err?: unknown, statusCode?: number): void {
     this.#dropped += records.length
     if (!isLevelEnabled(info.log, TASK_LEVELS.dropped)) return
     for (const record of records) {
       const line = this.#line(info, record, 'dropped', 0)
       line.reason = reason
+      if (statusCode !== undefined) line.statusCode = statusCode
       logTask(info.log, line, err)
     }
   }
@@ -299,12 +335,19 @@ export class DurableWeb {
    * `app.close()`: waits for the enqueues in flight, then drains the app's own worker (up to the
    * drain timeout), then closes the store. Resolves with whether the worker drained in time.
    */
-  async close (): Promise<boolean> {
+  async close (): Promise<{ drained: boolean, mayStillRun: number }> {
     await this.settle()
     this.#closed = true
     const drained = this.worker === null ? true : await this.worker.close()
+    // a last try for the cancellations the store has not confirmed: what is left may still run
+    if (this.#retryTimer !== null) clearTimeout(this.#retryTimer)
+    const engine = this.#engine as Required<Engine>
+    await Promise.allSettled([...this.#uncertain].map(([token, { statusCode }]) =>
+      engine.cancel(token, statusCode, this.settings.enqueueTimeout).then(() => { this.#uncertain.delete(token) })))
+    let mayStillRun = 0
+    for (const { jobs } of this.#uncertain.values()) mayStillRun += jobs
     await this.#engine.close()
-    return drained
+    return { drained, mayStillRun }
   }
 }
 

@@ -10,6 +10,17 @@ import type { Engine, JobRecord } from '../types'
 export const KEEP_COMPLETED = { age: 3600, count: 10_000 }
 export const KEEP_FAILED = { age: 7 * 24 * 3600, count: 100_000 }
 
+// How long a cancelled enqueue's mark is kept: longer than any job waits in a queue that has workers.
+const CANCEL_TTL = 30 * 24 * 3600
+
+/**
+ * The Redis key marking an enqueue the web process gave up on (its client got 503, or its jobs
+ * ran in the web process). Job ids never contain ':', so no BullMQ key of the queue has this form.
+ */
+export function cancelKey (prefix: string | undefined, queue: string, token: string): string {
+  return `${prefix ?? 'bull'}:${queue}:sac-cancelled:${token}`
+}
+
 export interface BullEngineOptions {
   connection: RedisConnection
   name: string
@@ -69,6 +80,19 @@ export class BullEngine implements Engine {
     added.catch(noop)
     try {
       await Promise.race([added, timer.promise])
+    } finally {
+      timer.cancel()
+    }
+  }
+
+  // The mark goes on the connection the add went on, right behind it: Redis runs a connection's
+  // commands in order, so a late add is followed by its mark before any worker can ask for it.
+  async cancel (token: string, statusCode: number, timeout: number): Promise<void> {
+    const marked = this.#client.set(cancelKey(this.#prefix, this.queue, token), String(statusCode), 'EX', CANCEL_TTL)
+    const timer = timedOut(timeout)
+    marked.catch(noop)
+    try {
+      await Promise.race([marked, timer.promise])
     } finally {
       timer.cancel()
     }

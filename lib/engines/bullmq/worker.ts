@@ -7,6 +7,7 @@ import type { DurableWorker, BullWorkerSettings } from '../../jobs/worker'
 import type { JobPayload } from '../../jobs/types'
 import { leased } from './job'
 import { createClient } from './client'
+import { cancelKey } from './engine'
 import { checkRedis } from './redis'
 import { stalledFailureListener } from './stalled'
 
@@ -27,6 +28,15 @@ export async function startBullWorker (settings: BullWorkerSettings): Promise<Du
   const runner = new AttemptRunner({ tasks: settings.tasks, queue, engine: 'bullmq', logger, durable: true })
 
   async function processJob (job: Job<JobPayload>, token?: string): Promise<void> {
+    // an enqueue the web process gave up on may still have reached Redis: its mark says so
+    const given = job.data.token
+    if (given !== undefined && job.attemptsMade === 0) {
+      const status = await client.get(cancelKey(prefix, queue, given))
+      if (status !== null) {
+        runner.givenUp(leased(job), Number(status))
+        return
+      }
+    }
     const decision = await runner.run(leased(job))
     switch (decision.kind) {
       case 'completed':
