@@ -73,6 +73,8 @@ export interface Counting {
   open: OpenSqlite
   /** COMMITs run so far. */
   commits: number
+  /** The raw connections opened, to read their settings. */
+  connections: SqliteConnection[]
   /** When set, the next COMMIT rolls back and throws this instead, as a failing disk would. */
   failCommit: Error | undefined
 }
@@ -82,8 +84,10 @@ export function counting (): Counting {
   const state: Counting = {
     commits: 0,
     failCommit: undefined,
+    connections: [],
     open: (path) => {
       const db = new Database(path) as unknown as SqliteConnection
+      state.connections.push(db)
       return {
         prepare: (sql) => db.prepare(sql),
         close: () => db.close(),
