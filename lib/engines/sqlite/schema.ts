@@ -1,0 +1,38 @@
+// The job database's layout. `application_id` marks a file as ours (so the engine never writes
+// into someone else's database), `user_version` is the schema's version (a newer package may
+// change the layout; an older one then refuses the file rather than misreading it).
+
+/** 'FSAC' in ASCII, stored in the file header's application_id. */
+export const APPLICATION_ID = 0x46534143
+export const SCHEMA_VERSION = 1
+
+// Several queues may share one file, hence the (queue, id) key. Times are epoch ms. `run_at`
+// orders and gates the waiting jobs; `attempts_made` counts failed attempts, `stalled` runs lost
+// with their process. `outcome` keeps why a failed job failed ('failed', 'timeout', 'stalled').
+// A rowid table (not WITHOUT ROWID): rows carry a payload of any size, and the rowid breaks ties
+// between jobs due in the same millisecond in the order they were added.
+export const SCHEMA = `
+CREATE TABLE IF NOT EXISTS jobs (
+  queue TEXT NOT NULL,
+  id TEXT NOT NULL,
+  task TEXT NOT NULL,
+  payload TEXT NOT NULL,
+  attempts INTEGER NOT NULL,
+  backoff TEXT,
+  delay INTEGER NOT NULL,
+  state TEXT NOT NULL CHECK (state IN ('waiting', 'active', 'completed', 'failed')),
+  attempts_made INTEGER NOT NULL DEFAULT 0,
+  stalled INTEGER NOT NULL DEFAULT 0,
+  run_at INTEGER NOT NULL,
+  owner TEXT,
+  lock_until INTEGER,
+  finished_at INTEGER,
+  outcome TEXT,
+  created_at INTEGER NOT NULL,
+  PRIMARY KEY (queue, id)
+);
+CREATE INDEX IF NOT EXISTS jobs_due ON jobs (queue, state, run_at);
+CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (queue, state, finished_at);
+PRAGMA application_id = ${APPLICATION_ID};
+PRAGMA user_version = ${SCHEMA_VERSION};
+`

@@ -1,0 +1,374 @@
+import { mkdirSync } from 'node:fs'
+import { dirname } from 'node:path'
+import { describe, FST_SAC_SQLITE_FOREIGN, FST_SAC_SQLITE_PATH, FST_SAC_SQLITE_SCHEMA, isSendAndContinueError } from '../../errors'
+import type { Engine, JobRecord, JobStore, LeasedJob } from '../types'
+import { loadSqlite } from './binding'
+import type { OpenSqlite, SqliteConnection, SqliteStatement, SqliteValue } from './binding'
+import { APPLICATION_ID, SCHEMA, SCHEMA_VERSION } from './schema'
+
+// How long a finished job is kept, as the BullMQ engine keeps it (seconds, jobs): while it is kept
+// a job with the same key is the same job; without a bound the file would grow without end.
+export const KEEP_COMPLETED = { age: 3600, count: 10_000 }
+export const KEEP_FAILED = { age: 7 * 24 * 3600, count: 100_000 }
+// recover() is called on every poll of every worker: pruning that often would only add writes
+const PRUNE_EVERY = 5000
+// at most this many rows per state and rule in one prune, so its transaction stays short even
+// after a long outage; the rest goes on the next prunes
+const PRUNE_BATCH = 10_000
+const FAILED_SHOWN = 5
+
+export interface SqliteStoreOptions {
+  /** The database file; its folder is created when missing. */
+  path: string
+  /** The queue's name: several queues may share one file. */
+  queue: string
+  /** `'normal'`: committed jobs survive a crash of the process, a power loss may lose the last transactions. `'full'`: they survive a power loss too. */
+  synchronous: 'normal' | 'full'
+  /** Milliseconds a statement waits for another process's write lock before it fails. */
+  busyTimeout: number
+  /** Names the caller in errors: `'fastify-send-and-continue queue'` or `'createWorker()'`. */
+  where: string
+  /** Opens a connection; the binding found by loadSqlite() when absent (tests wrap it). */
+  open?: OpenSqlite
+}
+
+export type JobState = 'waiting' | 'active' | 'completed' | 'failed'
+
+/** Read-only counts of one queue, for a status command. */
+export interface SqliteCounts {
+  states: Record<JobState, number>
+  /** One entry per task name that has jobs, sorted by name. */
+  tasks: Array<{ task: string } & Record<JobState, number>>
+  /** How long the waiting job due longest ago has been due, in ms; `null` when none is due. */
+  oldestWaitingMs: number | null
+  /** The newest failed jobs (a few). */
+  failed: Array<{ id: string, task: string, outcome: string, attemptsMade: number, finishedAt: number }>
+}
+
+interface JobRow {
+  id: string
+  task: string
+  payload: string
+  attempts: number
+  backoff: string | null
+  delay: number
+  attempts_made: number
+}
+
+interface Pending {
+  rows: SqliteValue[][]
+  start: number
+  timeout: number
+  resolve: () => void
+  reject: (err: unknown) => void
+}
+
+const INSERT = `INSERT OR IGNORE INTO jobs (queue, id, task, payload, attempts, backoff, delay, state, run_at, created_at)
+  VALUES (?, ?, ?, ?, ?, ?, ?, 'waiting', ?, ?)`
+const COLUMNS = 'id, task, payload, attempts, backoff, delay, attempts_made'
+const TAKE = `UPDATE jobs SET state = 'active', owner = ?, lock_until = ?
+  WHERE rowid IN (SELECT rowid FROM jobs WHERE queue = ? AND state = 'waiting' AND run_at <= ? ORDER BY run_at, rowid LIMIT ?)
+  RETURNING ${COLUMNS}, run_at, rowid AS seq`
+const HELD = "queue = ? AND id = ? AND state = 'active' AND owner = ?"
+const RENEW = `UPDATE jobs SET lock_until = ? WHERE ${HELD}`
+const FINISH = `UPDATE jobs SET state = ?, outcome = ?, attempts_made = attempts_made + ?, finished_at = ?, owner = NULL, lock_until = NULL WHERE ${HELD}`
+const RETRY = `UPDATE jobs SET state = 'waiting', attempts_made = attempts_made + 1, run_at = ?, owner = NULL, lock_until = NULL WHERE ${HELD}`
+// the job keeps its run_at (it was due when taken), hence its place among the due jobs
+const RELEASE = `UPDATE jobs SET state = 'waiting', owner = NULL, lock_until = NULL WHERE ${HELD}`
+const ACTIVE = "SELECT id, owner, lock_until FROM jobs WHERE queue = ? AND state = 'active'"
+// a second lost run fails the job, as BullMQ's maxStalledCount of 1 does; SET reads the old values
+const STALL = `UPDATE jobs SET stalled = stalled + 1,
+    state = CASE WHEN stalled >= 1 THEN 'failed' ELSE 'waiting' END,
+    outcome = CASE WHEN stalled >= 1 THEN 'stalled' END,
+    finished_at = CASE WHEN stalled >= 1 THEN ? END,
+    owner = NULL, lock_until = NULL
+  WHERE ${HELD} AND lock_until = ?
+  RETURNING ${COLUMNS}, state`
+const NEXT_DUE = "SELECT min(run_at) AS at FROM jobs WHERE queue = ? AND state = 'waiting'"
+const PRUNE_AGE = 'DELETE FROM jobs WHERE rowid IN (SELECT rowid FROM jobs WHERE queue = ? AND state = ? AND finished_at < ? LIMIT ?)'
+const PRUNE_COUNT = `DELETE FROM jobs WHERE rowid IN
+  (SELECT rowid FROM jobs WHERE queue = ? AND state = ? ORDER BY finished_at DESC, rowid DESC LIMIT ? OFFSET ?)`
+
+/**
+ * One queue in a SQLite file, for both sides: the web process enqueues (Engine), workers lease
+ * and settle jobs (JobStore). Every write is one short `BEGIN IMMEDIATE` transaction, so several
+ * processes may share the file; a lease is changed only by its owner.
+ */
+export class SqliteStore implements Engine, JobStore {
+  readonly name = 'sqlite'
+  readonly queue: string
+  readonly #path: string
+  readonly #synchronous: 'normal' | 'full'
+  readonly #busyTimeout: number
+  readonly #where: string
+  readonly #open: OpenSqlite | undefined
+  #db: SqliteConnection | undefined
+  #closed = false
+  readonly #statements = new Map<string, SqliteStatement>()
+  #pending: Pending[] = []
+  #flushing: NodeJS.Immediate | undefined
+  #prunedAt = 0
+
+  constructor (options: SqliteStoreOptions) {
+    this.queue = options.queue
+    this.#path = options.path
+    this.#synchronous = options.synchronous
+    this.#busyTimeout = options.busyTimeout
+    this.#where = options.where
+    this.#open = options.open
+  }
+
+  /** Opens the file (creating it and its schema when new) or refuses it with a coded error. */
+  async check (timeout: number): Promise<void> {
+    this.#connection(Math.min(this.#busyTimeout, timeout))
+  }
+
+  /**
+   * Group commit: the calls made in one event-loop turn share one transaction, flushed on
+   * setImmediate. A microtask would flush after each request's callback (each is its own macrotask
+   * with its own microtask queue); setImmediate runs once the poll phase handled every callback
+   * that was ready, so all the responses finished in that turn commit together. A synchronous
+   * binding cannot be interrupted, so `timeout` is bounded this way: a batch whose callers waited
+   * longer than their timeout is refused without a write, and the transaction's wait for another
+   * process's lock (the busy timeout) is cut to the smallest time left.
+   */
+  async enqueue (jobs: readonly JobRecord[], timeout: number): Promise<void> {
+    const now = Date.now()
+    const rows = jobs.map((job): SqliteValue[] => [
+      this.queue, job.jobId, job.task, JSON.stringify(job.payload), job.attempts,
+      job.backoff === undefined ? null : JSON.stringify(job.backoff), job.delay, now + job.delay, now
+    ])
+    await new Promise<void>((resolve, reject) => {
+      this.#pending.push({ rows, start: now, timeout, resolve, reject })
+      this.#flushing ??= setImmediate(() => { this.#flush() })
+    })
+  }
+
+  async take (owner: string, max: number, lockDuration: number): Promise<LeasedJob[]> {
+    const now = Date.now()
+    const rows = this.#write(() => this.#statement(TAKE).all(owner, now + lockDuration, this.queue, now, max)) as Array<JobRow & { run_at: number, seq: number }>
+    // RETURNING gives rows in no promised order
+    rows.sort((a, b) => a.run_at - b.run_at || a.seq - b.seq)
+    return rows.map(leased)
+  }
+
+  async renew (owner: string, ids: readonly string[], lockDuration: number): Promise<string[]> {
+    const until = Date.now() + lockDuration
+    return this.#write(() => ids.filter((id) => changes(this.#statement(RENEW).run(until, this.queue, id, owner)) === 0))
+  }
+
+  async finish (owner: string, id: string, outcome: 'completed' | 'failed' | 'timeout'): Promise<boolean> {
+    const failed = outcome === 'completed' ? 0 : 1
+    return this.#change(FINISH, failed === 0 ? 'completed' : 'failed', outcome, failed, Date.now(), this.queue, id, owner)
+  }
+
+  async retry (owner: string, id: string, delayMs: number): Promise<boolean> {
+    return this.#change(RETRY, Date.now() + delayMs, this.queue, id, owner)
+  }
+
+  async release (owner: string, id: string): Promise<boolean> {
+    return this.#change(RELEASE, this.queue, id, owner)
+  }
+
+  async recover (isDead: (owner: string) => boolean): Promise<LeasedJob[]> {
+    const now = Date.now()
+    // read first, outside the write lock: isDead() may make system calls
+    const active = this.#statement(ACTIVE).all(this.queue) as Array<{ id: string, owner: string, lock_until: number }>
+    const dead = new Map<string, boolean>()
+    const lost = active.filter((job) => {
+      if (job.lock_until < now) return true
+      if (!dead.has(job.owner)) dead.set(job.owner, isDead(job.owner))
+      return dead.get(job.owner)
+    })
+    const failed: LeasedJob[] = []
+    if (lost.length > 0) {
+      this.#write(() => {
+        // the lease read above, unchanged (not renewed, settled or taken since), is the one recovered
+        for (const job of lost) {
+          const row = this.#statement(STALL).get(now, this.queue, job.id, job.owner, job.lock_until) as (JobRow & { state: JobState }) | undefined
+          if (row?.state === 'failed') failed.push(leased(row))
+        }
+      })
+    }
+    if (now - this.#prunedAt >= PRUNE_EVERY) await this.prune()
+    return failed
+  }
+
+  async nextDue (): Promise<number | null> {
+    const { at } = this.#statement(NEXT_DUE).get(this.queue) as { at: number | null }
+    return at === null ? null : Math.max(0, at - Date.now())
+  }
+
+  /** Deletes the finished jobs beyond the retention (recover() does it every few seconds); answers how many. */
+  async prune (): Promise<number> {
+    const now = Date.now()
+    this.#prunedAt = now
+    return this.#write(() => {
+      let deleted = 0
+      for (const [state, keep] of [['completed', KEEP_COMPLETED], ['failed', KEEP_FAILED]] as const) {
+        deleted += changes(this.#statement(PRUNE_AGE).run(this.queue, state, now - keep.age * 1000, PRUNE_BATCH))
+        deleted += changes(this.#statement(PRUNE_COUNT).run(this.queue, state, PRUNE_BATCH, keep.count))
+      }
+      return deleted
+    })
+  }
+
+  async counts (): Promise<SqliteCounts> {
+    const now = Date.now()
+    const db = this.#connection()
+    const states = { waiting: 0, active: 0, completed: 0, failed: 0 }
+    const tasks = new Map<string, { task: string } & Record<JobState, number>>()
+    const rows = db.prepare('SELECT task, state, count(*) AS n FROM jobs WHERE queue = ? GROUP BY task, state ORDER BY task')
+      .all(this.queue) as Array<{ task: string, state: JobState, n: number }>
+    for (const { task, state, n } of rows) {
+      states[state] += n
+      if (!tasks.has(task)) tasks.set(task, { task, waiting: 0, active: 0, completed: 0, failed: 0 })
+      ;(tasks.get(task) as Record<JobState, number>)[state] = n
+    }
+    const { due } = db.prepare("SELECT min(run_at) AS due FROM jobs WHERE queue = ? AND state = 'waiting' AND run_at <= ?")
+      .get(this.queue, now) as { due: number | null }
+    const failed = db.prepare(`SELECT id, task, outcome, attempts_made AS attemptsMade, finished_at AS finishedAt FROM jobs
+      WHERE queue = ? AND state = 'failed' ORDER BY finished_at DESC, rowid DESC LIMIT ?`).all(this.queue, FAILED_SHOWN) as SqliteCounts['failed']
+    return { states, tasks: [...tasks.values()], oldestWaitingMs: due === null ? null : now - due, failed: failed.map((job) => ({ ...job })) }
+  }
+
+  /** Commits the enqueues still waiting for their turn, then closes the file. */
+  async close (): Promise<void> {
+    if (this.#flushing !== undefined) this.#flush()
+    this.#closed = true
+    this.#statements.clear()
+    this.#db?.close()
+    this.#db = undefined
+  }
+
+  #flush (): void {
+    clearImmediate(this.#flushing)
+    this.#flushing = undefined
+    const now = Date.now()
+    const batch: Pending[] = []
+    for (const caller of this.#pending.splice(0)) {
+      const waited = now - caller.start
+      if (waited <= caller.timeout) batch.push(caller)
+      else caller.reject(new Error(`the jobs waited ${waited} ms for their transaction, longer than the timeout of ${caller.timeout} ms`))
+    }
+    if (batch.length === 0) return
+    const busy = batch.reduce((least, caller) => Math.min(least, caller.start + caller.timeout - now), this.#busyTimeout)
+    try {
+      const db = this.#connection(busy)
+      db.exec(`PRAGMA busy_timeout = ${busy}`)
+      try {
+        transaction(db, () => {
+          const insert = this.#statement(INSERT)
+          for (const caller of batch) for (const row of caller.rows) insert.run(...row)
+        })
+      } finally {
+        db.exec(`PRAGMA busy_timeout = ${this.#busyTimeout}`)
+      }
+    } catch (err) {
+      for (const caller of batch) caller.reject(err)
+      return
+    }
+    for (const caller of batch) caller.resolve()
+  }
+
+  #change (sql: string, ...params: SqliteValue[]): boolean {
+    return this.#write(() => changes(this.#statement(sql).run(...params)) === 1)
+  }
+
+  #write<T> (fn: () => T): T {
+    return transaction(this.#connection(), fn)
+  }
+
+  #statement (sql: string): SqliteStatement {
+    const db = this.#connection()
+    let statement = this.#statements.get(sql)
+    if (statement === undefined) {
+      statement = db.prepare(sql)
+      this.#statements.set(sql, statement)
+    }
+    return statement
+  }
+
+  #connection (busy = this.#busyTimeout): SqliteConnection {
+    if (this.#closed) throw new Error(`${this.#where}: the SQLite store of queue ${describe(this.queue)} is closed`)
+    this.#db ??= this.#openFile(busy)
+    return this.#db
+  }
+
+  #openFile (busy: number): SqliteConnection {
+    const open = this.#open ?? loadSqlite(this.#where)
+    let db: SqliteConnection | undefined
+    try {
+      mkdirSync(dirname(this.#path), { recursive: true })
+      db = open(this.#path)
+      db.exec(`PRAGMA busy_timeout = ${busy}`)
+      // reads only: a file that is not ours is refused before anything is written to it
+      this.#inspect(db)
+      const { journal_mode: mode } = db.prepare('PRAGMA journal_mode = WAL').get() as { journal_mode: string }
+      // ':memory:' stays 'memory': no other process could share it
+      if (mode !== 'wal') throw new Error(`its journal mode should become 'wal', instead it stayed '${mode}'`)
+      db.exec(`PRAGMA synchronous = ${this.#synchronous.toUpperCase()}`)
+      // Again under the write lock: another process may have created the file since. Always
+      // written (the statements are idempotent), which also proves the file is writable.
+      transaction(db, () => {
+        this.#inspect(db as SqliteConnection)
+        ;(db as SqliteConnection).exec(SCHEMA)
+      })
+      db.exec(`PRAGMA busy_timeout = ${this.#busyTimeout}`)
+      return db
+    } catch (err) {
+      db?.close()
+      if (isSendAndContinueError(err)) throw err
+      const { message } = err as Error
+      // both bindings word SQLITE_NOTADB this way
+      if (message.includes('file is not a database')) throw new FST_SAC_SQLITE_FOREIGN(this.#where, describe(this.#path), 'a file that is not a SQLite database')
+      throw new FST_SAC_SQLITE_PATH(this.#where, describe(this.#path), message)
+    }
+  }
+
+  #inspect (db: SqliteConnection): void {
+    const id = pragma(db, 'application_id')
+    const version = pragma(db, 'user_version')
+    if (id === APPLICATION_ID) {
+      if (version > SCHEMA_VERSION) throw new FST_SAC_SQLITE_SCHEMA(this.#where, describe(this.#path), SCHEMA_VERSION, version)
+      return
+    }
+    const { objects } = db.prepare('SELECT count(*) AS objects FROM sqlite_master').get() as { objects: number }
+    if (id === 0 && version === 0 && objects === 0) return
+    throw new FST_SAC_SQLITE_FOREIGN(this.#where, describe(this.#path),
+      `a SQLite database of something else (application_id ${id}, user_version ${version}, ${objects} tables and indexes)`)
+  }
+}
+
+function pragma (db: SqliteConnection, name: string): number {
+  return (db.prepare(`PRAGMA ${name}`).get() as Record<string, number>)[name]
+}
+
+function changes (result: { changes: number | bigint }): number {
+  return Number(result.changes)
+}
+
+function transaction<T> (db: SqliteConnection, fn: () => T): T {
+  db.exec('BEGIN IMMEDIATE')
+  try {
+    const result = fn()
+    db.exec('COMMIT')
+    return result
+  } catch (err) {
+    // after some errors (a failed commit, a full disk) SQLite has rolled back already: report the first error
+    try { db.exec('ROLLBACK') } catch {}
+    throw err
+  }
+}
+
+function leased (row: JobRow): LeasedJob {
+  return {
+    id: row.id,
+    name: row.task,
+    payload: JSON.parse(row.payload),
+    attempt: row.attempts_made + 1,
+    attempts: row.attempts,
+    backoff: row.backoff === null ? undefined : JSON.parse(row.backoff),
+    delay: row.delay
+  }
+}
