@@ -217,3 +217,140 @@ test('a closed store refuses to work', async (t) => {
   await t.rejects(store.enqueue([job('a')], 1000), { message: /is closed/ })
   await t.rejects(store.take('me', 1, 1000), { message: /is closed/ })
 })
+
+async function opened (t: Test): Promise<{ store: ReturnType<typeof makeStore>, db: Database.Database, path: string }> {
+  const path = join(await tempDir(t), 'jobs.db')
+  const store = makeStore(t, path)
+  await store.check(1000)
+  return { store, db: peek(t, path), path }
+}
+
+test('take leases due jobs oldest first; finish, nextDue', async (t) => {
+  const { store, db } = await opened(t)
+  t.equal(await store.nextDue(), null, 'nothing waits')
+  await store.enqueue([job('a'), job('b', { task: 'other', backoff: { type: 'exponential', delay: 10 }, attempts: 5 })], 1000)
+  await store.enqueue([job('c')], 1000)
+  t.equal(await store.nextDue(), 0)
+
+  const before = Date.now()
+  const [a, b] = await store.take('me', 2, 10_000)
+  t.same(a, { id: 'a', name: 'send', payload: job('a').payload, attempt: 1, attempts: 3, backoff: undefined, delay: 0 })
+  t.same(b, { id: 'b', name: 'other', payload: job('b').payload, attempt: 1, attempts: 5, backoff: { type: 'exponential', delay: 10 }, delay: 0 })
+  const row = rowOf(db, 'a') as NonNullable<ReturnType<typeof rowOf>>
+  t.match(row, { state: 'active', owner: 'me' })
+  t.ok((row.lock_until as number) >= before + 10_000, 'locked for lockDuration')
+  t.same((await store.take('me', 5, 10_000)).map((leased) => leased.id), ['c'])
+  t.same(await store.take('me', 5, 10_000), [], 'nothing due')
+  t.equal(await store.nextDue(), null, 'active jobs do not wait')
+
+  t.equal(await store.finish('me', 'a', 'completed'), true)
+  t.match(rowOf(db, 'a'), { state: 'completed', outcome: 'completed', attempts_made: 0, owner: null, lock_until: null })
+  t.ok((rowOf(db, 'a')?.finished_at as number) >= before)
+  t.equal(await store.finish('me', 'a', 'completed'), false, 'finished already')
+  t.equal(await store.finish('someone else', 'b', 'failed'), false, 'not the owner')
+  t.equal(await store.finish('me', 'b', 'failed'), true)
+  t.match(rowOf(db, 'b'), { state: 'failed', outcome: 'failed', attempts_made: 1 })
+  t.equal(await store.finish('me', 'c', 'timeout'), true)
+  t.match(rowOf(db, 'c'), { state: 'failed', outcome: 'timeout', attempts_made: 1 })
+  t.equal(await store.finish('me', 'nope', 'completed'), false, 'unknown job')
+})
+
+test('jobs due in one millisecond come out in the order they were added; delays', async (t) => {
+  const { store, db } = await opened(t)
+  const ids = Array.from({ length: 20 }, (_, i) => `j${19 - i}`)
+  await store.enqueue(ids.map((id) => job(id)), 1000)
+  db.prepare('UPDATE jobs SET run_at = 5').run()
+  t.same((await store.take('me', 20, 1000)).map((leased) => leased.id), ids)
+
+  await store.enqueue([job('later', { delay: 60_000 }), job('soon', { delay: 30_000 })], 1000)
+  t.same(await store.take('me', 5, 1000), [], 'not due yet')
+  const due = await store.nextDue() as number
+  t.ok(due > 29_000 && due <= 30_000, `the next is due in ${due} ms`)
+  db.prepare("UPDATE jobs SET run_at = run_at - 60000 WHERE id IN ('later', 'soon')").run()
+  t.same((await store.take('me', 5, 1000)).map((leased) => [leased.id, leased.delay]), [['soon', 30_000], ['later', 60_000]],
+    'both due now, the one due longest ago first; the delay option is carried')
+})
+
+test('retry counts the attempt and waits; release does neither', async (t) => {
+  const { store, db } = await opened(t)
+  await store.enqueue([job('a'), job('b')], 1000)
+  await store.take('me', 1, 1000)
+  t.equal(await store.retry('other', 'a', 0), false, 'not the owner')
+  t.equal(await store.retry('me', 'a', 60_000), true)
+  t.match(rowOf(db, 'a'), { state: 'waiting', attempts_made: 1, owner: null, lock_until: null })
+  t.same((await store.take('me', 5, 1000)).map((leased) => leased.id), ['b'], 'a waits for its backoff')
+  db.prepare("UPDATE jobs SET run_at = run_at - 60000 WHERE id = 'a'").run()
+  t.same((await store.take('me', 5, 1000)).map((leased) => [leased.id, leased.attempt]), [['a', 2]], 'the next attempt')
+
+  await store.enqueue([job('c')], 1000)
+  t.equal(await store.release('other', 'a'), false, 'not the owner')
+  t.equal(await store.release('me', 'a'), true)
+  t.equal(await store.release('me', 'a'), false, 'released already')
+  t.match(rowOf(db, 'a'), { state: 'waiting', attempts_made: 1, owner: null })
+  t.same((await store.take('me', 5, 1000)).map((leased) => [leased.id, leased.attempt]), [['a', 2], ['c', 1]],
+    'due at once, same attempt, still ahead of a newer job')
+})
+
+test('renew extends the leases still held and answers the lost ones', async (t) => {
+  const { store, db } = await opened(t)
+  await store.enqueue([job('a'), job('b')], 1000)
+  await store.take('me', 2, 1000)
+  await store.finish('me', 'b', 'completed')
+  const before = Date.now()
+  t.same(await store.renew('me', ['a', 'b', 'unknown'], 60_000), ['b', 'unknown'])
+  t.ok((rowOf(db, 'a')?.lock_until as number) >= before + 60_000)
+  t.same(await store.renew('other', ['a'], 60_000), ['a'], 'another owner')
+  t.same(await store.renew('me', [], 60_000), [])
+})
+
+test('a lease that expired: recover gives the job back, another owner takes it, the first owner has lost it', async (t) => {
+  const { store, db } = await opened(t)
+  await store.enqueue([job('a'), job('b')], 1000)
+  await store.take('first', 1, 200)
+  await store.take('alive', 1, 60_000)
+  t.same(await store.recover(() => false), [], 'not expired yet')
+  t.match(rowOf(db, 'a'), { state: 'active', owner: 'first' })
+  await new Promise((resolve) => setTimeout(resolve, 250))
+  t.same(await store.recover(() => false), [])
+  t.match(rowOf(db, 'a'), { state: 'waiting', owner: null, stalled: 1, attempts_made: 0 })
+  t.match(rowOf(db, 'b'), { state: 'active', owner: 'alive' }, 'a live lease is left alone')
+  const [again] = await store.take('second', 1, 60_000)
+  t.same([again.id, again.attempt], ['a', 1], 'the same attempt: a lost run does not count')
+  t.equal(await store.finish('first', 'a', 'completed'), false, "the first owner's finish changes nothing")
+  t.same(await store.renew('first', ['a'], 1000), ['a'])
+  t.equal(await store.retry('first', 'a', 0), false)
+  t.equal(await store.release('first', 'a'), false)
+  t.equal(await store.finish('second', 'a', 'completed'), true)
+})
+
+test('recover: a dead owner gives its jobs back at once; a second lost run fails the job', async (t) => {
+  const { store, db } = await opened(t)
+  await store.enqueue([job('a', { backoff: 5 }), job('b')], 1000)
+  await store.take('dead', 1, 60_000)
+  await store.take('alive', 1, 60_000)
+  const asked: string[] = []
+  const isDead = (owner: string): boolean => { asked.push(owner); return owner === 'dead' }
+  t.same(await store.recover(isDead), [])
+  t.same(asked, ['dead', 'alive'])
+  t.match(rowOf(db, 'a'), { state: 'waiting', stalled: 1 })
+  await store.retry('alive', 'b', 0)
+
+  await store.take('dead', 2, 60_000)
+  const failed = await store.recover(isDead)
+  t.same(failed, [{ id: 'a', name: 'send', payload: job('a').payload, attempt: 1, attempts: 3, backoff: 5, delay: 0 }],
+    'a: lost twice, failed and answered for its final line')
+  t.match(rowOf(db, 'a'), { state: 'failed', outcome: 'stalled', stalled: 2, owner: null })
+  t.ok(rowOf(db, 'a')?.finished_at)
+  t.match(rowOf(db, 'b'), { state: 'waiting', stalled: 1, attempts_made: 1 }, 'b: lost once')
+})
+
+test('recover leaves a lease that changed after it was read', async (t) => {
+  const { store, db, path } = await opened(t)
+  const other = makeStore(t, path)
+  await store.enqueue([job('a')], 1000)
+  await store.take('dying', 1, 60_000)
+  // the owner settles the job between recover's read and its write
+  const failed = await store.recover((owner) => { void other.finish(owner, 'a', 'completed'); return true })
+  t.same(failed, [])
+  t.match(rowOf(db, 'a'), { state: 'completed', stalled: 0 })
+})
