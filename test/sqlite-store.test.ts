@@ -354,3 +354,83 @@ test('recover leaves a lease that changed after it was read', async (t) => {
   t.same(failed, [])
   t.match(rowOf(db, 'a'), { state: 'completed', stalled: 0 })
 })
+
+test('a job id already stored is not added again, until pruned', async (t) => {
+  const { store, db } = await opened(t)
+  await Promise.all([store.enqueue([job('k', { payload: { ...job('k').payload, data: 1 } })], 1000), store.enqueue([job('k'), job('k')], 1000)])
+  await store.enqueue([job('k')], 1000)
+  t.same(db.prepare('SELECT count(*) AS n FROM jobs').get(), { n: 1 }, 'waiting: one job')
+  t.same((await store.take('me', 5, 1000))[0].payload.data, 1, 'the first one added is kept')
+  await store.enqueue([job('k')], 1000)
+  t.same(await store.take('me', 5, 1000), [], 'active: not added')
+  await store.finish('me', 'k', 'completed')
+  await store.enqueue([job('k')], 1000)
+  t.same(await store.take('me', 5, 1000), [], 'finished and kept: not added')
+  t.equal(await store.prune(), 0, 'within the retention')
+  db.prepare('UPDATE jobs SET finished_at = ?').run(Date.now() - KEEP_COMPLETED.age * 1000 - 1)
+  t.equal(await store.prune(), 1)
+  await store.enqueue([job('k')], 1000)
+  t.same((await store.take('me', 5, 1000)).map((leased) => leased.id), ['k'], 'pruned: added again')
+})
+
+/** `count` finished jobs of `state` written straight into the file, finished `ago` ms ago and the ones after 1 ms apart. */
+function finished (db: Database.Database, state: 'completed' | 'failed', count: number, ago: number, queue = QUEUE): void {
+  db.prepare(`WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?)
+    INSERT INTO jobs (queue, id, task, payload, attempts, delay, state, run_at, finished_at, outcome, created_at)
+    SELECT ?, ? || i, 'send', '{}', 1, 0, ?, 0, ? + i, ?, 0 FROM n`).run(count, queue, `${state}-${ago}-`, state, Date.now() - ago, state)
+}
+
+function ids (db: Database.Database, state: string): string[] {
+  return (db.prepare('SELECT id FROM jobs WHERE state = ? ORDER BY finished_at').all(state) as Array<{ id: string }>).map((row) => row.id)
+}
+
+test('prune keeps completed jobs 1 h / 10,000 and failed jobs 7 days / 100,000, per queue', async (t) => {
+  const { store, db } = await opened(t)
+  const hour = KEEP_COMPLETED.age * 1000
+  const week = KEEP_FAILED.age * 1000
+  finished(db, 'completed', 2, hour + 10)
+  finished(db, 'completed', KEEP_COMPLETED.count + 3, 60_000)
+  finished(db, 'failed', 2, week + 10)
+  finished(db, 'failed', 3, hour + 10)
+  finished(db, 'completed', 2, hour + 10, 'another queue')
+  t.equal(await store.prune(), 2 + 3 + 2)
+  const completed = ids(db, 'completed')
+  t.equal(completed.length, KEEP_COMPLETED.count + 2, 'the newest 10,000 of this queue, and the other queue\'s')
+  t.equal(completed.filter((id) => id.startsWith(`completed-60000-`)).length, KEEP_COMPLETED.count)
+  t.notOk(completed.includes('completed-60000-2'), 'the oldest beyond the count went')
+  t.same(ids(db, 'failed'), [`failed-${hour + 10}-0`, `failed-${hour + 10}-1`, `failed-${hour + 10}-2`], 'failed: an hour old is kept')
+
+  finished(db, 'failed', KEEP_FAILED.count + 1, 60_000)
+  t.equal(await store.prune(), 4, 'the 3 older failed and the oldest of the newest batch')
+  t.equal(ids(db, 'failed').length, KEEP_FAILED.count)
+})
+
+test('recover prunes, at most every few seconds', async (t) => {
+  const { store, db } = await opened(t)
+  const old = KEEP_COMPLETED.age * 1000 + 10
+  finished(db, 'completed', 1, old)
+  await store.recover(() => false)
+  t.same(ids(db, 'completed'), [], 'the first recover prunes')
+  finished(db, 'completed', 1, old)
+  await store.recover(() => false)
+  t.equal(ids(db, 'completed').length, 1, 'not again right away')
+})
+
+test('counts: per state and task, the longest a due job waits, the newest failed jobs', async (t) => {
+  const { store, db } = await opened(t)
+  t.same(await store.counts(), { states: { waiting: 0, active: 0, completed: 0, failed: 0 }, tasks: [], oldestWaitingMs: null, failed: [] })
+  await store.enqueue([job('a'), job('b'), job('c', { task: 'other' }), job('d', { delay: 60_000 })], 1000)
+  db.prepare("UPDATE jobs SET run_at = run_at - 5000 WHERE id = 'b'").run()
+  await store.take('me', 1, 1000)
+  finished(db, 'failed', 7, 1000)
+  finished(db, 'completed', 2, 1000)
+  const counts = await store.counts()
+  t.same(counts.states, { waiting: 3, active: 1, completed: 2, failed: 7 })
+  t.same(counts.tasks, [
+    { task: 'other', waiting: 1, active: 0, completed: 0, failed: 0 },
+    { task: 'send', waiting: 2, active: 1, completed: 2, failed: 7 }
+  ])
+  t.ok((counts.oldestWaitingMs as number) >= 0 && (counts.oldestWaitingMs as number) < 1000, 'a waits since it was added (b was taken, d is not due)')
+  t.same(counts.failed.map((failed) => failed.id), ['failed-1000-6', 'failed-1000-5', 'failed-1000-4', 'failed-1000-3', 'failed-1000-2'])
+  t.match(counts.failed[0], { task: 'send', outcome: 'failed', attemptsMade: 0, finishedAt: Number })
+})
