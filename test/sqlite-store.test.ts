@@ -434,3 +434,76 @@ test('counts: per state and task, the longest a due job waits, the newest failed
   t.same(counts.failed.map((failed) => failed.id), ['failed-1000-6', 'failed-1000-5', 'failed-1000-4', 'failed-1000-3', 'failed-1000-2'])
   t.match(counts.failed[0], { task: 'send', outcome: 'failed', attemptsMade: 0, finishedAt: Number })
 })
+
+test('group commit: the enqueue() calls of one event-loop turn share one transaction', async (t) => {
+  const path = join(await tempDir(t), 'jobs.db')
+  const wrapped = counting()
+  const store = makeStore(t, path, { open: wrapped.open, where: 'fastify-send-and-continue queue' })
+  await store.check(1000)
+  const opening = wrapped.commits
+  const settled: string[] = []
+  const calls = Array.from({ length: 10 }, (_, i) => store.enqueue([job(`a${i}`), job(`b${i}`)], 1000).then(() => { settled.push(`a${i}`) }))
+  t.same(settled, [], 'nothing resolves before its commit')
+  await Promise.all(calls)
+  t.equal(wrapped.commits - opening, 1, 'one transaction for ten calls')
+  t.equal(settled.length, 10)
+  t.same(peek(t, path).prepare('SELECT count(*) AS n FROM jobs').get(), { n: 20 })
+  await store.enqueue([job('c')], 1000)
+  t.equal(wrapped.commits - opening, 2, 'a later turn: a second transaction')
+
+  // a commit that fails rejects every caller of its transaction, and stores none of their jobs
+  const failure = new Error('disk I/O error')
+  wrapped.failCommit = failure
+  const results = await Promise.allSettled([store.enqueue([job('x')], 1000), store.enqueue([job('y')], 1000), store.enqueue([job('z')], 1000)])
+  t.same(results, [failure, failure, failure].map((reason) => ({ status: 'rejected', reason })))
+  t.same(peek(t, path).prepare("SELECT count(*) AS n FROM jobs WHERE id IN ('x', 'y', 'z')").get(), { n: 0 })
+  await store.enqueue([job('x')], 1000)
+  t.match(rowOf(peek(t, path), 'x'), { state: 'waiting' }, 'the next transaction works')
+})
+
+test('enqueue timeout: a locked file fails the batch after the time left, not the busy timeout', async (t) => {
+  const path = join(await tempDir(t), 'jobs.db')
+  const wrapped = counting()
+  const store = makeStore(t, path, { busyTimeout: 10_000, open: wrapped.open })
+  await store.check(1000)
+  const other = peek(t, path)
+  other.exec('BEGIN IMMEDIATE')
+  const start = Date.now()
+  const results = await Promise.allSettled([store.enqueue([job('a')], 150), store.enqueue([job('b')], 200)])
+  const waited = Date.now() - start
+  t.same(results.map((result) => result.status), ['rejected', 'rejected'])
+  t.match((results[0] as PromiseRejectedResult).reason, { message: 'database is locked' })
+  t.ok(waited >= 140 && waited < 5000, `gave up after ${waited} ms (the smaller timeout)`)
+  other.exec('COMMIT')
+  await store.enqueue([job('a')], 150)
+  t.ok(rowOf(other, 'a'), 'the lock gone, it works')
+  // the busy timeout is the store's own again, for the worker side
+  t.same(wrapped.connections[0].prepare('PRAGMA busy_timeout').get(), { timeout: 10_000 })
+})
+
+test('enqueue timeout: callers whose time ran out before their turn are refused without a write', async (t) => {
+  const { store, db } = await opened(t)
+  const late = store.enqueue([job('late')], 5)
+  const patient = store.enqueue([job('patient')], 10_000)
+  // the event loop is held up longer than the first caller's timeout
+  const until = Date.now() + 30
+  while (Date.now() < until);
+  await t.rejects(late, { message: /^the jobs waited \d+ ms for their transaction, longer than the timeout of 5 ms$/ })
+  await patient
+  t.notOk(rowOf(db, 'late'))
+  t.ok(rowOf(db, 'patient'))
+  const alone = store.enqueue([job('alone')], 5)
+  const again = Date.now() + 30
+  while (Date.now() < again);
+  await t.rejects(alone, { message: /longer than the timeout of 5 ms/ }, 'a batch of late callers only')
+  t.notOk(rowOf(db, 'alone'))
+})
+
+test('close commits the enqueues still waiting for their turn', async (t) => {
+  const path = join(await tempDir(t), 'jobs.db')
+  const store = makeStore(t, path)
+  const enqueued = store.enqueue([job('a'), job('b')], 1000)
+  await store.close()
+  await enqueued
+  t.same(peek(t, path).prepare('SELECT id FROM jobs ORDER BY id').all(), [{ id: 'a' }, { id: 'b' }])
+})
