@@ -350,7 +350,12 @@ test('recover leaves a lease that changed after it was read', async (t) => {
   await store.enqueue([job('a')], 1000)
   await store.take('dying', 1, 60_000)
   // the owner settles the job between recover's read and its write
-  const failed = await store.recover((owner) => { void other.finish(owner, 'a', 'completed'); return true })
+  let finished: Promise<boolean> | undefined
+  const failed = await store.recover((owner) => {
+    finished = other.finish(owner, 'a', 'completed')
+    return true
+  })
+  t.equal(await finished, true)
   t.same(failed, [])
   t.match(rowOf(db, 'a'), { state: 'completed', stalled: 0 })
 })
@@ -396,7 +401,7 @@ test('prune keeps completed jobs 1 h / 10,000 and failed jobs 7 days / 100,000, 
   t.equal(await store.prune(), 2 + 3 + 2)
   const completed = ids(db, 'completed')
   t.equal(completed.length, KEEP_COMPLETED.count + 2, 'the newest 10,000 of this queue, and the other queue\'s')
-  t.equal(completed.filter((id) => id.startsWith(`completed-60000-`)).length, KEEP_COMPLETED.count)
+  t.equal(completed.filter((id) => id.startsWith('completed-60000-')).length, KEEP_COMPLETED.count)
   t.notOk(completed.includes('completed-60000-2'), 'the oldest beyond the count went')
   t.same(ids(db, 'failed'), [`failed-${hour + 10}-0`, `failed-${hour + 10}-1`, `failed-${hour + 10}-2`], 'failed: an hour old is kept')
 
@@ -506,4 +511,51 @@ test('close commits the enqueues still waiting for their turn', async (t) => {
   await store.close()
   await enqueued
   t.same(peek(t, path).prepare('SELECT id FROM jobs ORDER BY id').all(), [{ id: 'a' }, { id: 'b' }])
+})
+
+test('three processes take 300 jobs from one file: each job taken once, none lost', async (t) => {
+  const { store, db, path } = await opened(t)
+  const all = Array.from({ length: 300 }, (_, i) => `job${i}`)
+  await store.enqueue(all.map((id) => job(id)), 5000)
+  const children = Array.from({ length: 3 }, () => startChild(t, ['drain', path, QUEUE]))
+  for (const child of children) t.same(await child.next(), { ready: true })
+  // all three start taking together
+  for (const child of children) child.process.stdin?.end('go\n')
+  const taken: string[][] = []
+  for (const child of children) {
+    const { ids } = await child.next() as { ids: string[] }
+    taken.push(ids)
+    t.same(await child.exited, { code: 0, signal: null }, 'no lease lost')
+  }
+  t.same(taken.flat().sort(), [...all].sort(), 'every job exactly once')
+  t.ok(taken.filter((ids) => ids.length > 0).length >= 2, `shared between processes: ${taken.map((ids) => ids.length).join(', ')}`)
+  t.same(db.prepare('SELECT state, count(*) AS n FROM jobs GROUP BY state').all(), [{ state: 'completed', n: 300 }])
+})
+
+test('kill -9 of a process holding leases: its jobs come back at once (a dead owner of this host)', async (t) => {
+  const { store, db, path } = await opened(t)
+  await store.enqueue(['a', 'b', 'c', 'd'].map((id) => job(id)), 1000)
+  const child = startChild(t, ['hold', path, QUEUE, '3'])
+  const { owner, ids } = await child.next() as { owner: string, ids: string[] }
+  t.same(ids, ['a', 'b', 'c'])
+  t.same(await store.recover(isDeadOwner), [], 'alive: its leases are kept')
+  t.match(rowOf(db, 'a'), { state: 'active', owner })
+  child.process.kill('SIGKILL')
+  t.same(await child.exited, { code: null, signal: 'SIGKILL' })
+  t.same(await store.recover(isDeadOwner), [])
+  t.same(db.prepare("SELECT id, state, stalled, owner FROM jobs WHERE id IN ('a', 'b', 'c') ORDER BY id").all(),
+    ['a', 'b', 'c'].map((id) => ({ id, state: 'waiting', stalled: 1, owner: null })), 'back to waiting long before the minute-long lease ends')
+  t.same((await store.take(ownerId(), 5, 1000)).map((leased) => [leased.id, leased.attempt]), [['a', 1], ['b', 1], ['c', 1], ['d', 1]])
+})
+
+test('an owner on another host: its jobs come back only once its lease expired', async (t) => {
+  const { store, db } = await opened(t)
+  await store.enqueue([job('a')], 1000)
+  const elsewhere = `not-${hostname()}:${process.pid}:0123456789ab`
+  await store.take(elsewhere, 1, 200)
+  t.same(await store.recover(isDeadOwner), [])
+  t.match(rowOf(db, 'a'), { state: 'active', owner: elsewhere }, 'unknown is not dead')
+  await new Promise((resolve) => setTimeout(resolve, 250))
+  t.same(await store.recover(isDeadOwner), [])
+  t.match(rowOf(db, 'a'), { state: 'waiting', stalled: 1, owner: null })
 })
