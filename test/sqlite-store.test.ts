@@ -138,7 +138,7 @@ test('a new file: its folders are made, WAL, our application_id and schema versi
 
 test('a file of something else, or of a newer version, is refused and left unchanged', async (t) => {
   const dir = await tempDir(t)
-  const cases: Array<[string, (db: Database.Database) => void, object]> = [
+  const cases: Array<[string, (db: Database.Database) => void, { code: string, message: RegExp }]> = [
     ['tables, no application_id', (db) => db.exec('CREATE TABLE notes (body TEXT); INSERT INTO notes VALUES (1)'), {
       code: 'FST_SAC_SQLITE_FOREIGN',
       message: /: '.*notes\.db' should be this engine's job database or a new file, instead got a SQLite database of something else \(application_id 0, user_version 0, 1 tables and indexes\); it was left unchanged$/
