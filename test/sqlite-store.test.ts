@@ -197,6 +197,11 @@ test('a path that cannot be a database file: FST_SAC_SQLITE_PATH', async (t) => 
   }, 'a database no other process could share')
 })
 
+test('a better-sqlite3 built for another Node version fails at the first open with its own error', async (t) => {
+  const dlopen = Object.assign(new Error('The module was compiled against a different Node.js version'), { code: 'ERR_DLOPEN_FAILED' })
+  await t.rejects(makeStore(t, join(await tempDir(t), 'jobs.db'), { open: () => { throw dlopen } }).check(1000), dlopen)
+})
+
 test('several processes creating one new file at once', async (t) => {
   const path = join(await tempDir(t), 'new', 'jobs.db')
   const children = Array.from({ length: 4 }, () => startChild(t, ['open', path]))
