@@ -138,7 +138,7 @@ test('a new file: its folders are made, WAL, our application_id and schema versi
 
 test('a file of something else, or of a newer version, is refused and left unchanged', async (t) => {
   const dir = await tempDir(t)
-  const cases: Array<[string, (db: Database.Database) => void, object]> = [
+  const cases: Array<[string, (db: Database.Database) => void, { code: string, message: RegExp }]> = [
     ['tables, no application_id', (db) => db.exec('CREATE TABLE notes (body TEXT); INSERT INTO notes VALUES (1)'), {
       code: 'FST_SAC_SQLITE_FOREIGN',
       message: /: '.*notes\.db' should be this engine's job database or a new file, instead got a SQLite database of something else \(application_id 0, user_version 0, 1 tables and indexes\); it was left unchanged$/
@@ -197,6 +197,11 @@ test('a path that cannot be a database file: FST_SAC_SQLITE_PATH', async (t) => 
   }, 'a database no other process could share')
 })
 
+test('a better-sqlite3 built for another Node version fails at the first open with its own error', async (t) => {
+  const dlopen = Object.assign(new Error('The module was compiled against a different Node.js version'), { code: 'ERR_DLOPEN_FAILED' })
+  await t.rejects(makeStore(t, join(await tempDir(t), 'jobs.db'), { open: () => { throw dlopen } }).check(1000), dlopen)
+})
+
 test('several processes creating one new file at once', async (t) => {
   const path = join(await tempDir(t), 'new', 'jobs.db')
   const children = Array.from({ length: 4 }, () => startChild(t, ['open', path]))
@@ -216,4 +221,346 @@ test('a closed store refuses to work', async (t) => {
   await t.rejects(store.check(1000), { message: "createWorker(): the SQLite store of queue 'q' is closed" })
   await t.rejects(store.enqueue([job('a')], 1000), { message: /is closed/ })
   await t.rejects(store.take('me', 1, 1000), { message: /is closed/ })
+})
+
+async function opened (t: Test): Promise<{ store: ReturnType<typeof makeStore>, db: Database.Database, path: string }> {
+  const path = join(await tempDir(t), 'jobs.db')
+  const store = makeStore(t, path)
+  await store.check(1000)
+  return { store, db: peek(t, path), path }
+}
+
+test('take leases due jobs oldest first; finish, nextDue', async (t) => {
+  const { store, db } = await opened(t)
+  t.equal(await store.nextDue(), null, 'nothing waits')
+  await store.enqueue([job('a'), job('b', { task: 'other', backoff: { type: 'exponential', delay: 10 }, attempts: 5 })], 1000)
+  await store.enqueue([job('c')], 1000)
+  t.equal(await store.nextDue(), 0)
+
+  const before = Date.now()
+  const [a, b] = await store.take('me', 2, 10_000)
+  t.same(a, { id: 'a', name: 'send', payload: job('a').payload, attempt: 1, attempts: 3, backoff: undefined, delay: 0 })
+  t.same(b, { id: 'b', name: 'other', payload: job('b').payload, attempt: 1, attempts: 5, backoff: { type: 'exponential', delay: 10 }, delay: 0 })
+  const row = rowOf(db, 'a') as NonNullable<ReturnType<typeof rowOf>>
+  t.match(row, { state: 'active', owner: 'me' })
+  t.ok((row.lock_until as number) >= before + 10_000, 'locked for lockDuration')
+  t.same((await store.take('me', 5, 10_000)).map((leased) => leased.id), ['c'])
+  t.same(await store.take('me', 5, 10_000), [], 'nothing due')
+  t.equal(await store.nextDue(), null, 'active jobs do not wait')
+
+  t.equal(await store.finish('me', 'a', 'completed'), true)
+  t.match(rowOf(db, 'a'), { state: 'completed', outcome: 'completed', attempts_made: 0, owner: null, lock_until: null })
+  t.ok((rowOf(db, 'a')?.finished_at as number) >= before)
+  t.equal(await store.finish('me', 'a', 'completed'), false, 'finished already')
+  t.equal(await store.finish('someone else', 'b', 'failed'), false, 'not the owner')
+  t.equal(await store.finish('me', 'b', 'failed'), true)
+  t.match(rowOf(db, 'b'), { state: 'failed', outcome: 'failed', attempts_made: 1 })
+  t.equal(await store.finish('me', 'c', 'timeout'), true)
+  t.match(rowOf(db, 'c'), { state: 'failed', outcome: 'timeout', attempts_made: 1 })
+  t.equal(await store.finish('me', 'nope', 'completed'), false, 'unknown job')
+})
+
+test('jobs due in one millisecond come out in the order they were added; delays', async (t) => {
+  const { store, db } = await opened(t)
+  const ids = Array.from({ length: 20 }, (_, i) => `j${19 - i}`)
+  await store.enqueue(ids.map((id) => job(id)), 1000)
+  db.prepare('UPDATE jobs SET run_at = 5').run()
+  t.same((await store.take('me', 20, 1000)).map((leased) => leased.id), ids)
+
+  await store.enqueue([job('later', { delay: 60_000 }), job('soon', { delay: 30_000 })], 1000)
+  t.same(await store.take('me', 5, 1000), [], 'not due yet')
+  const due = await store.nextDue() as number
+  t.ok(due > 29_000 && due <= 30_000, `the next is due in ${due} ms`)
+  db.prepare("UPDATE jobs SET run_at = run_at - 60000 WHERE id IN ('later', 'soon')").run()
+  t.same((await store.take('me', 5, 1000)).map((leased) => [leased.id, leased.delay]), [['soon', 30_000], ['later', 60_000]],
+    'both due now, the one due longest ago first; the delay option is carried')
+})
+
+test('retry counts the attempt and waits; release does neither', async (t) => {
+  const { store, db } = await opened(t)
+  await store.enqueue([job('a'), job('b')], 1000)
+  await store.take('me', 1, 1000)
+  t.equal(await store.retry('other', 'a', 0), false, 'not the owner')
+  t.equal(await store.retry('me', 'a', 60_000), true)
+  t.match(rowOf(db, 'a'), { state: 'waiting', attempts_made: 1, owner: null, lock_until: null })
+  t.same((await store.take('me', 5, 1000)).map((leased) => leased.id), ['b'], 'a waits for its backoff')
+  db.prepare("UPDATE jobs SET run_at = run_at - 60000 WHERE id = 'a'").run()
+  t.same((await store.take('me', 5, 1000)).map((leased) => [leased.id, leased.attempt]), [['a', 2]], 'the next attempt')
+
+  await store.enqueue([job('c')], 1000)
+  t.equal(await store.release('other', 'a'), false, 'not the owner')
+  t.equal(await store.release('me', 'a'), true)
+  t.equal(await store.release('me', 'a'), false, 'released already')
+  t.match(rowOf(db, 'a'), { state: 'waiting', attempts_made: 1, owner: null })
+  t.same((await store.take('me', 5, 1000)).map((leased) => [leased.id, leased.attempt]), [['a', 2], ['c', 1]],
+    'due at once, same attempt, still ahead of a newer job')
+})
+
+test('renew extends the leases still held and answers the lost ones', async (t) => {
+  const { store, db } = await opened(t)
+  await store.enqueue([job('a'), job('b')], 1000)
+  await store.take('me', 2, 1000)
+  await store.finish('me', 'b', 'completed')
+  const before = Date.now()
+  t.same(await store.renew('me', ['a', 'b', 'unknown'], 60_000), ['b', 'unknown'])
+  t.ok((rowOf(db, 'a')?.lock_until as number) >= before + 60_000)
+  t.same(await store.renew('other', ['a'], 60_000), ['a'], 'another owner')
+  t.same(await store.renew('me', [], 60_000), [])
+})
+
+test('a lease that expired: recover gives the job back, another owner takes it, the first owner has lost it', async (t) => {
+  const { store, db } = await opened(t)
+  await store.enqueue([job('a'), job('b')], 1000)
+  await store.take('first', 1, 200)
+  await store.take('alive', 1, 60_000)
+  t.same(await store.recover(() => false), [], 'not expired yet')
+  t.match(rowOf(db, 'a'), { state: 'active', owner: 'first' })
+  await new Promise((resolve) => setTimeout(resolve, 250))
+  t.same(await store.recover(() => false), [])
+  t.match(rowOf(db, 'a'), { state: 'waiting', owner: null, stalled: 1, attempts_made: 0 })
+  t.match(rowOf(db, 'b'), { state: 'active', owner: 'alive' }, 'a live lease is left alone')
+  const [again] = await store.take('second', 1, 60_000)
+  t.same([again.id, again.attempt], ['a', 1], 'the same attempt: a lost run does not count')
+  t.equal(await store.finish('first', 'a', 'completed'), false, "the first owner's finish changes nothing")
+  t.same(await store.renew('first', ['a'], 1000), ['a'])
+  t.equal(await store.retry('first', 'a', 0), false)
+  t.equal(await store.release('first', 'a'), false)
+  t.equal(await store.finish('second', 'a', 'completed'), true)
+})
+
+test('recover: a dead owner gives its jobs back at once; a second lost run fails the job', async (t) => {
+  const { store, db } = await opened(t)
+  await store.enqueue([job('a', { backoff: 5 }), job('b')], 1000)
+  await store.take('dead', 1, 60_000)
+  await store.take('alive', 1, 60_000)
+  const asked: string[] = []
+  const isDead = (owner: string): boolean => { asked.push(owner); return owner === 'dead' }
+  t.same(await store.recover(isDead), [])
+  t.same(asked, ['dead', 'alive'])
+  t.match(rowOf(db, 'a'), { state: 'waiting', stalled: 1 })
+  await store.retry('alive', 'b', 0)
+
+  await store.take('dead', 2, 60_000)
+  const failed = await store.recover(isDead)
+  t.same(failed, [{ id: 'a', name: 'send', payload: job('a').payload, attempt: 1, attempts: 3, backoff: 5, delay: 0 }],
+    'a: lost twice, failed and answered for its final line')
+  t.match(rowOf(db, 'a'), { state: 'failed', outcome: 'stalled', stalled: 2, owner: null })
+  t.ok(rowOf(db, 'a')?.finished_at)
+  t.match(rowOf(db, 'b'), { state: 'waiting', stalled: 1, attempts_made: 1 }, 'b: lost once')
+})
+
+test('recover leaves a lease that changed after it was read', async (t) => {
+  const { store, db, path } = await opened(t)
+  const other = makeStore(t, path)
+  await store.enqueue([job('a')], 1000)
+  await store.take('dying', 1, 60_000)
+  // the owner settles the job between recover's read and its write
+  let finished: Promise<boolean> | undefined
+  const failed = await store.recover((owner) => {
+    finished = other.finish(owner, 'a', 'completed')
+    return true
+  })
+  t.equal(await finished, true)
+  t.same(failed, [])
+  t.match(rowOf(db, 'a'), { state: 'completed', stalled: 0 })
+})
+
+test('a job id already stored is not added again, until pruned', async (t) => {
+  const { store, db } = await opened(t)
+  await Promise.all([store.enqueue([job('k', { payload: { ...job('k').payload, data: 1 } })], 1000), store.enqueue([job('k'), job('k')], 1000)])
+  await store.enqueue([job('k')], 1000)
+  t.same(db.prepare('SELECT count(*) AS n FROM jobs').get(), { n: 1 }, 'waiting: one job')
+  t.same((await store.take('me', 5, 1000))[0].payload.data, 1, 'the first one added is kept')
+  await store.enqueue([job('k')], 1000)
+  t.same(await store.take('me', 5, 1000), [], 'active: not added')
+  await store.finish('me', 'k', 'completed')
+  await store.enqueue([job('k')], 1000)
+  t.same(await store.take('me', 5, 1000), [], 'finished and kept: not added')
+  t.equal(await store.prune(), 0, 'within the retention')
+  db.prepare('UPDATE jobs SET finished_at = ?').run(Date.now() - KEEP_COMPLETED.age * 1000 - 1)
+  t.equal(await store.prune(), 1)
+  await store.enqueue([job('k')], 1000)
+  t.same((await store.take('me', 5, 1000)).map((leased) => leased.id), ['k'], 'pruned: added again')
+})
+
+/** `count` finished jobs of `state` written straight into the file, finished `ago` ms ago and the ones after 1 ms apart. */
+function finished (db: Database.Database, state: 'completed' | 'failed', count: number, ago: number, queue = QUEUE): void {
+  db.prepare(`WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < ?)
+    INSERT INTO jobs (queue, id, task, payload, attempts, delay, state, run_at, finished_at, outcome, created_at)
+    SELECT ?, ? || i, 'send', '{}', 1, 0, ?, 0, ? + i, ?, 0 FROM n`).run(count, queue, `${state}-${ago}-`, state, Date.now() - ago, state)
+}
+
+function ids (db: Database.Database, state: string): string[] {
+  return (db.prepare('SELECT id FROM jobs WHERE state = ? ORDER BY finished_at').all(state) as Array<{ id: string }>).map((row) => row.id)
+}
+
+test('prune keeps completed jobs 1 h / 10,000 and failed jobs 7 days / 100,000, per queue', async (t) => {
+  const { store, db } = await opened(t)
+  const hour = KEEP_COMPLETED.age * 1000
+  const week = KEEP_FAILED.age * 1000
+  finished(db, 'completed', 2, hour + 10)
+  finished(db, 'completed', KEEP_COMPLETED.count + 3, 60_000)
+  finished(db, 'failed', 2, week + 10)
+  finished(db, 'failed', 3, hour + 10)
+  finished(db, 'completed', 2, hour + 10, 'another queue')
+  t.equal(await store.prune(), 2 + 3 + 2)
+  const completed = ids(db, 'completed')
+  t.equal(completed.length, KEEP_COMPLETED.count + 2, 'the newest 10,000 of this queue, and the other queue\'s')
+  t.equal(completed.filter((id) => id.startsWith('completed-60000-')).length, KEEP_COMPLETED.count)
+  t.notOk(completed.includes('completed-60000-2'), 'the oldest beyond the count went')
+  t.same(ids(db, 'failed'), [`failed-${hour + 10}-0`, `failed-${hour + 10}-1`, `failed-${hour + 10}-2`], 'failed: an hour old is kept')
+
+  finished(db, 'failed', KEEP_FAILED.count + 1, 60_000)
+  t.equal(await store.prune(), 4, 'the 3 older failed and the oldest of the newest batch')
+  t.equal(ids(db, 'failed').length, KEEP_FAILED.count)
+})
+
+test('recover prunes, at most every few seconds', async (t) => {
+  const { store, db } = await opened(t)
+  const old = KEEP_COMPLETED.age * 1000 + 10
+  finished(db, 'completed', 1, old)
+  await store.recover(() => false)
+  t.same(ids(db, 'completed'), [], 'the first recover prunes')
+  finished(db, 'completed', 1, old)
+  await store.recover(() => false)
+  t.equal(ids(db, 'completed').length, 1, 'not again right away')
+})
+
+test('counts: per state and task, the longest a due job waits, the newest failed jobs', async (t) => {
+  const { store, db } = await opened(t)
+  t.same(await store.counts(), { states: { waiting: 0, active: 0, completed: 0, failed: 0 }, tasks: [], oldestWaitingMs: null, failed: [] })
+  await store.enqueue([job('a'), job('b'), job('c', { task: 'other' }), job('d', { delay: 60_000 })], 1000)
+  db.prepare("UPDATE jobs SET run_at = run_at - 5000 WHERE id = 'b'").run()
+  await store.take('me', 1, 1000)
+  finished(db, 'failed', 7, 1000)
+  finished(db, 'completed', 2, 1000)
+  const counts = await store.counts()
+  t.same(counts.states, { waiting: 3, active: 1, completed: 2, failed: 7 })
+  t.same(counts.tasks, [
+    { task: 'other', waiting: 1, active: 0, completed: 0, failed: 0 },
+    { task: 'send', waiting: 2, active: 1, completed: 2, failed: 7 }
+  ])
+  t.ok((counts.oldestWaitingMs as number) >= 0 && (counts.oldestWaitingMs as number) < 1000, 'a waits since it was added (b was taken, d is not due)')
+  t.same(counts.failed.map((failed) => failed.id), ['failed-1000-6', 'failed-1000-5', 'failed-1000-4', 'failed-1000-3', 'failed-1000-2'])
+  t.match(counts.failed[0], { task: 'send', outcome: 'failed', attemptsMade: 0, finishedAt: Number })
+})
+
+test('group commit: the enqueue() calls of one event-loop turn share one transaction', async (t) => {
+  const path = join(await tempDir(t), 'jobs.db')
+  const wrapped = counting()
+  const store = makeStore(t, path, { open: wrapped.open, where: 'fastify-send-and-continue queue' })
+  await store.check(1000)
+  const opening = wrapped.commits
+  const settled: string[] = []
+  const calls = Array.from({ length: 10 }, (_, i) => store.enqueue([job(`a${i}`), job(`b${i}`)], 1000).then(() => { settled.push(`a${i}`) }))
+  t.same(settled, [], 'nothing resolves before its commit')
+  await Promise.all(calls)
+  t.equal(wrapped.commits - opening, 1, 'one transaction for ten calls')
+  t.equal(settled.length, 10)
+  t.same(peek(t, path).prepare('SELECT count(*) AS n FROM jobs').get(), { n: 20 })
+  await store.enqueue([job('c')], 1000)
+  t.equal(wrapped.commits - opening, 2, 'a later turn: a second transaction')
+
+  // a commit that fails rejects every caller of its transaction, and stores none of their jobs
+  const failure = new Error('disk I/O error')
+  wrapped.failCommit = failure
+  const results = await Promise.allSettled([store.enqueue([job('x')], 1000), store.enqueue([job('y')], 1000), store.enqueue([job('z')], 1000)])
+  t.same(results, [failure, failure, failure].map((reason) => ({ status: 'rejected', reason })))
+  t.same(peek(t, path).prepare("SELECT count(*) AS n FROM jobs WHERE id IN ('x', 'y', 'z')").get(), { n: 0 })
+  await store.enqueue([job('x')], 1000)
+  t.match(rowOf(peek(t, path), 'x'), { state: 'waiting' }, 'the next transaction works')
+})
+
+test('enqueue timeout: a locked file fails the batch after the time left, not the busy timeout', async (t) => {
+  const path = join(await tempDir(t), 'jobs.db')
+  const wrapped = counting()
+  const store = makeStore(t, path, { busyTimeout: 10_000, open: wrapped.open })
+  await store.check(1000)
+  const other = peek(t, path)
+  other.exec('BEGIN IMMEDIATE')
+  const start = Date.now()
+  const results = await Promise.allSettled([store.enqueue([job('a')], 150), store.enqueue([job('b')], 200)])
+  const waited = Date.now() - start
+  t.same(results.map((result) => result.status), ['rejected', 'rejected'])
+  t.match((results[0] as PromiseRejectedResult).reason, { message: 'database is locked' })
+  t.ok(waited >= 140 && waited < 5000, `gave up after ${waited} ms (the smaller timeout)`)
+  other.exec('COMMIT')
+  await store.enqueue([job('a')], 150)
+  t.ok(rowOf(other, 'a'), 'the lock gone, it works')
+  // the busy timeout is the store's own again, for the worker side
+  t.same(wrapped.connections[0].prepare('PRAGMA busy_timeout').get(), { timeout: 10_000 })
+})
+
+test('enqueue timeout: callers whose time ran out before their turn are refused without a write', async (t) => {
+  const { store, db } = await opened(t)
+  const late = store.enqueue([job('late')], 5)
+  const patient = store.enqueue([job('patient')], 10_000)
+  // the event loop is held up longer than the first caller's timeout
+  const until = Date.now() + 30
+  while (Date.now() < until);
+  await t.rejects(late, { message: /^the jobs waited \d+ ms for their transaction, longer than the timeout of 5 ms$/ })
+  await patient
+  t.notOk(rowOf(db, 'late'))
+  t.ok(rowOf(db, 'patient'))
+  const alone = store.enqueue([job('alone')], 5)
+  const again = Date.now() + 30
+  while (Date.now() < again);
+  await t.rejects(alone, { message: /longer than the timeout of 5 ms/ }, 'a batch of late callers only')
+  t.notOk(rowOf(db, 'alone'))
+})
+
+test('close commits the enqueues still waiting for their turn', async (t) => {
+  const path = join(await tempDir(t), 'jobs.db')
+  const store = makeStore(t, path)
+  const enqueued = store.enqueue([job('a'), job('b')], 1000)
+  await store.close()
+  await enqueued
+  t.same(peek(t, path).prepare('SELECT id FROM jobs ORDER BY id').all(), [{ id: 'a' }, { id: 'b' }])
+})
+
+test('three processes take 300 jobs from one file: each job taken once, none lost', async (t) => {
+  const { store, db, path } = await opened(t)
+  const all = Array.from({ length: 300 }, (_, i) => `job${i}`)
+  await store.enqueue(all.map((id) => job(id)), 5000)
+  const children = Array.from({ length: 3 }, () => startChild(t, ['drain', path, QUEUE]))
+  for (const child of children) t.same(await child.next(), { ready: true })
+  // all three start taking together
+  for (const child of children) child.process.stdin?.end('go\n')
+  const taken: string[][] = []
+  for (const child of children) {
+    const { ids } = await child.next() as { ids: string[] }
+    taken.push(ids)
+    t.same(await child.exited, { code: 0, signal: null }, 'no lease lost')
+  }
+  t.same(taken.flat().sort(), [...all].sort(), 'every job exactly once')
+  t.ok(taken.filter((ids) => ids.length > 0).length >= 2, `shared between processes: ${taken.map((ids) => ids.length).join(', ')}`)
+  t.same(db.prepare('SELECT state, count(*) AS n FROM jobs GROUP BY state').all(), [{ state: 'completed', n: 300 }])
+})
+
+test('kill -9 of a process holding leases: its jobs come back at once (a dead owner of this host)', async (t) => {
+  const { store, db, path } = await opened(t)
+  await store.enqueue(['a', 'b', 'c', 'd'].map((id) => job(id)), 1000)
+  const child = startChild(t, ['hold', path, QUEUE, '3'])
+  const { owner, ids } = await child.next() as { owner: string, ids: string[] }
+  t.same(ids, ['a', 'b', 'c'])
+  t.same(await store.recover(isDeadOwner), [], 'alive: its leases are kept')
+  t.match(rowOf(db, 'a'), { state: 'active', owner })
+  child.process.kill('SIGKILL')
+  t.same(await child.exited, { code: null, signal: 'SIGKILL' })
+  t.same(await store.recover(isDeadOwner), [])
+  t.same(db.prepare("SELECT id, state, stalled, owner FROM jobs WHERE id IN ('a', 'b', 'c') ORDER BY id").all(),
+    ['a', 'b', 'c'].map((id) => ({ id, state: 'waiting', stalled: 1, owner: null })), 'back to waiting long before the minute-long lease ends')
+  t.same((await store.take(ownerId(), 5, 1000)).map((leased) => [leased.id, leased.attempt]), [['a', 1], ['b', 1], ['c', 1], ['d', 1]])
+})
+
+test('an owner on another host: its jobs come back only once its lease expired', async (t) => {
+  const { store, db } = await opened(t)
+  await store.enqueue([job('a')], 1000)
+  const elsewhere = `not-${hostname()}:${process.pid}:0123456789ab`
+  await store.take(elsewhere, 1, 200)
+  t.same(await store.recover(isDeadOwner), [])
+  t.match(rowOf(db, 'a'), { state: 'active', owner: elsewhere }, 'unknown is not dead')
+  await new Promise((resolve) => setTimeout(resolve, 250))
+  t.same(await store.recover(isDeadOwner), [])
+  t.match(rowOf(db, 'a'), { state: 'waiting', stalled: 1, owner: null })
 })

@@ -318,7 +318,9 @@ export class SqliteStore implements Engine, JobStore {
       return db
     } catch (err) {
       db?.close()
-      if (isSendAndContinueError(err)) throw err
+      // better-sqlite3 loads its native part at the first open: one built for another Node
+      // version says so itself, and is no fault of the path
+      if (isSendAndContinueError(err) || (err as NodeJS.ErrnoException).code === 'ERR_DLOPEN_FAILED') throw err
       const { message } = err as Error
       // both bindings word SQLITE_NOTADB this way
       if (message.includes('file is not a database')) throw new FST_SAC_SQLITE_FOREIGN(this.#where, describe(this.#path), 'a file that is not a SQLite database')
