@@ -1,4 +1,4 @@
-import { test } from 'tap'
+import t, { test } from 'tap'
 import { readFile } from 'node:fs/promises'
 import { createServer } from 'node:net'
 import type { AddressInfo } from 'node:net'
@@ -7,6 +7,8 @@ import { commandOf, root, runCommand } from './commands'
 import { startRedis } from './redis'
 
 // The durable example and demo load the built package: run to prove they work, not to cover lib/.
+// The demo runs twice (SQLite, then BullMQ), 300 jobs and a killed worker each.
+t.setTimeout(180_000)
 
 function freePort (): Promise<number> {
   return new Promise((resolve) => {

@@ -1,4 +1,4 @@
-import { test } from 'tap'
+import t, { test } from 'tap'
 import { execFile } from 'node:child_process'
 import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -12,6 +12,8 @@ import { promisify } from 'node:util'
 // without the drivers installed.
 
 const run = promisify(execFile)
+// npm install of the tarball and its dependencies, then a compile: about 20 s here, more on a busy machine
+t.setTimeout(240_000)
 const root = join(__dirname, '..')
 const hasNodeSqlite = (() => {
   try {
