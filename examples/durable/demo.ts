@@ -3,7 +3,8 @@
 // On SQLite by default (a file in a temp dir: nothing to start); with --engine bullmq it starts
 // its own redis-server (no daemon, no persistence, in a temp dir).
 //
-// Run: npm run demo:durable   (or: npm run demo:durable -- --engine bullmq)
+// Run: npm run demo:durable
+// (on Redis: npm run demo:durable -- --engine bullmq)
 import { spawn, spawnSync } from 'node:child_process'
 import type { ChildProcess } from 'node:child_process'
 import { mkdtempSync, rmSync } from 'node:fs'
