@@ -320,3 +320,22 @@ test('with the logger above error level, enqueues and failures write nothing and
   t.same(logs, [])
   t.same(app.sendAndContinue.stats().durable, { enqueued: 1, enqueueing: 0, enqueueFailed: 1 })
 })
+
+test('group commit: concurrent responses\' jobs are added together, each a plain add (no MULTI transaction), each response waits for its own', async (t) => {
+  const redis = await startRedis(t)
+  const { app, logs } = await buildDurable(t, redis, { tasks: [sendWelcome, audit] })
+  app.post('/:id', (request, reply) => {
+    const id = Number((request.params as { id: string }).id)
+    return reply.code(201).sendAndContinue({ id }, id % 2 === 0 ? sendWelcome.with({ userId: id }) : [audit.with({ id }), sendWelcome.with({ userId: id })])
+  })
+  const { Redis } = await import('ioredis')
+  const probe = new Redis(redis.connection)
+  t.teardown(() => probe.disconnect())
+  await probe.config('RESETSTAT')
+  const answers = await Promise.all(Array.from({ length: 20 }, (_, id) => app.inject({ method: 'POST', url: `/${id}` })))
+  t.same(answers.map((answer) => answer.statusCode), Array(20).fill(201))
+  t.equal(logs.outcomes.filter((line) => line.deferred?.outcome === 'enqueued').length, 30, 'every job logged enqueued before its response')
+  t.equal(await inspect(t, redis).count(), 30, 'all 30 jobs are in Redis')
+  const stats = await probe.info('commandstats')
+  t.notMatch(stats, /cmdstat_multi:/, 'no transaction: each job is one add')
+})
