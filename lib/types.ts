@@ -1,5 +1,4 @@
 import type { FastifyBaseLogger } from 'fastify'
-import type { DurableStats } from './jobs/types'
 
 /** Every outcome, in the order logs and reports list them. */
 export const OUTCOMES = ['completed', 'failed', 'timeout', 'skipped', 'cancelled', 'dropped'] as const
@@ -97,4 +96,17 @@ export interface SendAndContinueNamespace {
   /** Resolves once no deferred task is pending, queued or running. */
   drain(): Promise<void>
   stats(): SendAndContinueStats
+}
+
+/** `fastify.sendAndContinue.stats().durable`, present when the plugin has a `queue`: counts of jobs. */
+export interface DurableStats {
+  /** Jobs the store took. */
+  enqueued: number
+  /** Jobs being added now. */
+  enqueueing: number
+  /**
+   * Jobs the store did not take in time (dropped, or run in this process with `'run-local'`): a
+   * subset of the `dropped` count with `'reject'`, so the two are not to be added.
+   */
+  enqueueFailed: number
 }

@@ -320,3 +320,24 @@ test('with the logger above error level, enqueues and failures write nothing and
   t.same(logs, [])
   t.same(app.sendAndContinue.stats().durable, { enqueued: 1, enqueueing: 0, enqueueFailed: 1 })
 })
+
+test('group commit: concurrent responses\' jobs reach Redis together (a few reads, not one per response), each response waits for its own', async (t) => {
+  const redis = await startRedis(t)
+  const { app, logs } = await buildDurable(t, redis, { tasks: [sendWelcome, audit] })
+  app.post('/:id', (request, reply) => {
+    const id = Number((request.params as { id: string }).id)
+    return reply.code(201).sendAndContinue({ id }, id % 2 === 0 ? sendWelcome.with({ userId: id }) : [audit.with({ id }), sendWelcome.with({ userId: id })])
+  })
+  const { Redis } = await import('ioredis')
+  const probe = new Redis(redis.connection)
+  t.teardown(() => probe.disconnect())
+  const reads = async (): Promise<number> => Number(/total_reads_processed:(\d+)/.exec(await probe.info('stats'))?.[1])
+  const before = await reads()
+  const answers = await Promise.all(Array.from({ length: 20 }, (_, id) => app.inject({ method: 'POST', url: `/${id}` })))
+  t.same(answers.map((answer) => answer.statusCode), Array(20).fill(201))
+  t.equal(logs.outcomes.filter((line) => line.deferred?.outcome === 'enqueued').length, 30, 'every job logged enqueued before its response')
+  // the probe's own INFO is one read; 20 responses enqueueing one by one would be 20 or more
+  const during = await reads() - before - 1
+  t.ok(during < 10, `${during} reads by Redis for 20 responses' enqueues`)
+  t.equal(await inspect(t, redis).count(), 30, 'all 30 jobs are in Redis')
+})

@@ -99,12 +99,4 @@ export interface JobPayload {
 
 export const DEFAULT_QUEUE_NAME = 'fastify-send-and-continue'
 
-/** `fastify.sendAndContinue.stats().durable`, present when the plugin has a `queue`: counts of jobs. */
-export interface DurableStats {
-  /** Jobs Redis took. */
-  enqueued: number
-  /** Jobs being added now. */
-  enqueueing: number
-  /** Jobs Redis did not take in time (dropped, or run in this process with `'run-local'`). */
-  enqueueFailed: number
-}
+export type { DurableStats } from '../types'

@@ -35,6 +35,13 @@ function timedOut (timeout: number): { promise: Promise<never>, cancel: () => vo
   return { promise, cancel: () => { clearTimeout(timer) } }
 }
 
+interface Waiting {
+  readonly jobs: readonly JobRecord[]
+  readonly timeout: number
+  readonly resolve: () => void
+  readonly reject: (err: unknown) => void
+}
+
 export class BullEngine implements Engine {
   readonly name = 'bullmq'
   readonly queue: string
@@ -42,12 +49,17 @@ export class BullEngine implements Engine {
   readonly #prefix: string | undefined
   // made once the check passed: BullMQ's own startup would only print a warning on eviction
   #queue: Queue | null = null
+  // the enqueues of this event-loop turn, sent together on setImmediate
+  #batch: Waiting[] = []
+  #flushing: NodeJS.Immediate | null = null
 
   constructor (options: BullEngineOptions) {
     this.queue = options.name
     // Without the offline queue a command fails at once while Redis is down, instead of waiting
     // (unbounded) for a reconnection: the request gets its 503 now.
-    this.#client = createClient(options.connection, { enableOfflineQueue: false, maxRetriesPerRequest: 1 })
+    // Auto-pipelining writes the commands of one tick together: the group commit's adds go to
+    // Redis in one write.
+    this.#client = createClient(options.connection, { enableOfflineQueue: false, maxRetriesPerRequest: 1, enableAutoPipelining: true })
     // reconnection errors are reported by enqueue() failures; unhandled they would crash the process
     this.#client.on('error', noop)
     this.#prefix = options.prefix
@@ -62,24 +74,47 @@ export class BullEngine implements Engine {
     this.#queue.on('error', noop)
   }
 
-  async enqueue (jobs: readonly JobRecord[], timeout: number): Promise<void> {
-    const added = (this.#queue as Queue).addBulk(jobs.map((job) => ({
-      name: job.task,
-      data: job.payload,
-      opts: {
+  /**
+   * Group commit: the enqueues of every response that reaches its `onSend` in one event-loop turn
+   * are sent together on setImmediate, each job a plain `queue.add()` (no transaction around
+   * one job), written to Redis in one round trip by ioredis's auto-pipelining. Each response still
+   * waits for its own jobs only, and its own `timeout`.
+   */
+  enqueue (jobs: readonly JobRecord[], timeout: number): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.#batch.push({ jobs, timeout, resolve, reject })
+      this.#flushing ??= setImmediate(() => { this.#flush() })
+    })
+  }
+
+  #flush (): void {
+    const batch = this.#batch
+    this.#batch = []
+    this.#flushing = null
+    const queue = this.#queue as Queue
+    // every add is called in this tick: ioredis writes them in one go
+    for (const entry of batch) {
+      const added = Promise.all(entry.jobs.map((job) => queue.add(job.task, job.payload, {
         jobId: job.jobId,
         attempts: job.attempts,
         ...(job.backoff === undefined ? {} : { backoff: job.backoff }),
         ...(job.delay > 0 ? { delay: job.delay } : {}),
         removeOnComplete: KEEP_COMPLETED,
         removeOnFail: KEEP_FAILED
-      }
-    })))
-    const timer = timedOut(timeout)
-    // a late answer after the timeout is ignored: the job may exist, which at-least-once allows
+      })))
+      this.#await(added, entry)
+    }
+  }
+
+  async #await (added: Promise<unknown>, entry: Waiting): Promise<void> {
+    const timer = timedOut(entry.timeout)
+    // a late answer after the timeout is ignored here: the web process cancels the enqueue's token
     added.catch(noop)
     try {
       await Promise.race([added, timer.promise])
+      entry.resolve()
+    } catch (err) {
+      entry.reject(err)
     } finally {
       timer.cancel()
     }
