@@ -180,7 +180,7 @@ export class Task extends AsyncResource implements TimedEntry {
   /** The task threw or rejected: retried while attempts remain, else it ends `failed`. */
   fail (err: unknown): void {
     const retry = this.retry
-    // a task without retries, or one already ended (end() ignores it)
+    // no retry for a task without a retry state, on its last attempt, or already ended (end() ignores it)
     if (retry === undefined || retry.attempt === retry.attempts || this.state !== TaskState.Running) {
       this.end('failed', err)
     } else {
@@ -229,7 +229,7 @@ export class Task extends AsyncResource implements TimedEntry {
     traceEnded(this, timedOut === null ? 'failed' : 'timeout', err, undefined, 0, started) // TRACING: the attempt ended
     // the attempt's signal stays with its context; the next attempt starts from its function
     const controller = this.#slot
-    ;(retry.ctx as AttemptContext).attemptEnded(controller instanceof AbortController ? controller : timedOut)
+    attemptEnded(retry.ctx as AttemptContext, controller instanceof AbortController ? controller : timedOut)
     retry.ctx = null
     this.#slot = retry.run
     // until the next attempt starts, it is as a task not started yet: the backoff counts as queue time
@@ -375,6 +375,10 @@ function runAttempt (this: Retry): unknown {
   })
 }
 
+// Sets an attempt context's signal once the attempt is over: a function of this module, not a
+// method, so the task's code, which holds the context, cannot call it.
+let attemptEnded: (ctx: AttemptContext, signal: AbortController | DOMException | null) => void
+
 /**
  * The context of one attempt of a task with `attempts > 1`: its own `attempt`, and, once the
  * attempt is over, its own signal (aborted if the attempt timed out), whatever later attempts do.
@@ -403,7 +407,7 @@ class AttemptContext extends Context {
 
   override get attempt (): number { return this.#attempt }
 
-  attemptEnded (signal: AbortController | DOMException | null): void {
-    this.#signal = signal
+  static {
+    attemptEnded = (ctx, signal) => { ctx.#signal = signal }
   }
 }

@@ -318,7 +318,7 @@ test('the task channel publishes every attempt with its number; a task cancelled
     const { attempt, outcome } = message as TaskMessage
     events.push(`outcome:${attempt}:${outcome}`)
   }
-  const channel = diagnostics.tracingChannel('fastify-send-and-continue:task')
+  const channel = diagnostics.tracingChannel<unknown, TaskMessage>('fastify-send-and-continue:task')
   channel.subscribe(handlers)
   diagnostics.subscribe('fastify-send-and-continue:task:outcome', onOutcome)
   t.teardown(() => {
@@ -385,4 +385,23 @@ test('tasks without attempts, or with attempts: 1, log exactly as before', async
   const keys = ['task', 'outcome', 'connection', 'method', 'route', 'statusCode', 'durationMs', 'queuedMs']
   t.same(logs.outcomes.map((line) => Object.keys(line.deferred as object)), [keys, keys])
   t.same(logs.outcomes.map((line) => line.deferred?.outcome), ['completed', 'failed'])
+})
+
+test('an attempt\'s context exposes the documented fields and nothing more', async (t) => {
+  const { app } = await build(t)
+  const seen = deferred<Record<string, unknown>>()
+  app.get('/', (req, reply) => reply.sendAndContinue('ok', (ctx) => {
+    if (ctx.attempt === 1) throw new Error('once')
+    const proto = Object.getPrototypeOf(ctx)
+    const names = (object: object): string[] => Object.getOwnPropertyNames(object).filter((key) => key !== 'constructor').sort()
+    seen.resolve({ own: Reflect.ownKeys(ctx), proto: names(proto), parent: names(Object.getPrototypeOf(proto)), attempt: ctx.attempt, name: ctx.name })
+  }, { attempts: 2, name: 'inspects' }))
+  await app.inject('/')
+  t.same(await seen.promise, {
+    own: [],
+    proto: ['attempt', 'signal'],
+    parent: ['attempt', 'connection', 'log', 'name', 'outcomes', 'request', 'signal', 'statusCode'],
+    attempt: 2,
+    name: 'inspects'
+  })
 })
