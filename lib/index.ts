@@ -188,10 +188,14 @@ async function fastifySendAndContinue (fastify: FastifyInstance, options: SendAn
     if (task === null) return
     const timeout = options.timeout ?? work.settings.timeout
     const always = options.always ?? false
+    // only tasks with more than one attempt carry a retry state
+    const attempts = options.attempts
+    const retries = attempts !== undefined && attempts > 1
     // each task captures the async context (AsyncLocalStorage) it is registered in, and runs in it
     // a lone function, the common case, without an array
     if (typeof task === 'function') {
       const one = new Task(work, task, options.name, timeout, always)
+      if (retries) one.retries(attempts, options.backoff)
       admit(work, reply, 1)
       work.add(one)
       return
@@ -200,7 +204,9 @@ async function fastifySendAndContinue (fastify: FastifyInstance, options: SendAn
     for (let i = 0; i < task.length; i++) {
       const fn = task[i]
       const name = options.name === undefined ? fn.name || `anonymous[${i}]` : `${options.name}[${i}]`
-      tasks.push(new Task(work, fn, name, timeout, always))
+      const one = new Task(work, fn, name, timeout, always)
+      if (retries) one.retries(attempts, options.backoff)
+      tasks.push(one)
     }
     admit(work, reply, tasks.length)
     for (const one of tasks) work.add(one)

@@ -1,6 +1,8 @@
 import { FST_SAC_INVALID_OPTION, FST_SAC_UNKNOWN_OPTION, describe } from './errors'
 import type { DroppedTaskInfo } from './types'
 import type { QueueOptions } from './jobs/options'
+import { checkAttempts, checkBackoff } from './backoff'
+import type { Backoff } from './backoff'
 
 /** Longest delay Node's timers accept; larger values would silently become 1 ms. */
 export { MAX_TIMEOUT } from './limits'
@@ -109,6 +111,20 @@ export interface DeferOptions {
    * @default false
    */
   always?: boolean
+  /**
+   * Runs of each task before it ends `failed` (or `timeout`), the first included: a failed or
+   * timed-out attempt is run again after `backoff`, each attempt with its own time limit and signal.
+   * @default 1
+   */
+  attempts?: number
+  /**
+   * Wait before each retry: milliseconds, or `{ type: 'fixed' | 'exponential', delay }`
+   * (exponential waits `delay`, `2 × delay`, `4 × delay`...).
+   * @default 0
+   * @example
+   * reply.defer(notifyCrm, { attempts: 3, backoff: { type: 'exponential', delay: 500 } })
+   */
+  backoff?: Backoff
 }
 
 /** What a route resolves to once plugin and route options are merged. */
@@ -186,10 +202,15 @@ const pluginRules: Record<keyof SendAndContinueOptions, Rule> = {
   queue: { check: isPlainObject, expected: 'an object' }
 }
 
+// `attempts` and `backoff` are checked by lib/backoff.ts, as for durable tasks: their rules only let the keys in
+const checkedApart: Rule = { check: () => true, expected: '' }
+
 const callRules: Record<keyof DeferOptions, Rule> = {
   name: { check: (v) => typeof v === 'string' && v.length > 0, expected: 'a non-empty string' },
   timeout: milliseconds,
-  always: boolean
+  always: boolean,
+  attempts: checkedApart,
+  backoff: checkedApart
 }
 
 // Options Fastify itself reads from every register() call.
@@ -273,5 +294,9 @@ const NO_OPTIONS: DeferOptions = Object.freeze({})
 
 export function validateCallOptions (where: string, options: unknown): DeferOptions {
   if (options === undefined) return NO_OPTIONS
-  return validate<DeferOptions>(where, options, callRules)
+  const given = validate<DeferOptions>(where, options, callRules)
+  if (given.attempts !== undefined) checkAttempts(where, given.attempts)
+  // a copy of its own: the caller may change the object it passed after the call
+  if (given.backoff !== undefined) return { ...given, backoff: checkBackoff(where, given.backoff) }
+  return given
 }

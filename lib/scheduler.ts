@@ -3,7 +3,7 @@ import type { FastifyBaseLogger } from 'fastify'
 import { logShutdown } from './log'
 import type { ShutdownLine } from './log'
 import { TaskState } from './task'
-import type { Task } from './task'
+import type { Retry, Task } from './task'
 import { EntryList, Timers } from './timers'
 import { OUTCOMES, zeroOutcomes } from './types'
 import type { DropReason, DroppedTaskInfo, Outcome, SendAndContinueStats } from './types'
@@ -29,6 +29,10 @@ export class Scheduler {
   // not among `timers` (they have not started)
   readonly #waiting = new EntryList()
   #running = 0
+  // Tasks waiting out a backoff before their next attempt: linked like the waiting ones, in a
+  // list never armed (each has its own timer), so the shutdown reaches them
+  readonly #backingOff = new EntryList()
+  #retrying = 0
   // FIFO: an array read from #head, compacted as it drains
   #queue: Array<Task | undefined> = []
   #head = 0
@@ -50,7 +54,7 @@ export class Scheduler {
   }
 
   get idle (): boolean {
-    return this.#pending === 0 && this.queued === 0 && this.#running === 0
+    return this.#pending === 0 && this.queued === 0 && this.#running === 0 && this.#retrying === 0
   }
 
   /** A request was answered 503 by `rejectWhenSaturated`. */
@@ -102,6 +106,36 @@ export class Scheduler {
   cancelHeld (task: Task): void {
     this.#pending--
     task.end('cancelled')
+  }
+
+  /**
+   * A running task's attempt failed and it retries: its slot is freed while it waits out
+   * `delayMs`, then it goes back into the queue (see `retry()`).
+   */
+  backOff (task: Task, delayMs: number): void {
+    this.#running--
+    this.#retrying++
+    this.#backingOff.add(task)
+    ;(task.retry as Retry).timer = setTimeout(backoffOver, delayMs, task)
+    this.#pump()
+  }
+
+  /**
+   * `task` waited out its backoff: it keeps the admission it had, so it is queued whatever
+   * `maxQueued` says (a retry is never dropped), or starts at once if a slot is free.
+   */
+  retry (task: Task): void {
+    this.#retrying--
+    this.#backingOff.remove(task)
+    ;(task.retry as Retry).timer = null
+    const now = performance.now()
+    task.nextAttempt(now)
+    if (this.#running < this.concurrency && this.queued === 0 && !this.#pumping) {
+      this.#start(task, now)
+    } else {
+      this.#queue.push(task)
+      this.#pump()
+    }
   }
 
   #start (task: Task, now: number): void {
@@ -182,6 +216,7 @@ export class Scheduler {
       pending: this.#pending,
       queued: this.queued,
       running: this.#running,
+      retrying: this.#retrying,
       ...this.#counts,
       rejected: this.#rejected,
       saturated: this.saturated,
@@ -230,6 +265,12 @@ export class Scheduler {
     for (let task = this.#waiting.head as Task | null; task !== null; task = this.#waiting.head as Task | null) {
       task.work.cancelWaiting()
     }
+    for (let task = this.#backingOff.head as Task | null; task !== null; task = this.#backingOff.head as Task | null) {
+      clearTimeout((task.retry as Retry).timer as NodeJS.Timeout)
+      this.#retrying--
+      // ending it takes it off the list
+      task.abort(cancelReason(task), 'cancelled')
+    }
     const queued = this.#queue.slice(this.#head) as Task[]
     this.#queue = []
     this.#head = 0
@@ -239,6 +280,10 @@ export class Scheduler {
     }
     this.#notifyIfIdle()
   }
+}
+
+function backoffOver (task: Task): void {
+  task.work.scheduler.retry(task)
 }
 
 function cancelReason (task: Task): DOMException {

@@ -1,6 +1,8 @@
 import { AsyncResource } from 'node:async_hooks'
 import { performance } from 'node:perf_hooks'
 import type { FastifyBaseLogger } from 'fastify'
+import { backoffDelay } from './backoff'
+import type { Backoff } from './backoff'
 import { round, TASK_LEVELS } from './log'
 import type { TaskLine } from './log'
 import type { EntryList, TimedEntry } from './timers'
@@ -41,7 +43,7 @@ function endCompleted (this: Task): void {
 }
 
 function endFailed (this: Task, err: unknown): void {
-  this.end('failed', err)
+  this.fail(err)
 }
 
 /**
@@ -68,6 +70,8 @@ export class Task extends AsyncResource implements TimedEntry {
   timerList: EntryList | null = null
   /** Spans and diagnostics channels (lib/tracing.ts): set only on a traced task, so others have no field for it. */
   declare trace?: TaskTrace
+  /** Attempts and backoff: set only on a task with `attempts > 1` (`retries()`), so others have no field for it. */
+  declare retry?: Retry
 
   // The name given at registration, or the function until its name is first read: reading a
   // function's name costs more than the rest of a registration, and most names are never read
@@ -123,8 +127,18 @@ export class Task extends AsyncResource implements TimedEntry {
     return this.#name
   }
 
-  /** The function of a dropped task (it never started: its slot still holds it), for `onDropped`. */
-  get fn (): DeferredTask { return this.#slot as DeferredTask }
+  /** The function of a dropped task (it never started: its slot still holds it, or its retry), for `onDropped`. */
+  get fn (): DeferredTask { return this.retry === undefined ? this.#slot as DeferredTask : this.retry.fn }
+
+  /** The attempt running, or the last one that ran (from 1), of a task with `attempts > 1`; `undefined` for the others. */
+  get attempt (): number | undefined { return this.retry?.attempt }
+
+  /** Gives the task `attempts` runs (more than 1): each run goes through the retry state (see `Retry`). */
+  retries (attempts: number, backoff: Backoff | undefined): void {
+    const retry = new Retry(this, this.#slot as DeferredTask, attempts, backoff)
+    this.retry = retry
+    this.#slot = retry.run
+  }
 
   /** The scheduler took the task; `queuedMs` counts from here. */
   handedOver (now: number): void {
@@ -159,12 +173,79 @@ export class Task extends AsyncResource implements TimedEntry {
       }
       this.end('completed')
     } catch (err) {
+      this.fail(err)
+    }
+  }
+
+  /** The task threw or rejected: retried while attempts remain, else it ends `failed`. */
+  fail (err: unknown): void {
+    const retry = this.retry
+    // no retry for a task without a retry state, on its last attempt, or already ended (end() ignores it)
+    if (retry === undefined || retry.attempt === retry.attempts || this.state !== TaskState.Running) {
       this.end('failed', err)
+    } else {
+      this.retryLater(err, null)
     }
   }
 
   onTimeout (): void {
-    this.abort(new DOMException(`deferred task "${this.name}" timed out after ${this.timeoutMs} ms`, 'TimeoutError'), 'timeout')
+    const reason = new DOMException(`deferred task "${this.name}" timed out after ${this.timeoutMs} ms`, 'TimeoutError')
+    // only a running task is on a timer list
+    const retry = this.retry
+    if (retry === undefined || retry.attempt === retry.attempts) this.abort(reason, 'timeout')
+    else this.retryLater(undefined, reason)
+  }
+
+  /**
+   * The running attempt failed (`err`) or timed out (`timedOut`, the abort reason) and attempts
+   * remain: logs `retrying`, ends the attempt's span, and hands the task to the scheduler, which
+   * frees its slot while it waits out the backoff. The attempt's context keeps its own signal
+   * (aborted on a timeout); the next attempt gets a fresh one.
+   */
+  retryLater (err: unknown, timedOut: DOMException | null): void {
+    const retry = this.retry as Retry
+    const work = this.work
+    const attempt = retry.attempt
+    const delayMs = backoffDelay(retry.backoff, attempt)
+    ;(this.timerList as EntryList).remove(this)
+    const now = performance.now()
+    const started = this.startedAt
+    if (work.logs(TASK_LEVELS.retrying)) {
+      const line: TaskLine = {
+        task: this.name,
+        outcome: 'retrying',
+        connection: work.connection,
+        method: work.method,
+        route: work.route,
+        statusCode: work.statusCode,
+        durationMs: round(now - started),
+        queuedMs: round(this.#queued as number),
+        attempt
+      }
+      if (timedOut !== null) line.timeoutMs = this.timeoutMs
+      line.delayMs = delayMs
+      work.writeTask(line, timedOut === null ? err : undefined)
+    }
+    traceEnded(this, timedOut === null ? 'failed' : 'timeout', err, undefined, 0, started) // TRACING: the attempt ended
+    // the attempt's signal stays with its context; the next attempt starts from its function
+    const controller = this.#slot
+    attemptEnded(retry.ctx as AttemptContext, controller instanceof AbortController ? controller : timedOut)
+    retry.ctx = null
+    this.#slot = retry.run
+    // until the next attempt starts, it is as a task not started yet: the backoff counts as queue time
+    this.#startedMs = 0
+    this.#flags &= STATE | ALWAYS
+    this.#queued = now
+    this.state = TaskState.HandedOver
+    work.scheduler.backOff(this, delayMs)
+    // last, as abort() does: an abort listener that throws is reported as uncaught
+    if (timedOut !== null && controller instanceof AbortController) controller.abort(timedOut)
+  }
+
+  /** The backoff is over: the next attempt is handed to the scheduler now. */
+  nextAttempt (now: number): void {
+    (this.retry as Retry).attempt++
+    this.#queued = now
   }
 
   /** Aborts the signal of a task that has not ended (the callers only hold those) and ends it as `timeout` or `cancelled`. */
@@ -208,6 +289,8 @@ export class Task extends AsyncResource implements TimedEntry {
       durationMs: started === 0 ? 0 : round(now - started),
       queuedMs: started !== 0 ? round(this.#queued as number) : queuedAt === 0 ? 0 : round(now - queuedAt)
     }
+    // only tasks with `attempts > 1` say which attempt ended: the others' lines are as they always were
+    if (this.retry !== undefined) line.attempt = this.retry.attempt
     if (outcome === 'timeout') line.timeoutMs = this.timeoutMs
     if (reason !== undefined) line.reason = reason
     work.writeTask(line, outcome === 'failed' ? error : undefined)
@@ -243,7 +326,88 @@ class Context implements TaskContext {
   get statusCode (): number { return this.#task.work.statusCode }
   get request (): RequestSnapshot { return this.#task.work.request }
   get name (): string { return this.#task.name }
+  get attempt (): number { return 1 }
   get outcomes (): readonly TaskOutcome[] | undefined {
     return this.#task.always ? this.#task.work.outcomes : undefined
+  }
+}
+
+/**
+ * The retry state of a task with `attempts > 1` (`Task.retry`). The task's slot holds `run`
+ * instead of the function: each attempt gets a context of its own, and the settlement of an
+ * attempt the plugin moved on from (timed out) never reaches the task.
+ */
+export class Retry {
+  readonly task: Task
+  readonly fn: DeferredTask
+  readonly attempts: number
+  readonly backoff: Backoff | undefined
+  /** The attempt running, or the last one that ran, from 1; counts up when the backoff is over. */
+  attempt = 1
+  /** The running attempt's context; `null` between attempts. */
+  ctx: AttemptContext | null = null
+  /** The backoff's timer, while the task waits it out. */
+  timer: NodeJS.Timeout | null = null
+  readonly run: DeferredTask
+
+  constructor (task: Task, fn: DeferredTask, attempts: number, backoff: Backoff | undefined) {
+    this.task = task
+    this.fn = fn
+    this.attempts = attempts
+    this.backoff = backoff
+    this.run = runAttempt.bind(this)
+  }
+}
+
+// Runs one attempt in the task's place; what it returns, Task.start() reads as the task's own.
+function runAttempt (this: Retry): unknown {
+  const ctx = this.ctx = new AttemptContext(this.task, this.attempt)
+  const result: unknown = this.fn(ctx)
+  if (result === null || (typeof result !== 'object' && typeof result !== 'function')) return result
+  const then = (result as { then?: unknown }).then
+  if (typeof then !== 'function') return result
+  return new Promise((resolve, reject) => {
+    then.call(result, (value: unknown) => {
+      if (this.ctx === ctx) resolve(value)
+    }, (err: unknown) => {
+      if (this.ctx === ctx) reject(err)
+    })
+  })
+}
+
+// Sets an attempt context's signal once the attempt is over: a function of this module, not a
+// method, so the task's code, which holds the context, cannot call it.
+let attemptEnded: (ctx: AttemptContext, signal: AbortController | DOMException | null) => void
+
+/**
+ * The context of one attempt of a task with `attempts > 1`: its own `attempt`, and, once the
+ * attempt is over, its own signal (aborted if the attempt timed out), whatever later attempts do.
+ */
+class AttemptContext extends Context {
+  readonly #attempt: number
+  // `undefined` while the attempt runs (the task's signal is its signal), then as Task's slot: the
+  // controller, or the abort reason, or `null` when the signal was never read nor aborted
+  #signal: AbortController | DOMException | null | undefined = undefined
+
+  constructor (task: Task, attempt: number) {
+    super(task)
+    this.#attempt = attempt
+  }
+
+  override get signal (): AbortSignal {
+    let state = this.#signal
+    if (state === undefined) return super.signal
+    if (!(state instanceof AbortController)) {
+      const controller = new AbortController()
+      if (state !== null) controller.abort(state)
+      this.#signal = state = controller
+    }
+    return state.signal
+  }
+
+  override get attempt (): number { return this.#attempt }
+
+  static {
+    attemptEnded = (ctx, signal) => { ctx.#signal = signal }
   }
 }

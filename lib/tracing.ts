@@ -25,7 +25,7 @@ export interface TracedTask {
   }
   /** Set by `traceRegistered()` and `traceStarted()`; absent or `null` when nothing is traced. */
   trace?: TaskTrace | null
-  /** A durable job's attempt: BullMQ's job id and the attempt (1-based). */
+  /** A durable job's attempt: BullMQ's job id and the attempt (1-based); the attempt also for a task with `attempts > 1`. */
   readonly jobId?: string
   readonly attempt?: number
 }
@@ -83,10 +83,9 @@ function messageOf (task: TracedTask, queuedMs: number): TaskMessage {
     durationMs: 0,
     outcome: null
   }
-  if (task.jobId !== undefined) {
-    message.jobId = task.jobId
-    message.attempt = task.attempt
-  }
+  if (task.jobId !== undefined) message.jobId = task.jobId
+  // durable jobs, and in-process tasks with `attempts > 1`
+  if (task.attempt !== undefined) message.attempt = task.attempt
   return message
 }
 
@@ -168,8 +167,9 @@ function neverRan (task: TracedTask, trace: TaskTrace | null, outcome: Outcome, 
   // a durable job BullMQ failed after its workers died during it: the error BullMQ gave
   if (outcome === 'failed') message.error = error
   if (reason !== undefined) message.reason = reason
-  // a task that never started has a state only from its registration, which had a span context
-  if (trace !== null) {
+  // a task that never started has a state only from its registration, which had a span context;
+  // one waiting out a backoff may have a state made for the channels alone (no span context)
+  if (trace !== null && trace.parent !== null) {
     endSpan(startSpan(trace.parent as TraceContext, message, task.work.request.routeUrl, now), message, task.timeoutMs, now)
   }
   if (outcomeChannel.hasSubscribers) outcomeChannel.publish(message)

@@ -47,6 +47,8 @@ export interface TaskContext {
   readonly request: RequestSnapshot
   /** The task's name, as logged. */
   readonly name: string
+  /** The attempt running, from 1: `1` unless the task was registered with `attempts` and an earlier attempt failed or timed out. */
+  readonly attempt: number
   /** For `always` tasks only: the outcomes of the request's other tasks. */
   readonly outcomes?: readonly TaskOutcome[]
 }
@@ -75,6 +77,8 @@ export interface SendAndContinueStats {
   pending: number
   queued: number
   running: number
+  /** Tasks waiting out their backoff before their next attempt (`attempts`): neither queued nor running. */
+  retrying: number
   completed: number
   failed: number
   timeout: number

@@ -327,7 +327,7 @@ test('the task context exposes the documented fields and nothing of the plugin\'
   await app.inject('/')
   const ctx = await seen.promise
   t.same(ctx.own, [], 'no own properties: nothing to walk')
-  t.same(ctx.protoKeys, ['connection', 'log', 'name', 'outcomes', 'request', 'signal', 'statusCode'])
+  t.same(ctx.protoKeys, ['attempt', 'connection', 'log', 'name', 'outcomes', 'request', 'signal', 'statusCode'])
   t.same(ctx.protoSymbols, [])
   t.same(ctx.fields, { name: 'inspectsCtx', connection: 'finished', statusCode: 200, request: { id: 'req-1', method: 'GET', url: '/', routeUrl: '/' }, outcomes: undefined })
   t.equal(ctx.signal, true)

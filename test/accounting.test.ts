@@ -18,11 +18,14 @@ failOnCrash()
 // registered ends with exactly one outcome line, and stats() (and the shutdown summary) count
 // exactly those lines.
 
-type TaskKind = 'sync' | 'async' | 'throws' | 'rejects' | 'hangs' | 'ignoresSignal' | 'thenGetterThrows' | 'rejectsUnloggable'
+type TaskKind = 'sync' | 'async' | 'throws' | 'rejects' | 'hangs' | 'ignoresSignal' | 'thenGetterThrows' | 'rejectsUnloggable' | 'flaky'
 type RequestKind = 'normal' | 'abortMidStream' | 'abortBeforeSend' | 'handlerThrows' | 'deferAfterClose' | 'pipelinedHangUp' | 'hijackedHangUp'
 
-/** `fromHook`: registered from a preHandler hook, in an async context of its own. */
-interface TaskSpec { kind: TaskKind, timeout: 0 | 25, always: boolean, fromHook: boolean }
+/**
+ * `fromHook`: registered from a preHandler hook, in an async context of its own. `attempts` above 1:
+ * failed and timed-out attempts are retried after `backoff` ms.
+ */
+interface TaskSpec { kind: TaskKind, timeout: 0 | 25, always: boolean, fromHook: boolean, attempts?: 1 | 2 | 3, backoff?: 0 | 5 }
 interface RequestSpec { kind: RequestKind, tasks: TaskSpec[] }
 interface Scenario {
   concurrency: number
@@ -44,7 +47,9 @@ const taskKinds: Record<TaskKind, (ctx: TaskContext) => unknown> = {
   }),
   ignoresSignal: () => new Promise(() => {}),
   thenGetterThrows: () => ({ get then () { throw new Error('task threw') } }),
-  rejectsUnloggable: () => Promise.reject(revoked.proxy)
+  rejectsUnloggable: () => Promise.reject(revoked.proxy),
+  // fails its first attempt only
+  flaky: async (ctx) => { if (ctx.attempt === 1) throw new Error('task threw') }
 }
 
 const revoked = Proxy.revocable({}, {})
@@ -59,10 +64,12 @@ const scenario: fc.Arbitrary<Scenario> = fc.record({
   requests: fc.array(fc.record({
     kind: fc.constantFrom<RequestKind>('normal', 'normal', 'abortMidStream', 'abortBeforeSend', 'handlerThrows', 'deferAfterClose', 'pipelinedHangUp', 'hijackedHangUp'),
     tasks: fc.array(fc.record({
-      kind: fc.constantFrom<TaskKind>('sync', 'async', 'throws', 'rejects', 'hangs', 'ignoresSignal', 'thenGetterThrows', 'rejectsUnloggable'),
+      kind: fc.constantFrom<TaskKind>('sync', 'async', 'throws', 'rejects', 'hangs', 'ignoresSignal', 'thenGetterThrows', 'rejectsUnloggable', 'flaky'),
       timeout: fc.constantFrom(0 as const, 25 as const),
       always: fc.boolean(),
-      fromHook: fc.boolean()
+      fromHook: fc.boolean(),
+      attempts: fc.constantFrom(1 as const, 1 as const, 2 as const, 3 as const),
+      backoff: fc.constantFrom(0 as const, 5 as const)
     }), { minLength: 1, maxLength: 3 })
   }), { minLength: 1, maxLength: 8 }),
   closeAfter: fc.nat({ max: 8 })
@@ -81,6 +88,7 @@ function allowedOutcomes (entry: Registered, onClientAbort: 'run' | 'skip'): Out
     rejects: 'failed',
     thenGetterThrows: 'failed',
     rejectsUnloggable: 'failed',
+    flaky: (entry.task.attempts ?? 1) > 1 ? 'completed' : 'failed',
     hangs: entry.task.timeout > 0 ? 'timeout' : 'cancelled',
     ignoresSignal: entry.task.timeout > 0 ? 'timeout' : 'cancelled'
   }
@@ -126,7 +134,7 @@ async function check (t: Parameters<Parameters<typeof test>[0]>[0], s: Scenario)
         calls.set(name, (calls.get(name) ?? 0) + 1)
         if (als.getStore() !== name) wrongContext.push(name)
         return taskKinds[task.kind](ctx)
-      }, { name, timeout: task.timeout, always: task.always }))
+      }, { name, timeout: task.timeout, always: task.always, attempts: task.attempts, backoff: task.backoff }))
     })
   }
 
@@ -210,7 +218,8 @@ async function check (t: Parameters<Parameters<typeof test>[0]>[0], s: Scenario)
   await closing
 
   // every line is in: close resolved after the drain, which settles or cancels every task
-  const outcomes = logs.outcomes
+  const outcomes = logs.outcomes.filter((line) => line.deferred?.outcome !== 'retrying')
+  const retries = countBy(logs.outcomes.filter((line) => line.deferred?.outcome === 'retrying'), (line) => line.deferred?.task)
   const byName = new Map<string, LogLine[]>()
   for (const line of outcomes) {
     const name = line.deferred?.task as string
@@ -227,9 +236,23 @@ async function check (t: Parameters<Parameters<typeof test>[0]>[0], s: Scenario)
     assert.ok(allowedOutcomes(entry, s.onClientAbort).includes(outcome),
       `${entry.name} (${entry.task.kind}, timeout ${entry.task.timeout}, always ${entry.task.always}, request ${entry.request.kind}) ended ${outcome}`)
     const ran = calls.get(entry.name) ?? 0
-    assert.ok(ran <= 1, `${entry.name} ran ${ran} times`)
-    if (outcome === 'completed' || outcome === 'failed' || outcome === 'timeout') assert.equal(ran, 1, `${entry.name} ran`)
+    const attempts = entry.task.attempts ?? 1
+    const retried = retries.get(entry.name) ?? 0
+    assert.ok(ran <= attempts, `${entry.name} ran ${ran} times, for ${attempts} attempts`)
+    if (outcome === 'completed' || outcome === 'failed' || outcome === 'timeout') {
+      assert.equal(ran, outcome === 'completed' ? (entry.task.kind === 'flaky' ? 2 : 1) : attempts, `${entry.name} ran every attempt it needed`)
+      assert.equal(retried, ran - 1, `${entry.name}: one retrying line per attempt before the last`)
+    }
     if (outcome === 'skipped' || outcome === 'dropped') assert.equal(ran, 0, `${entry.name} never ran`)
+    // cancelled while an attempt ran, or while it waited out the backoff after one
+    if (outcome === 'cancelled') assert.ok(retried === ran || retried === ran - 1, `${entry.name}: ${retried} retrying lines for ${ran} runs`)
+    if (outcome === 'skipped' || outcome === 'dropped') assert.equal(retried, 0, `${entry.name} never retried`)
+    // only tasks with more than one attempt say which attempt ended; a task cancelled while queued
+    // for its next attempt names that attempt
+    const attempt = line.deferred?.attempt
+    if (attempts === 1) assert.equal(attempt, undefined, `${entry.name}: no attempt on its final line`)
+    else if (outcome === 'cancelled') assert.ok(attempt === Math.max(ran, 1) || attempt === ran + 1, `${entry.name}: attempt ${attempt} after ${ran} runs`)
+    else assert.equal(attempt, Math.max(ran, 1), `${entry.name}: the attempt on its final line`)
     if (outcome === 'failed') assert.match(line.err?.message ?? '', /^task (threw|rejected)$|could not write: <Revoked Proxy>$/)
     if (entry.request.kind === 'handlerThrows') assert.equal(line.deferred?.statusCode, 500)
   }
@@ -243,7 +266,7 @@ async function check (t: Parameters<Parameters<typeof test>[0]>[0], s: Scenario)
     assert.equal(stats[outcome], counts.get(outcome) ?? 0, `stats().${outcome} equals the ${outcome} lines`)
     assert.equal(summary.deferredShutdown?.[outcome], counts.get(outcome) ?? 0, `the shutdown summary's ${outcome}`)
   }
-  assert.deepEqual({ pending: stats.pending, queued: stats.queued, running: stats.running }, { pending: 0, queued: 0, running: 0 })
+  assert.deepEqual({ pending: stats.pending, queued: stats.queued, running: stats.running, retrying: stats.retrying }, { pending: 0, queued: 0, running: 0, retrying: 0 })
   assert.deepEqual(dropped.map((d) => d.name).sort(),
     outcomes.filter((l) => l.deferred?.outcome === 'dropped').map((l) => l.deferred?.task).sort(),
     'onDropped was called once for each dropped task')
@@ -281,6 +304,12 @@ test('accounting invariant: a hand-picked scenario with every case at once', asy
     .map((kind) => ({ kind, tasks: all }))
   const first = await check(t, { concurrency: 2, maxQueued: 20, onClientAbort: 'run', requests, closeAfter: 7 })
   const second = await check(t, { concurrency: 1, maxQueued: 2, onClientAbort: 'skip', requests, closeAfter: 7 })
+  // every kind again, retried: apart, so the scenarios above keep their timing
+  const retried: RequestSpec[] = requests.map((request) => ({
+    kind: request.kind,
+    tasks: request.tasks.map((task) => ({ ...task, attempts: 2 as const, backoff: 5 as const }))
+  }))
+  await check(t, { concurrency: 2, maxQueued: 20, onClientAbort: 'run', requests: retried, closeAfter: 7 })
   const seen = new Set([...first.keys(), ...second.keys()])
   t.same([...seen].sort(), ['cancelled', 'completed', 'dropped', 'failed', 'skipped', 'timeout'],
     'the books balanced with every outcome in play')

@@ -66,6 +66,7 @@ for (const policy of ['run', 'skip'] as const) {
       pending: 0,
       queued: 0,
       running: 0,
+      retrying: 0,
       completed: policy === 'run' ? 1 : 0,
       failed: 0,
       timeout: 0,

@@ -139,7 +139,7 @@ const invalidCallOptions: Array<[unknown, string, string]> = [
   [{ name: 7 }, 'FST_SAC_INVALID_OPTION', 'name should be a non-empty string, instead got 7'],
   [{ timeout: -5 }, 'FST_SAC_INVALID_OPTION', 'timeout should be a whole number of milliseconds from 0 to 2147483647, instead got -5'],
   [{ always: 'yes' }, 'FST_SAC_INVALID_OPTION', "always should be a boolean, instead got 'yes'"],
-  [{ onClientAbort: 'skip' }, 'FST_SAC_UNKNOWN_OPTION', "unknown option 'onClientAbort', expected one of name, timeout, always"],
+  [{ onClientAbort: 'skip' }, 'FST_SAC_UNKNOWN_OPTION', "unknown option 'onClientAbort', expected one of name, timeout, always, attempts, backoff"],
   ['fast', 'FST_SAC_INVALID_OPTION', "the options should be an object, instead got 'fast'"]
 ]
 

@@ -62,7 +62,7 @@ test('past drainTimeout, running and queued tasks are aborted and logged cancell
     deferredShutdown: { drained: false, drainTimeout: 30, cancelled: 2, completed: 0 }
   })
   t.same(server.sendAndContinue.stats(), {
-    pending: 0, queued: 0, running: 0, completed: 0, failed: 0, timeout: 0, skipped: 0, cancelled: 2, dropped: 0, rejected: 0, saturated: false, oldestRunningMs: 0
+    pending: 0, queued: 0, running: 0, retrying: 0, completed: 0, failed: 0, timeout: 0, skipped: 0, cancelled: 2, dropped: 0, rejected: 0, saturated: false, oldestRunningMs: 0
   })
 })
 

@@ -223,3 +223,34 @@ test('tracing: false: no task spans; a task still runs in the context of its own
   t.equal(parentOf(spanNamed('inside first')), spanNamed('load user').spanContext().spanId)
   t.equal(parentOf(spanNamed('inside second')), handler.spanContext().spanId)
 })
+
+test('a task with attempts: one span per attempt under the same parent, each with its attempt and outcome', async (t) => {
+  const { app } = await buildTraced(t, { timeout: 20 })
+  app.get('/', (request, reply) => reply.sendAndContinue('ok', function flaky ({ attempt, signal }) {
+    if (attempt === 1) throw new Error('first')
+    // the second attempt times out, the third completes
+    if (attempt === 2) return new Promise((resolve, reject) => signal.addEventListener('abort', () => reject(signal.reason)))
+  }, { attempts: 3 }))
+  await app.inject('/')
+  await app.sendAndContinue.drain()
+  const attempts = spans().filter((span) => span.name === 'deferred flaky').sort((a, b) => hrMs(a.startTime) - hrMs(b.startTime))
+  t.same(attempts.map((span) => [span.attributes['deferred.attempt'], span.attributes['deferred.outcome'], span.status.message]), [
+    [1, 'failed', 'failed: first'],
+    [2, 'timeout', 'timeout after 20 ms'],
+    [3, 'completed', undefined]
+  ])
+  t.equal(new Set(attempts.map(parentOf)).size, 1, 'every attempt under the span active at registration')
+})
+
+test('a task cancelled while it waits out a backoff: its attempt\'s span, then a zero-length cancelled span', async (t) => {
+  const { app } = await buildTraced(t, { drainTimeout: 10 })
+  app.get('/', (request, reply) => reply.sendAndContinue('ok', async function waits () { throw new Error('down') }, { attempts: 2, backoff: 60_000 }))
+  await app.inject('/')
+  await new Promise((resolve) => setImmediate(resolve))
+  await app.close()
+  const [failed, cancelled] = spans().filter((span) => span.name === 'deferred waits').sort((a, b) => hrMs(a.startTime) - hrMs(b.startTime))
+  t.match(failed.attributes, { 'deferred.attempt': 1, 'deferred.outcome': 'failed' })
+  t.match(cancelled.attributes, { 'deferred.attempt': 1, 'deferred.outcome': 'cancelled' })
+  t.same(cancelled.startTime, cancelled.endTime)
+  t.equal(parentOf(cancelled), parentOf(failed))
+})
