@@ -9,7 +9,8 @@ export function leased (job: Job<JobPayload>): LeasedJob {
     name: job.name,
     payload: job.data,
     attempt: job.attemptsMade + 1,
-    attempts: job.opts.attempts ?? 1,
+    // set on every job the web side adds; a job added without it gets no retry (attempt < undefined is false)
+    attempts: job.opts.attempts as number,
     backoff: job.opts.backoff as Backoff | undefined,
     delay: job.delay
   }

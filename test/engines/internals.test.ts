@@ -1,0 +1,186 @@
+import { test } from 'tap'
+import { EventEmitter } from 'node:events'
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { Writable } from 'node:stream'
+import Fastify from 'fastify'
+import pino from 'pino'
+import sendAndContinue, { createWorker, defineTask } from '../../lib/index'
+import { MemoryStore } from '../../lib/engines/memory/store'
+import type { JobRecord, JobStore, LeasedJob } from '../../lib/engines/types'
+import { AttemptRunner } from '../../lib/jobs/attempt'
+import { LeaseLoop } from '../../lib/jobs/lease-loop'
+import { runWorker } from '../../lib/jobs/cli'
+import { deferred, LogCollector } from '../helpers'
+import { finals } from './conformance'
+
+// The pieces under the engines, where the suites above do not reach: the memory store's leases
+// and retention, the lease loop when its store fails, and the SQLite worker in this process.
+
+function record (jobId: string, delay = 0): JobRecord {
+  return {
+    task: 't',
+    jobId,
+    attempts: 1,
+    backoff: undefined,
+    delay,
+    payload: { data: null, request: { id: 'req-1', method: 'POST', url: '/', routeUrl: '/' }, route: '/', connection: null, statusCode: 202, enqueuedAt: Date.now() }
+  }
+}
+
+async function tempFile (t: Parameters<Parameters<typeof test>[1]>[0]): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), 'sac-internals-'))
+  t.teardown(() => rm(dir, { recursive: true, force: true }))
+  return join(dir, 'deferred.db')
+}
+
+test('memory store: only the lease holder settles a job; nothing to renew or recover', async (t) => {
+  const store = new MemoryStore('q')
+  await store.enqueue([record('a'), record('b', 60_000)])
+  t.equal(await store.nextDue(), 0)
+  const [a] = await store.take('me', 10)
+  t.equal(a.id, 'a', 'only the due job is taken')
+  t.ok((await store.nextDue() as number) > 59_000, 'the delayed one is due later')
+  t.same(await store.renew(), [])
+  t.same(await store.recover(), [])
+  t.equal(await store.release('someone else', 'a'), false)
+  t.equal(await store.retry('someone else', 'a', 0), false)
+  t.equal(await store.finish('someone else', 'a', 'completed'), false)
+  t.equal(await store.release('me', 'a'), true, 'given back, due now')
+  const [again] = await store.take('me', 10)
+  t.equal(again.attempt, 1, 'the same attempt')
+  t.equal(await store.retry('me', 'a', 0), true)
+  const [third] = await store.take('me', 10)
+  t.equal(third.attempt, 2, 'a retry is the next attempt')
+  t.equal(await store.finish('me', 'a', 'failed'), true)
+  t.equal(store.unfinished, 1)
+  t.same(store.takeWaiting().map((job) => job.id), ['b'])
+  t.equal(store.unfinished, 0)
+  await store.check()
+  await store.close()
+})
+
+test('memory store: finished jobs are kept for their keys, up to 10,000 completed or one hour', async (t) => {
+  const store = new MemoryStore('q')
+  const ids = Array.from({ length: 10_001 }, (_, i) => `t~${i}`)
+  await store.enqueue(ids.map((id) => record(id)))
+  for (const job of await store.take('me', ids.length)) await store.finish('me', job.id, 'completed')
+  await store.enqueue([record('t~0'), record('t~1')])
+  t.same((await store.take('me', 10)).map((job) => job.id), ['t~0'], 'the oldest was pruned past 10,000: its key is new again; the next is still kept')
+
+  const realNow = Date.now
+  t.teardown(() => { Date.now = realNow })
+  await store.enqueue([record('late')])
+  const [late] = await store.take('me', 1)
+  Date.now = () => realNow() + 3600_001
+  await store.finish('me', late.id, 'completed')
+  Date.now = realNow
+  await store.enqueue([record('t~2')])
+  t.same((await store.take('me', 10)).map((job) => job.id), ['t~2'], 'older than an hour: pruned at the next finish')
+})
+
+/** A store whose every call fails: the loop logs and goes on. */
+class BrokenStore extends MemoryStore implements JobStore {
+  failing = true
+  async take (owner: string, max: number): Promise<LeasedJob[]> {
+    if (this.failing) throw new Error('take failed')
+    return await super.take(owner, max)
+  }
+
+  async renew (): Promise<string[]> { throw new Error('renew failed') }
+  async recover (): Promise<LeasedJob[]> { throw new Error('recover failed') }
+  async nextDue (): Promise<number | null> {
+    if (this.failing) throw new Error('nextDue failed')
+    return await super.nextDue()
+  }
+}
+
+test('lease loop: a store that fails is logged, never thrown; renewals go on while jobs run', async (t) => {
+  const logs = new LogCollector()
+  const logger = pino({}, logs)
+  const gate = deferred()
+  const tasks = new Map([['t', defineTask('t', () => gate.promise)]])
+  const store = new BrokenStore('q')
+  const runner = new AttemptRunner({ tasks, queue: 'q', engine: 'memory', logger, durable: true })
+  const loop = new LeaseLoop({ store, runner, logger, owner: 'me', isDead: () => false, concurrency: 2, lockDuration: 20, pollInterval: 10, recoverInterval: 10 })
+  loop.start()
+  await store.enqueue([record('a')])
+  loop.wake()
+  await logs.until((lines) => ['take failed', 'recover failed'].every((message) => lines.some((line) => line.err?.message === message)))
+  store.failing = false
+  loop.wake()
+  await logs.until(() => loop.running === 1)
+  await logs.until((lines) => lines.some((line) => line.err?.message === 'renew failed'))
+  t.ok(logs.lines.every((line) => line.msg === 'durable worker error'), 'one kind of line for every store failure')
+  gate.resolve()
+  await loop.whenIdle()
+  t.equal(runner.counts.completed, 1, 'the job ran once the store answered')
+  t.equal(await loop.close(0), true)
+})
+
+test('attempt runner: a cancelled job below the logger\'s level is counted without a line', async (t) => {
+  const logs = new LogCollector()
+  const runner = new AttemptRunner({ tasks: new Map(), queue: 'q', engine: 'memory', logger: pino({ level: 'error' }, logs), durable: false })
+  const store = new MemoryStore('q')
+  await store.enqueue([record('a')])
+  runner.cancelled(store.takeWaiting()[0])
+  t.equal(runner.counts.cancelled, 1)
+  t.same(logs.lines, [])
+})
+
+test('createWorker({ engine: \'sqlite\' }) in this process: runs the file\'s jobs, gives an unfinished one back at close', async (t) => {
+  const path = await tempFile(t)
+  const started = deferred()
+  const restarted = deferred<number>()
+  let starts = 0
+  const quick = defineTask('quick', () => {})
+  const hold = defineTask('hold', (data, { signal, attempt }) => {
+    if (++starts === 1) started.resolve()
+    else restarted.resolve(attempt)
+    return new Promise((resolve) => signal.addEventListener('abort', resolve))
+  }, { timeout: 0 })
+  const app = Fastify()
+  t.teardown(() => app.close())
+  await app.register(sendAndContinue, { queue: { engine: 'sqlite', path, work: false, synchronous: 'full', tasks: [quick, hold] } })
+  app.post('/', (request, reply) => reply.sendAndContinue('ok', [quick.with(null), hold.with(null)]))
+  await app.inject({ method: 'POST', url: '/' })
+
+  const logs = new LogCollector()
+  const worker = await createWorker({ engine: 'sqlite', path, tasks: [quick, hold], logger: pino({}, logs), drainTimeout: 0, lockDuration: 40, synchronous: 'full' })
+  await started.promise
+  await logs.until((lines) => finals(lines).length === 1)
+  // leases of 40 ms are renewed every 20 ms while the job runs: no other worker could take it
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  t.match(worker.stats(), { completed: 1, running: 1 })
+  await worker.close()
+  t.match(logs.lines.find((line) => line.deferred?.outcome === 'retrying'), { deferred: { task: 'hold', reason: 'worker-closing', attempt: 1 } })
+  t.match(logs.lines.at(-1), { deferredShutdown: { drained: false, completed: 1, cancelled: 1 } })
+  t.equal(await worker.close().then(() => 'closed once'), 'closed once', 'close() twice is one close')
+
+  // the job was given back: the next worker runs it
+  const next = new LogCollector()
+  const second = await createWorker({ engine: 'sqlite', path, tasks: [quick, hold], logger: pino({}, next), drainTimeout: 0 })
+  t.equal(await restarted.promise, 1, 'the next worker runs it, as the same attempt')
+  await second.close()
+})
+
+test('the worker command with --sqlite runs the file\'s jobs in this process until SIGTERM', async (t) => {
+  const path = await tempFile(t)
+  const record = defineTask('record', () => {})
+  const app = Fastify()
+  t.teardown(() => app.close())
+  await app.register(sendAndContinue, { queue: { engine: 'sqlite', path, work: false, tasks: [record] } })
+  app.post('/', (request, reply) => reply.sendAndContinue('ok', record.with({ ms: 1 })))
+  await app.inject({ method: 'POST', url: '/' })
+
+  const logs = new LogCollector()
+  const signals = new EventEmitter()
+  const stderr = new Writable({ write (chunk, encoding, callback) { callback() } })
+  const exit = runWorker([join(__dirname, '..', 'fixtures', 'durable', 'tasks.cjs'), '--sqlite', path, '--synchronous', 'full', '--concurrency', '2'], { stdout: logs, stderr, signals })
+  await logs.until((lines) => finals(lines).length === 1)
+  t.match(logs.lines.find((line) => line.msg === 'durable worker started'), { engine: 'sqlite', queue: 'fastify-send-and-continue' })
+  signals.emit('SIGTERM')
+  t.equal(await exit, 0)
+  t.match(logs.lines.at(-1), { deferredShutdown: { drained: true, completed: 1 } })
+})
