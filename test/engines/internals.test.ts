@@ -1,4 +1,5 @@
 import { test } from 'tap'
+import type { Test } from 'tap'
 import { EventEmitter } from 'node:events'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
@@ -29,7 +30,7 @@ function record (jobId: string, delay = 0): JobRecord {
   }
 }
 
-async function tempFile (t: Parameters<Parameters<typeof test>[1]>[0]): Promise<string> {
+async function tempFile (t: Test): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), 'sac-internals-'))
   t.teardown(() => rm(dir, { recursive: true, force: true }))
   return join(dir, 'deferred.db')
