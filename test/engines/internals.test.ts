@@ -84,14 +84,14 @@ test('memory store: finished jobs are kept for their keys, up to 10,000 complete
 /** A store whose every call fails: the loop logs and goes on. */
 class BrokenStore extends MemoryStore implements JobStore {
   failing = true
-  async take (owner: string, max: number): Promise<LeasedJob[]> {
+  override async take (owner: string, max: number): Promise<LeasedJob[]> {
     if (this.failing) throw new Error('take failed')
     return await super.take(owner, max)
   }
 
-  async renew (): Promise<string[]> { throw new Error('renew failed') }
-  async recover (): Promise<LeasedJob[]> { throw new Error('recover failed') }
-  async nextDue (): Promise<number | null> {
+  override async renew (): Promise<string[]> { throw new Error('renew failed') }
+  override async recover (): Promise<LeasedJob[]> { throw new Error('recover failed') }
+  override async nextDue (): Promise<number | null> {
     if (this.failing) throw new Error('nextDue failed')
     return await super.nextDue()
   }
