@@ -68,7 +68,7 @@ import type {
 } from './jobs/options'
 import type { EngineName } from './engines/types'
 import type { Backoff } from './backoff'
-import { DurableWeb, takeDurableJobs } from './jobs/web'
+import { DurableWeb, jobsOf, takeDurableJobs } from './jobs/web'
 
 /** What `reply.defer()` and `reply.sendAndContinue()` accept: a function, or a durable job from `task.with()`. */
 type DeferrableTask = DeferredTask | DurableJob<any>
@@ -247,7 +247,8 @@ async function fastifySendAndContinue (fastify: FastifyInstance, options: SendAn
         pino: pinoSymbolsOf(parentLog),
         idBinding: { prefix: null, label: null },
         route: config.url ?? NOT_FOUND_ROUTE,
-        routeUrl: config.url
+        routeUrl: config.url,
+        jobsOf: durable === null ? null : jobsOf
       }
       routeSettings.set(config, settings)
     }

@@ -72,8 +72,10 @@ export interface ResponseLine {
   route: string
   statusCode: number
   responseTime: number
-  /** Tasks registered on the request when its response closed. */
+  /** In-process tasks registered on the request when its response closed. */
   tasks: number
+  /** Durable jobs registered on the request (present only when not 0): followed by `jobId`, not by this line. */
+  jobs?: number
 }
 
 /** The fields under `deferredShutdown`. */
@@ -99,6 +101,12 @@ export interface RefusedLine {
 export const RESPONSE_MESSAGES: Readonly<Record<ConnectionStatus, string>> = {
   finished: 'response finished, running deferred work',
   aborted: 'response aborted, running deferred work'
+}
+
+/** The close line of a response whose deferred work is only durable jobs. */
+export const JOBS_RESPONSE_MESSAGES: Readonly<Record<ConnectionStatus, string>> = {
+  finished: 'response finished, deferred jobs handed to the queue',
+  aborted: 'response aborted, deferred jobs handed to the queue'
 }
 
 export const SHUTDOWN_MESSAGES = {
@@ -189,7 +197,9 @@ export function logTask (log: FastifyBaseLogger, line: TaskLine, err?: unknown, 
 
 /** `idLabel` and `id`: written through the request's parent logger (lib/request-log.ts). */
 export function logResponse (log: FastifyBaseLogger, line: ResponseLine, idLabel?: string, id?: string): void {
-  log.info(fieldsOf(line, idLabel, id), RESPONSE_MESSAGES[line.connection])
+  // a response whose work is only durable jobs runs nothing here
+  const messages = line.tasks === 0 && line.jobs !== undefined ? JOBS_RESPONSE_MESSAGES : RESPONSE_MESSAGES
+  log.info(fieldsOf(line, idLabel, id), messages[line.connection])
 }
 
 // A line's fields under `deferred`; through the parent of the request's logger, the request id first,

@@ -2,7 +2,7 @@ import type { FastifyBaseLogger, FastifyReply } from 'fastify'
 import type { RouteSettings } from './options'
 import type { Scheduler } from './scheduler'
 import { isLevelEnabled, logResponse, logTask, round } from './log'
-import type { Level, TaskLine } from './log'
+import type { Level, ResponseLine, TaskLine } from './log'
 import type { IdBinding, PinoSymbols } from './request-log'
 import { TaskState } from './task'
 import type { Task } from './task'
@@ -20,6 +20,8 @@ export interface RouteWork extends RouteSettings {
   readonly route: string
   /** The route's URL pattern, `undefined` for the 404 handler (`ctx.request.routeUrl`). */
   readonly routeUrl: string | undefined
+  /** How many durable jobs a request registered (lib/jobs/web.ts); `null` without a `queue`. */
+  readonly jobsOf: ((reply: FastifyReply) => number) | null
 }
 
 /**
@@ -144,14 +146,18 @@ export class Work {
     const statusCode = reply.raw.statusCode
     this.#bits = (statusCode << 4) | CLOSED | (connection === 'aborted' ? ABORTED : 0) | (this.#bits & SEND_CALLED)
     if (this.logs('info')) {
-      logResponse(this.lineLog, {
+      const line: ResponseLine = {
         connection,
         method: this.method,
         route: this.settings.route,
         statusCode,
         responseTime: round(reply.elapsedTime),
         tasks: this.#count
-      }, this.idLabel, this.id)
+      }
+      // durable jobs are counted apart: the report follows them by jobId, not by this line
+      const jobs = this.settings.jobsOf === null ? 0 : this.settings.jobsOf(reply)
+      if (jobs !== 0) line.jobs = jobs
+      logResponse(this.lineLog, line, this.idLabel, this.id)
     }
     const held = this.#held
     this.#count = 0

@@ -47,6 +47,8 @@ interface Pending {
   jobs: Taken[]
   /** Set once the onSend hook took the jobs: later ones are added at once. */
   flushed: boolean
+  /** Durable jobs registered on the request, for its close line (`jobs`). */
+  count: number
 }
 
 type OnSendDone = (err: Error | null, payload: unknown) => void
@@ -141,8 +143,13 @@ export class DurableWeb {
       }
     }
     const pending = (reply as ReplyWithJobs)[kPending]
-    if (pending === null && !reply.sent) {
-      const created: Pending = { info, jobs, flushed: false }
+    if (pending !== null) pending.count += jobs.length
+    if (pending === null && reply.sent) {
+      // after the headers: added at once; counted for the close line should the response still be open
+      ;(reply as ReplyWithJobs)[kPending] = { info, jobs: [], flushed: true, count: jobs.length }
+      this.#enqueueNow(reply, info, jobs)
+    } else if (pending === null) {
+      const created: Pending = { info, jobs, flushed: false, count: jobs.length }
       ;(reply as ReplyWithJobs)[kPending] = created
       // onSend never runs when the response is never sent (the client left, a hook hijacked it):
       // the jobs are added when it closes, as if registered late
@@ -349,6 +356,12 @@ export class DurableWeb {
     await this.#engine.close()
     return { drained, mayStillRun }
   }
+}
+
+/** How many durable jobs the request of `reply` registered (its close line's `jobs`). */
+export function jobsOf (reply: FastifyReply): number {
+  const pending = (reply as ReplyWithJobs)[kPending]
+  return pending === null ? 0 : pending.count
 }
 
 /**

@@ -103,3 +103,21 @@ test('memory: engine-specific options are refused with the engine they belong to
     await app.close()
   }
 })
+
+test('a response whose work is only durable jobs does not say it runs deferred work: its close line counts the jobs apart', async (t) => {
+  const audit = defineTask('audit', () => {})
+  const { app, logs } = await build(t, { queue: { engine: 'memory', tasks: [audit] } })
+  app.post('/jobs', (request, reply) => reply.code(201).sendAndContinue('ok', [audit.with({ n: 1 }), audit.with({ n: 2 })]))
+  app.post('/mixed', (request, reply) => reply.code(201).sendAndContinue('ok', [audit.with({ n: 3 }), function local () {}]))
+  await app.inject({ method: 'POST', url: '/jobs' })
+  await app.inject({ method: 'POST', url: '/mixed' })
+  await app.sendAndContinue.drain()
+  t.match(logs.closes, [
+    { reqId: 'req-1', msg: 'response finished, deferred jobs handed to the queue', deferred: { tasks: 0, jobs: 2 } },
+    { reqId: 'req-2', msg: 'response finished, running deferred work', deferred: { tasks: 1, jobs: 1 } }
+  ])
+  const plain = await build(t)
+  plain.app.get('/', (request, reply) => reply.sendAndContinue('ok', () => {}))
+  await plain.app.inject('/')
+  t.notOk('jobs' in (plain.logs.closes[0].deferred ?? {}), 'lines of apps without durable jobs are unchanged')
+})
