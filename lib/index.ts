@@ -68,6 +68,7 @@ import type {
 } from './jobs/options'
 import type { EngineName } from './engines/types'
 import type { Backoff } from './backoff'
+import type { ResponseLogLevel } from './log'
 import { DurableWeb, jobsOf, takeDurableJobs } from './jobs/web'
 
 /** What `reply.defer()` and `reply.sendAndContinue()` accept: a function, or a durable job from `task.with()`. */
@@ -362,6 +363,7 @@ declare namespace fastifySendAndContinue {
     QueueOptions,
     RedisConnection,
     RedisConnectionOptions,
+    ResponseLogLevel,
     RequestSnapshot,
     RouteSendAndContinueOptions,
     SendAndContinueError,

@@ -16,6 +16,10 @@ import type { ConnectionStatus, Outcome } from './types'
 
 export type Level = 'info' | 'warn' | 'error'
 
+/** The levels `responseLogLevel` takes: pino's, and `'silent'` for none. */
+export const RESPONSE_LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const
+export type ResponseLogLevel = typeof RESPONSE_LOG_LEVELS[number]
+
 /** What a task line's `deferred.outcome` can say: a final outcome, or a durable job's progress. */
 export type LoggedOutcome = Outcome | 'enqueued' | 'retrying'
 
@@ -162,7 +166,7 @@ export function isNullLogger (log: FastifyBaseLogger): boolean {
 }
 
 /** Whether a line at `level` would be written. */
-export function isLevelEnabled (log: FastifyBaseLogger, level: Level): boolean {
+export function isLevelEnabled (log: FastifyBaseLogger, level: Level | Exclude<ResponseLogLevel, 'silent'>): boolean {
   const check = (log as { isLevelEnabled?: (level: string) => boolean }).isLevelEnabled
   return typeof check === 'function' ? check.call(log, level) : !isNullLogger(log)
 }
@@ -196,10 +200,10 @@ export function logTask (log: FastifyBaseLogger, line: TaskLine, err?: unknown, 
 }
 
 /** `idLabel` and `id`: written through the request's parent logger (lib/request-log.ts). */
-export function logResponse (log: FastifyBaseLogger, line: ResponseLine, idLabel?: string, id?: string): void {
+export function logResponse (log: FastifyBaseLogger, line: ResponseLine, idLabel?: string, id?: string, level: Exclude<ResponseLogLevel, 'silent'> = 'info'): void {
   // a response whose work is only durable jobs runs nothing here
   const messages = line.tasks === 0 && line.jobs !== undefined ? JOBS_RESPONSE_MESSAGES : RESPONSE_MESSAGES
-  log.info(fieldsOf(line, idLabel, id), messages[line.connection])
+  log[level](fieldsOf(line, idLabel, id), messages[line.connection])
 }
 
 // A line's fields under `deferred`; through the parent of the request's logger, the request id first,

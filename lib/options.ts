@@ -1,5 +1,7 @@
 import { FST_SAC_INVALID_OPTION, FST_SAC_UNKNOWN_OPTION, describe } from './errors'
 import type { DroppedTaskInfo } from './types'
+import { RESPONSE_LOG_LEVELS } from './log'
+import type { ResponseLogLevel } from './log'
 import type { QueueOptions } from './jobs/options'
 import { checkAttempts, checkBackoff } from './backoff'
 import type { Backoff } from './backoff'
@@ -76,6 +78,13 @@ export interface SendAndContinueOptions {
    */
   tracing?: boolean
   /**
+   * Level of the line a response that carried deferred work logs when it finished normally (its
+   * close line); an aborted response's stays at `info`. Lowering it saves one line per deferring
+   * response, and costs the report its check of finished responses' work (a crash's lost tasks).
+   * @default 'info'
+   */
+  responseLogLevel?: ResponseLogLevel
+  /**
    * Durable work: jobs from `task.with()` are added to this BullMQ queue on Redis before the
    * response is sent, and run in worker processes (`createWorker()`). See lib/jobs/options.ts.
    */
@@ -137,6 +146,8 @@ export interface RouteSettings {
   retryAfter: number
   /** Plugin-wide: spans on or off. */
   tracing: boolean
+  /** Plugin-wide: the level of a finished response's close line. */
+  responseLogLevel: ResponseLogLevel
 }
 
 export interface PluginSettings extends RouteSettings {
@@ -158,7 +169,8 @@ export const defaults = {
   onDropped: null,
   rejectWhenSaturated: false,
   retryAfter: 5,
-  tracing: true
+  tracing: true,
+  responseLogLevel: 'info' as ResponseLogLevel
 }
 
 type Check = (value: unknown) => boolean
@@ -198,6 +210,10 @@ const pluginRules: Record<keyof SendAndContinueOptions, Rule> = {
   },
   onDropped: { check: (v) => typeof v === 'function', expected: 'a function' },
   tracing: boolean,
+  responseLogLevel: {
+    check: (v) => (RESPONSE_LOG_LEVELS as readonly unknown[]).includes(v),
+    expected: RESPONSE_LOG_LEVELS.map((level) => `'${level}'`).join(', ').replace(/, ([^,]+)$/, ' or $1')
+  },
   // its fields are checked by lib/jobs/options.ts
   queue: { check: isPlainObject, expected: 'an object' }
 }
@@ -259,7 +275,8 @@ export function resolvePluginOptions (options: unknown): PluginSettings {
     onDropped: pick(given.onDropped, defaults.onDropped),
     rejectWhenSaturated: pick(given.rejectWhenSaturated, defaults.rejectWhenSaturated),
     retryAfter: pick(given.retryAfter, defaults.retryAfter),
-    tracing: pick(given.tracing, defaults.tracing)
+    tracing: pick(given.tracing, defaults.tracing),
+    responseLogLevel: pick(given.responseLogLevel, defaults.responseLogLevel)
   }
 }
 
@@ -286,7 +303,8 @@ export function resolveRouteSettings (plugin: PluginSettings, config: unknown, r
     closeConnection: pick(given.closeConnection, plugin.closeConnection),
     rejectWhenSaturated: pick(given.rejectWhenSaturated, plugin.rejectWhenSaturated),
     retryAfter: pick(given.retryAfter, plugin.retryAfter),
-    tracing: plugin.tracing
+    tracing: plugin.tracing,
+    responseLogLevel: plugin.responseLogLevel
   }
 }
 

@@ -145,7 +145,9 @@ export class Work {
   responseClosed (connection: ConnectionStatus, reply: FastifyReply): void {
     const statusCode = reply.raw.statusCode
     this.#bits = (statusCode << 4) | CLOSED | (connection === 'aborted' ? ABORTED : 0) | (this.#bits & SEND_CALLED)
-    if (this.logs('info')) {
+    // an abort is the event worth a line, whatever the finished responses' level is
+    const level = connection === 'aborted' ? 'info' : this.settings.responseLogLevel
+    if (level !== 'silent' && isLevelEnabled(this.lineLog, level)) {
       const line: ResponseLine = {
         connection,
         method: this.method,
@@ -157,7 +159,7 @@ export class Work {
       // durable jobs are counted apart: the report follows them by jobId, not by this line
       const jobs = this.settings.jobsOf === null ? 0 : this.settings.jobsOf(reply)
       if (jobs !== 0) line.jobs = jobs
-      logResponse(this.lineLog, line, this.idLabel, this.id)
+      logResponse(this.lineLog, line, this.idLabel, this.id, level)
     }
     const held = this.#held
     this.#count = 0
