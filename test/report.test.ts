@@ -10,7 +10,7 @@ import { gzipSync } from 'node:zlib'
 import { Distribution, BUCKET_BOUNDS_MS, MIN_BARS } from '../lib/report/distribution'
 import { Timeline, MAX_BARS, STEPS_MS } from '../lib/report/timeline'
 import { readLines, MAX_LINE_LENGTH } from '../lib/report/read'
-import { Summary, MAX_MESSAGES, OTHER_MESSAGES, RECENT_SHUTDOWNS, SAMPLE_REQ_IDS, SLOWEST } from '../lib/report/summary'
+import { Summary, MAX_MESSAGES, OTHER_MESSAGES, RECENT_SHUTDOWNS, SAMPLE_REQ_IDS, SLOWEST, SUPERSEDED_PER_JOB, SUPERSEDED_SAMPLE } from '../lib/report/summary'
 import type { Report } from '../lib/report/types'
 import { appLogFacts, durableFacts, syntheticLines, writeAppLog, writeDurableLogs } from './fixtures/report/logs'
 
@@ -198,7 +198,12 @@ test('web and worker logs together: each durable job once by (queue, jobId), ret
   // the workers' logs first: a job's final line may come before its enqueued line
   for (const file of [files.worker2, files.worker1, files.web]) await readLines(createReadStream(file), (line) => summary.add(line, file))
   const report = summary.result()
-  t.same(report.jobs, { ...durableFacts.jobs, pendingSample: report.jobs.pendingSample })
+  t.same(report.jobs, { ...durableFacts.jobs, pendingSample: report.jobs.pendingSample, supersededSample: report.jobs.supersededSample })
+  t.match(report.jobs.supersededSample, [{
+    jobId: 'sendWelcome-user-3',
+    counted: { outcome: 'completed', attempt: 1, pid: 300 },
+    superseded: [{ outcome: 'completed', attempt: 1, pid: 200 }]
+  }], 'job 3 run again after worker 1 was killed: the later line counts')
   t.match(report.jobs.pendingSample, [{ jobId: durableFacts.pendingJob, queue: 'emails', route: '/signup', task: 'sendWelcome', reqId: 'req-5', file: files.web, hostname: 'web-1', pid: 100 }])
   t.equal(report.jobs.pendingSample.length, 1)
   const welcome = report.groups.find((group) => group.task === 'sendWelcome')
@@ -227,7 +232,7 @@ test('refused requests and job lines without ids: counted, and filtered like the
   t.equal(report.totals.refused, 3)
   t.same(report.routes.map((route) => [route.route, route.refused]), [['/a', 2], ['/b', 1], ['/r', 0]])
   t.match(report.groups[0], { tasks: 0, enqueued: 1, retries: 1 })
-  t.same(report.jobs, { enqueued: 0, finished: 0, pending: 0, retries: 1, duplicates: 0, pendingSample: [] }, 'without a jobId a job cannot be followed')
+  t.same(report.jobs, { enqueued: 0, finished: 0, pending: 0, retries: 1, duplicates: 0, supersededSample: [], pendingSample: [] }, 'without a jobId a job cannot be followed')
   t.equal(summarize([refused('/a')], { routes: ['/b'] }).lines.filtered, 1)
   t.equal(summarize([refused('/a')], { tasks: ['t'] }).lines.filtered, 1, 'a refusal names no task')
   t.equal(summarize([refused('/a', 5)], { since: 10 }).lines.filtered, 1)
@@ -385,4 +390,62 @@ test('readLines: a corrupt gzip stream rejects', async (t) => {
   const dir = await tempDir(t)
   await writeFile(join(dir, 'broken.gz'), broken)
   await t.rejects(readLines(createReadStream(join(dir, 'broken.gz')), () => {}))
+})
+
+test('the last word wins: a job failed, then retried by hand (bull-board) and completed on attempt 4, is counted completed', async (t) => {
+  const job = (fields: Record<string, unknown>, time: number, extra: Record<string, unknown> = {}): string =>
+    task({ task: 'sendWelcome', jobId: 'welcome-1', queue: 'emails', ...fields }, { time, ...extra })
+  const lines = [
+    job({ outcome: 'enqueued', connection: null, statusCode: 0 }, 1000, { pid: 1 }),
+    // the retry's worker log is read first: the order of the files does not matter
+    job({ outcome: 'completed', attempt: 4, durationMs: 40 }, 9000, { pid: 3 }),
+    job({ outcome: 'retrying', attempt: 1 }, 2000, { pid: 2 }),
+    job({ outcome: 'retrying', attempt: 2 }, 3000, { pid: 2 }),
+    job({ outcome: 'failed', attempt: 3, durationMs: 30 }, 4000, { pid: 2, err: { message: 'SMTP 451' } })
+  ]
+  const report = summarize(lines)
+  t.same(report.totals.outcomes, { completed: 1, failed: 0, timeout: 0, skipped: 0, cancelled: 0, dropped: 0 }, 'only the counted line feeds the outcomes')
+  t.match(report.jobs, { enqueued: 1, finished: 1, pending: 0, retries: 2, duplicates: 1 })
+  t.match(report.groups[0], { tasks: 1, failures: [], durationMs: { count: 1, max: 40 } })
+  t.same(report.jobs.supersededSample.map((sample) => [sample.jobId, sample.counted.outcome, sample.counted.attempt, sample.superseded.map((line) => [line.outcome, line.attempt, line.pid])]),
+    [['welcome-1', 'completed', 4, [['failed', 3, 2]]]])
+  t.equal(report.timeline.buckets.reduce((sum, bucket) => sum + bucket.outcomes.failed, 0), 0, 'the superseded failure is not on the timeline')
+
+  const skewed = summarize([
+    job({ outcome: 'failed', attempt: 3 }, 5000, { err: { message: 'SMTP 451' } }),
+    job({ outcome: 'completed', attempt: 4 }, 1000)
+  ])
+  t.equal(skewed.totals.outcomes.completed, 1, 'the higher attempt wins over a later time: clocks of different hosts may disagree, attempts do not')
+  t.equal(skewed.totals.outcomes.failed, 0)
+})
+
+test('the last word wins: a job logged dropped (enqueue-failed) that reached the queue later and completed is counted completed', async (t) => {
+  const job = (fields: Record<string, unknown>, time: number): string =>
+    task({ task: 'sendWelcome', jobId: 'welcome-2', queue: 'emails', ...fields }, { time })
+  const report = summarize([
+    job({ outcome: 'dropped', reason: 'enqueue-failed', connection: null, statusCode: 0 }, 1000),
+    job({ outcome: 'completed', attempt: 1 }, 2000)
+  ])
+  t.match(report.totals.outcomes, { completed: 1, dropped: 0 })
+  t.match(report.jobs, { finished: 1, duplicates: 1, supersededSample: [{ counted: { outcome: 'completed', attempt: 1 }, superseded: [{ outcome: 'dropped', attempt: 0 }] }] })
+  t.same(report.groups[0].failures, [], 'the superseded drop is not a failure')
+
+  const tie = summarize([job({ outcome: 'completed' }, 1000), job({ outcome: 'failed' }, 1000), job({ outcome: 'failed' }, NaN)])
+  t.match(tie.totals.outcomes, { completed: 1, failed: 0 }, 'same attempt, same time: the line read first stays; a line without a time is the earliest')
+})
+
+test('the last word wins: bounded samples, jobs without a queue, one report per summary', async (t) => {
+  const lines: string[] = []
+  for (let j = 0; j <= SUPERSEDED_SAMPLE; j++) {
+    for (let attempt = 1; attempt <= SUPERSEDED_PER_JOB + 2; attempt++) lines.push(task({ jobId: `j${j}`, attempt, outcome: 'failed' }, { time: attempt }))
+  }
+  const summary = new Summary()
+  for (const line of lines) summary.add(line)
+  const report = summary.result()
+  t.equal(report.jobs.duplicates, (SUPERSEDED_SAMPLE + 1) * (SUPERSEDED_PER_JOB + 1))
+  t.equal(report.jobs.supersededSample.length, SUPERSEDED_SAMPLE)
+  t.equal(report.jobs.supersededSample[0].superseded.length, SUPERSEDED_PER_JOB)
+  t.match(report.jobs.supersededSample[0], { queue: null, jobId: 'j0', counted: { attempt: SUPERSEDED_PER_JOB + 2 } })
+  t.equal(summary.result(), report, 'the report is made once')
+  t.throws(() => summary.add(lines[0]), /after result\(\)/)
 })

@@ -16,7 +16,8 @@ export const USAGE = `Usage: fastify-send-and-continue report [options] [file ..
 Summarises the deferred work in pino logs (NDJSON, plain or gzip) per route and task:
 outcomes, aborted connections, durations, the slowest tasks, the failures, refused requests,
 shutdowns and durable jobs. Reads standard input when no file is given, or for "-". Give the
-web and the worker logs together: a durable job is counted once, by its final outcome.
+web and the worker logs together: a durable job is counted once, by its latest final line
+(the highest attempt, then the latest time).
 
 Options:
   --route <route>      only this route pattern, as logged (repeatable)

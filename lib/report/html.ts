@@ -1,7 +1,7 @@
 import { histogramChart, timelineChart, escapeHtml as esc } from './svg'
 import { formatCount, formatMs, formatRate, formatRequest, formatSource, formatStep, formatTime } from './text'
 import { OUTCOMES, RAN_OUTCOMES } from './types'
-import type { Group, OutcomeCounts, Report, RequestRef } from './types'
+import type { FinalRef, Group, OutcomeCounts, Report, RequestRef } from './types'
 
 // The page is drawn here, on the server side: every number is in the HTML, readable with
 // JavaScript off. The script only sorts and filters tables. Every value from the log goes
@@ -312,12 +312,19 @@ export function renderHtml (report: Report): string {
     out.push('<h2 id="jobs">Durable jobs</h2><div class="cards">',
       card(formatCount(jobs.enqueued), 'enqueued', 'jobs-enqueued', jobs.enqueued), card(formatCount(jobs.finished), 'finished (counted once)', 'jobs-finished', jobs.finished),
       card(formatCount(jobs.pending), 'enqueued, not finished in these logs', 'jobs-pending', jobs.pending), card(formatCount(jobs.retries), 'attempts retried', 'jobs-retries', jobs.retries),
-      card(formatCount(jobs.duplicates), 'final lines logged again (a job re-run after a crash)', 'jobs-duplicates', jobs.duplicates), '</div>')
+      card(formatCount(jobs.duplicates), 'final lines superseded by a later one', 'jobs-duplicates', jobs.duplicates), '</div>')
     if (jobs.pendingSample.length > 0) {
       out.push(`<div class="panel"><h3>Not finished${jobs.pendingSample.length < jobs.pending ? ` (the first ${jobs.pendingSample.length})` : ''}</h3>`,
         table('', [['Queue', null], ['Job id', null], ['Route', null], ['Task', null], ['Request', null], ['Enqueued at', null]], jobs.pendingSample.map((job) =>
           `<tr data-pending="${attr(job.jobId)}"><td class="text"><code>${esc(job.queue ?? '-')}</code></td><td class="text"><code>${esc(job.jobId)}</code></td><td class="text"><code>${esc(job.route)}</code></td>` +
           `<td class="text"><code>${esc(job.task)}</code></td>${requestCell([job], qualify)}<td class="text ids">${esc(formatTime(job.time))}</td></tr>`)), '</div>')
+    }
+    if (jobs.supersededSample.length > 0) {
+      const final = (line: FinalRef): string => `${esc(line.outcome)}, attempt ${line.attempt}, ${esc(formatTime(line.time))}${qualify ? ` ${esc(formatSource(line))}` : ''}`
+      out.push('<div class="panel"><h3>Counted by their latest final line (highest attempt, then latest time)</h3>',
+        table('', [['Job id', null], ['Route', null], ['Task', null], ['Counted', null], ['Superseded', null]], jobs.supersededSample.map((job) =>
+          `<tr data-superseded="${attr(job.jobId)}" data-counted="${job.counted.outcome}"><td class="text"><code>${esc(job.jobId)}</code></td><td class="text"><code>${esc(job.route)}</code></td>` +
+          `<td class="text"><code>${esc(job.task)}</code></td><td class="text ids">${final(job.counted)}</td><td class="text ids">${job.superseded.map(final).join('<br>')}</td></tr>`)), '</div>')
     }
   }
 

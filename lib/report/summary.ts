@@ -3,7 +3,7 @@ import { Timeline } from './timeline'
 import { zeroOutcomes } from '../types'
 import { OUTCOMES } from './types'
 import type {
-  Failure, Group, JobRef, RanOutcome, Report, ReportOutcome, RequestRef, RouteResponses, Shutdown, SlowTask, SlowTaskOfGroup
+  Failure, FinalRef, Group, JobRef, RanOutcome, Report, ReportOutcome, RequestRef, RouteResponses, Shutdown, SlowTask, SlowTaskOfGroup, SupersededJob
 } from './types'
 
 export interface ReportFilters {
@@ -30,6 +30,10 @@ export const OTHER_MESSAGES = '(other messages)'
 export const RECENT_SHUTDOWNS = 10
 /** Pending durable jobs listed by name. */
 export const PENDING_SAMPLE = 10
+/** Durable jobs listed with the final lines their latest one superseded. */
+export const SUPERSEDED_SAMPLE = 10
+/** Superseded final lines kept per job. */
+export const SUPERSEDED_PER_JOB = 5
 
 const outcomeSet = new Set<string>(OUTCOMES)
 const ran = new Set<ReportOutcome>(['completed', 'failed', 'timeout'])
@@ -57,8 +61,11 @@ function sameRequest (a: RequestRef, b: RequestRef): boolean {
   return a.reqId === b.reqId && a.file === b.file && a.hostname === b.hostname && a.pid === b.pid
 }
 
-function failureMessage (outcome: Failure['outcome'], deferred: Json, line: Json): string {
+function failureMessage (outcome: ReportOutcome, deferred: Json, line: Json): string {
   switch (outcome) {
+    case 'completed':
+    case 'skipped':
+      return ''
     case 'failed': {
       const message = isObject(line.err) ? line.err.message : undefined
       return typeof message === 'string' && message !== '' ? message : '(no error message)'
@@ -101,7 +108,7 @@ class GroupStats {
   constructor (readonly route: string, readonly task: string) {}
 
   /** Counts a final outcome; returns the task as a slow-task candidate when it ran. */
-  add (outcome: ReportOutcome, deferred: Json, line: Json, ref: RequestRef): SlowTask | null {
+  add (outcome: ReportOutcome, deferred: Json, message: string, ref: RequestRef): SlowTask | null {
     this.tasks++
     this.outcomes[outcome]++
     if (deferred.connection === 'aborted') this.aborted++
@@ -115,7 +122,7 @@ class GroupStats {
     }
     const queuedMs = numberOr(deferred.queuedMs, -1)
     if (queuedMs >= 0 && outcome !== 'skipped' && outcome !== 'dropped') this.queued.record(queuedMs)
-    if (outcome !== 'completed' && outcome !== 'skipped') this.#addFailure(outcome, failureMessage(outcome, deferred, line), ref)
+    if (outcome !== 'completed' && outcome !== 'skipped') this.#addFailure(outcome, message, ref)
     return slow
   }
 
@@ -164,9 +171,37 @@ function byName (a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0
 }
 
-/** What the report knows of a durable job: enqueued, finished (its final outcome counted), or both. */
-const ENQUEUED = 1
-const FINISHED = 2
+/** A durable job's final line, kept until the report is made: a later one may supersede it. */
+interface FinalLine {
+  group: GroupStats
+  outcome: ReportOutcome
+  deferred: Json
+  message: string
+  ref: RequestRef
+  /** `deferred.attempt`, 0 when the line has none. */
+  attempt: number
+  time: number | null
+}
+
+/** What the report knows of a durable job: whether it was enqueued, its counted final line, the ones it superseded. */
+interface JobState {
+  enqueued: boolean
+  final: FinalLine | null
+  superseded: FinalLine[] | null
+}
+
+/**
+ * Whether `line` is a later word on its job than `counted`: a higher attempt (clocks of different
+ * hosts may disagree, attempts do not), then a later time. On a tie the line read first stays.
+ */
+function isLater (line: FinalLine, counted: FinalLine): boolean {
+  if (line.attempt !== counted.attempt) return line.attempt > counted.attempt
+  return (line.time ?? -Infinity) > (counted.time ?? -Infinity)
+}
+
+function finalRef (line: FinalLine): FinalRef {
+  return { ...line.ref, outcome: line.outcome, attempt: line.attempt }
+}
 
 /**
  * Folds pino lines into a report, one line at a time, in memory bounded by the number of
@@ -183,8 +218,9 @@ export class Summary {
   #routes = new Map<string, { responses: number, aborted: number, refused: number }>()
   #slowest: SlowTaskOfGroup[] = []
   #timeline = new Timeline()
-  #jobs = new Map<string, number>()
+  #jobs = new Map<string, JobState>()
   #pending = new Map<string, JobRef>()
+  #result: Report | null = null
   #retries = 0
   #duplicates = 0
   #shutdowns: Array<Shutdown & { at: number }> = []
@@ -207,6 +243,7 @@ export class Summary {
    * anything that is not a deferred-work line is counted as skipped.
    */
   add (text: string, file: string | null = null): void {
+    if (this.#result !== null) throw new Error('Summary.add() after result(): the report is made once, after the last line')
     if (text.trim() === '') return
     this.#lines.total++
     if (file !== null && this.#files[this.#files.length - 1] !== file && !this.#files.includes(file)) this.#files.push(file)
@@ -293,22 +330,42 @@ export class Summary {
   }
 
   #addTask (group: GroupStats, fields: Json, line: Json, ref: RequestRef, time: number | null): void {
-    const jobKey = typeof fields.jobId === 'string' ? `${fields.queue}\u0000${fields.jobId}` : null
-    if (jobKey !== null) {
-      const state = this.#jobs.get(jobKey) ?? 0
-      // a worker killed after it logged the final line but before BullMQ heard of it runs the
-      // job again: the job is counted once, the extra line as a duplicate
-      if ((state & FINISHED) !== 0) {
-        this.#duplicates++
+    const outcome = fields.outcome as ReportOutcome
+    const message = failureMessage(outcome, fields, line)
+    if (typeof fields.jobId === 'string') {
+      // the last word wins: a job is counted by its latest final line once every line is read
+      const final: FinalLine = { group, outcome, deferred: fields, message, ref, attempt: numberOr(fields.attempt, 0), time }
+      const jobKey = `${fields.queue}\u0000${fields.jobId}`
+      const job = this.#job(jobKey)
+      this.#pending.delete(jobKey)
+      if (job.final === null) {
+        job.final = final
         return
       }
-      this.#jobs.set(jobKey, state | FINISHED)
-      this.#pending.delete(jobKey)
+      // a job retried by hand, re-run after a worker crashed, or run after its enqueue was logged as failed
+      this.#duplicates++
+      const [counted, superseded] = isLater(final, job.final) ? [final, job.final] : [job.final, final]
+      job.final = counted
+      if (job.superseded === null) job.superseded = [superseded]
+      else if (job.superseded.length < SUPERSEDED_PER_JOB) job.superseded.push(superseded)
+      return
     }
-    const outcome = fields.outcome as ReportOutcome
-    const slow = group.add(outcome, fields, line, ref)
+    this.#count(group, outcome, fields, message, ref, time)
+  }
+
+  #count (group: GroupStats, outcome: ReportOutcome, fields: Json, message: string, ref: RequestRef, time: number | null): void {
+    const slow = group.add(outcome, fields, message, ref)
     if (slow !== null) keepIfSlow(this.#slowest, SLOWEST_OVERALL, { ...slow, route: group.route, task: group.task })
     if (time !== null) this.#timeline.add(time, outcome)
+  }
+
+  #job (jobKey: string): JobState {
+    let job = this.#jobs.get(jobKey)
+    if (job === undefined) {
+      job = { enqueued: false, final: null, superseded: null }
+      this.#jobs.set(jobKey, job)
+    }
+    return job
   }
 
   #addEnqueued (group: GroupStats, fields: Json, ref: RequestRef): void {
@@ -317,11 +374,11 @@ export class Summary {
       return
     }
     const jobKey = `${fields.queue}\u0000${fields.jobId}`
-    const state = this.#jobs.get(jobKey) ?? 0
-    if ((state & ENQUEUED) !== 0) return
+    const job = this.#job(jobKey)
+    if (job.enqueued) return
     group.enqueued++
-    this.#jobs.set(jobKey, state | ENQUEUED)
-    if ((state & FINISHED) === 0) {
+    job.enqueued = true
+    if (job.final === null) {
       this.#pending.set(jobKey, { ...ref, queue: typeof fields.queue === 'string' ? fields.queue : null, jobId: fields.jobId, route: group.route, task: group.task })
     }
   }
@@ -371,7 +428,37 @@ export class Summary {
     if (this.#shutdowns.length > RECENT_SHUTDOWNS) this.#shutdowns.shift()
   }
 
+  /**
+   * The report. Durable jobs are counted here, each by its latest final line, so call it once,
+   * after the last line: later calls return the same report, and lines added after it are refused.
+   */
   result (): Report {
+    this.#result ??= this.#report()
+    return this.#result
+  }
+
+  #report (): Report {
+    let finished = 0
+    let enqueued = 0
+    const superseded: SupersededJob[] = []
+    for (const [jobKey, job] of this.#jobs) {
+      if (job.enqueued) enqueued++
+      const final = job.final
+      if (final === null) continue
+      finished++
+      this.#count(final.group, final.outcome, final.deferred, final.message, final.ref, final.time)
+      if (job.superseded !== null && superseded.length < SUPERSEDED_SAMPLE) {
+        const queue = final.deferred.queue
+        superseded.push({
+          queue: typeof queue === 'string' ? queue : null,
+          jobId: jobKey.slice(jobKey.indexOf('\u0000') + 1),
+          route: final.group.route,
+          task: final.group.task,
+          counted: finalRef(final),
+          superseded: job.superseded.map(finalRef)
+        })
+      }
+    }
     const groups = [...this.#groups.values()]
       .sort((a, b) => byName(a.route, b.route) || byName(a.task, b.task))
       .map((group) => group.toJSON())
@@ -389,12 +476,6 @@ export class Summary {
       return { route, responses, aborted, abortedRate: responses === 0 ? null : Math.round((aborted / responses) * 10_000) / 10_000, refused }
     })
     const sum = (key: 'responses' | 'aborted' | 'refused'): number | null => counted ? routes.reduce((total, route) => total + route[key], 0) : null
-    let finished = 0
-    let enqueued = 0
-    for (const state of this.#jobs.values()) {
-      if ((state & FINISHED) !== 0) finished++
-      if ((state & ENQUEUED) !== 0) enqueued++
-    }
     return {
       version: this.version,
       lines: { ...this.#lines },
@@ -424,6 +505,7 @@ export class Summary {
         pending: this.#pending.size,
         retries: this.#retries,
         duplicates: this.#duplicates,
+        supersededSample: superseded,
         pendingSample: [...this.#pending.values()].slice(0, PENDING_SAMPLE).map((job) => ({ ...job }))
       },
       shutdowns: {

@@ -1,7 +1,7 @@
 import Table from 'cli-table3'
 import { basename } from 'node:path'
 import { OUTCOMES } from './types'
-import type { OutcomeCounts, Report, RequestRef } from './types'
+import type { FinalRef, OutcomeCounts, Report, RequestRef } from './types'
 
 /** Rows of the "slowest tasks" table. */
 export const SLOWEST_SHOWN = 10
@@ -140,7 +140,7 @@ export function renderText (report: Report): string {
   }
   const { jobs } = report
   if (jobs.enqueued + jobs.finished + jobs.retries > 0) {
-    const duplicates = jobs.duplicates > 0 ? `, ${formatCount(jobs.duplicates)} final lines logged again (counted once)` : ''
+    const duplicates = jobs.duplicates > 0 ? `, ${formatCount(jobs.duplicates)} final lines superseded (each job counted once, by its latest final line)` : ''
     out.push(`Durable jobs: ${formatCount(jobs.enqueued)} enqueued, ${formatCount(jobs.finished)} finished, ${formatCount(jobs.pending)} not finished yet, ` +
       `${formatCount(jobs.retries)} retried attempts${duplicates}.`)
   }
@@ -189,6 +189,15 @@ export function renderText (report: Report): string {
     const shown = jobs.pendingSample.length < jobs.pending ? ` (the first ${jobs.pendingSample.length} shown)` : ''
     out.push('', `Durable jobs enqueued and not finished in these logs: ${formatCount(jobs.pending)}${shown}`,
       table(['Queue', 'Job id', 'Route, task', 'Request'], ['left', 'left', 'left', 'left'], rows, [0, 1, 2, 3]))
+  }
+
+  if (jobs.supersededSample.length > 0) {
+    const line = (final: FinalRef): string => `${final.outcome}, attempt ${final.attempt}\n${formatTime(final.time)}${qualify ? ` ${formatSource(final)}` : ''}`
+    const rows = jobs.supersededSample.map((job) => [
+      job.jobId, `${job.route}\n${job.task}`, line(job.counted), job.superseded.map(line).join('\n')
+    ])
+    out.push('', 'Durable jobs counted by their latest final line (highest attempt, then latest time)',
+      table(['Job id', 'Route, task', 'Counted', 'Superseded'], ['left', 'left', 'left', 'left'], rows, [0, 1, 2, 3]))
   }
 
   const { shutdowns } = report

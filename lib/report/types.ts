@@ -133,6 +133,23 @@ export interface JobRef extends RequestRef {
   task: string
 }
 
+/** A durable job's final line: where it was logged, what it said, and on which attempt (0 when the line has none). */
+export interface FinalRef extends RequestRef {
+  outcome: ReportOutcome
+  attempt: number
+}
+
+/** A durable job with more than one final line: the one counted (the latest) and the ones it superseded. */
+export interface SupersededJob {
+  queue: string | null
+  jobId: string
+  route: string
+  task: string
+  counted: FinalRef
+  /** In the order they were read, at most five. */
+  superseded: FinalRef[]
+}
+
 /** What `report --json` prints. */
 export interface Report {
   /** The version of the report command that wrote this. */
@@ -177,14 +194,19 @@ export interface Report {
   jobs: {
     /** Distinct jobs with an `enqueued` line. */
     enqueued: number
-    /** Distinct jobs with a final line. */
+    /** Distinct jobs with a final line, each counted by its latest one (highest attempt, then latest time). */
     finished: number
     /** Enqueued, with no final line in these logs (yet). */
     pending: number
     /** `retrying` lines: failed attempts that were retried. */
     retries: number
-    /** Final lines of a job already counted (a job run again after a worker crashed). */
+    /**
+     * Final lines superseded by a later one of the same job and not counted (a job retried by hand,
+     * run again after a worker crashed, or run although its enqueue was logged as failed).
+     */
     duplicates: number
+    /** The first few jobs with superseded final lines. */
+    supersededSample: SupersededJob[]
     /** The first few pending jobs. */
     pendingSample: JobRef[]
   }
