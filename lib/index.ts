@@ -27,7 +27,8 @@ import type {
   RouteSendAndContinueOptions,
   SendAndContinueOptions
 } from './options'
-import { isNullLogger, logRefused } from './log'
+import { randomUUID } from 'node:crypto'
+import { isNullLogger, logRefused, logStart } from './log'
 import { Scheduler } from './scheduler'
 import { kWork } from './symbols'
 import { Task } from './task'
@@ -112,6 +113,21 @@ async function fastifySendAndContinue (fastify: FastifyInstance, options: SendAn
     stats: () => durable === null ? scheduler.stats() : { ...scheduler.stats(), durable: durable.stats() }
   })
   fastify.addHook('onRoute', onRoute)
+  // where this instance's lines begin: the report tells runs apart by it, pid 1 on one hostname or not
+  logStart(fastify.log, {
+    instance: randomUUID(),
+    concurrency: plugin.concurrency,
+    maxQueued: plugin.maxQueued,
+    timeout: plugin.timeout,
+    drainTimeout: plugin.drainTimeout,
+    onClientAbort: plugin.onClientAbort,
+    closeConnection: plugin.closeConnection,
+    rejectWhenSaturated: plugin.rejectWhenSaturated,
+    retryAfter: plugin.retryAfter,
+    global: plugin.global,
+    tracing: plugin.tracing,
+    queue: durable === null ? null : durable.settings.name
+  })
   fastify.addHook('onClose', async function onClose (instance) {
     // enqueues in flight first: a failed one may still run here ('run-local')
     if (durable !== null) await durable.close()

@@ -11,6 +11,7 @@ import { Distribution, BUCKET_BOUNDS_MS, MIN_BARS } from '../lib/report/distribu
 import { Timeline, MAX_BARS, STEPS_MS } from '../lib/report/timeline'
 import { readLines, MAX_LINE_LENGTH } from '../lib/report/read'
 import { Summary, MAX_MESSAGES, OTHER_MESSAGES, RECENT_SHUTDOWNS, SAMPLE_REQ_IDS, SLOWEST, SUPERSEDED_PER_JOB, SUPERSEDED_SAMPLE } from '../lib/report/summary'
+import { renderHtml } from '../lib/report/html'
 import type { Report } from '../lib/report/types'
 import { appLogFacts, durableFacts, syntheticLines, writeAppLog, writeDurableLogs } from './fixtures/report/logs'
 
@@ -77,7 +78,8 @@ test('the report of a real app log: every outcome, per route and task, with fail
   t.match(audit?.failures, [{ outcome: 'dropped', message: 'the queue was full', samples: [{ reqId: 'signup-4' }] }])
 
   t.match(report.shutdowns, { count: 1, undrained: 1, recent: [{ drained: false, drainTimeout: 30, outcomes: appLogFacts.outcomes }] })
-  t.match(report.lines, { used: 14 + 10 + 1, filtered: 0 })
+  t.match(report.lines, { used: 14 + 10 + 1 + 1, filtered: 0 }, "tasks, responses, the shutdown, the start line")
+  t.equal(report.totals.unaccounted, 0, "every task the close lines announced logged its final line, the cancelled ones too")
   t.equal(report.lines.total, report.lines.used + report.lines.skipped, 'the foreign and non-JSON lines are skipped, not fatal')
   t.ok(report.period.from !== null && report.period.from <= (report.period.to as string))
 })
@@ -212,7 +214,8 @@ test('web and worker logs together: each durable job once by (queue, jobId), ret
   t.equal(report.totals.refused, durableFacts.refused)
   t.match(report.routes.find((route) => route.route === '/signup'), { responses: 5, refused: 2 })
   t.equal(report.timeline.buckets.reduce((sum, bucket) => sum + bucket.refused, 0), 2)
-  t.same(report.sources, { files: [files.worker2, files.worker1, files.web], processes: 3 })
+  t.same(report.sources, { files: [files.worker2, files.worker1, files.web], processes: 3, starts: 0 })
+  t.equal(report.totals.unaccounted, 0, 'the close lines announce the jobs apart (jobs: 1): no in-process task to account for')
   // two req-1 in two processes: the report tells them apart
   const ones = report.slowest.filter((slow) => slow.reqId === 'req-1').map((slow) => [slow.file, slow.hostname, slow.pid])
   t.same(ones.sort(), [[files.worker1, 'worker-1', 200], [files.worker2, 'worker-2', 300]].sort())
@@ -319,7 +322,7 @@ test('fields of the wrong type fall back instead of failing', async (t) => {
   ])
   t.equal(normal?.failures.find((failure) => failure.outcome === 'failed')?.count, 2)
   t.equal(normal?.durationMs.count, 3, 'the dropped tasks and the task cancelled in the queue never ran')
-  t.same(report.routes.find((route) => route.route === '(unknown route)'), { route: '(unknown route)', responses: 1, aborted: 0, abortedRate: 0, refused: 0 })
+  t.same(report.routes.find((route) => route.route === '(unknown route)'), { route: '(unknown route)', responses: 1, aborted: 0, abortedRate: 0, refused: 0, unaccounted: 0 })
   t.match(report.shutdowns.recent[0], { time: null, drained: true, durationMs: 0, drainTimeout: 0, outcomes: { completed: 0 } })
   t.same(report.period, { from: new Date(1000).toISOString(), to: new Date(1000).toISOString() })
 })
@@ -448,4 +451,9 @@ test('the last word wins: bounded samples, jobs without a queue, one report per 
   t.match(report.jobs.supersededSample[0], { queue: null, jobId: 'j0', counted: { attempt: SUPERSEDED_PER_JOB + 2 } })
   t.equal(summary.result(), report, 'the report is made once')
   t.throws(() => summary.add(lines[0]), /after result\(\)/)
+})
+
+test('the last word wins, on the HTML page of one process\'s log', async (t) => {
+  const report = summarize([task({ jobId: 'j', queue: 'q', attempt: 1, outcome: 'failed' }), task({ jobId: 'j', queue: 'q', attempt: 2 })])
+  t.match(renderHtml(report), /<tr data-superseded="j" data-counted="completed">.*<td class="text ids">completed, attempt 2, 1970-01-01 00:00:01Z<\/td><td class="text ids">failed, attempt 1, 1970-01-01 00:00:01Z<\/td>/)
 })

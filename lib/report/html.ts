@@ -217,6 +217,7 @@ export function renderHtml (report: Report): string {
     ['slowest', 'Slowest tasks', report.slowest.length], ['failures', 'Failures', failures.length]
   ]
   if (totals.refused !== null && totals.refused > 0) sections.push(['refused', 'Refused requests', totals.refused])
+  if (totals.unaccounted !== null && totals.unaccounted > 0) sections.push(['unaccounted', 'Unaccounted tasks', totals.unaccounted])
   if (hasJobs) sections.push(['jobs', 'Durable jobs', jobs.enqueued])
   if (shutdowns.count > 0) sections.push(['shutdowns', 'Shutdowns', shutdowns.count])
 
@@ -241,6 +242,7 @@ export function renderHtml (report: Report): string {
     card(formatRate(totals.responses ? (totals.abortedResponses as number) / totals.responses : null), 'of them aborted by the client', 'abortedRate',
       totals.responses ? (totals.abortedResponses as number) / totals.responses : null),
     card(totals.refused === null ? '-' : formatCount(totals.refused), 'requests refused (503)', 'refused', totals.refused),
+    card(totals.unaccounted === null ? '-' : formatCount(totals.unaccounted), 'tasks unaccounted for: announced, never logged', 'unaccounted', totals.unaccounted),
     ...(hasJobs ? [card(formatCount(jobs.pending), 'durable jobs not finished', 'pending', jobs.pending)] : []),
     '</div>', outcomeBar(totals.outcomes, 'totals'), legend(OUTCOMES.map((outcome) => [outcome, totals.outcomes[outcome]])))
 
@@ -264,12 +266,13 @@ export function renderHtml (report: Report): string {
       const groups = report.groups.filter((group) => group.route === route.route)
       const tasks = groups.reduce((sum, group) => sum + group.tasks, 0)
       const failed = groups.reduce((sum, group) => sum + group.tasks - group.outcomes.completed - group.outcomes.skipped, 0)
-      return `<tr data-route="${attr(route.route)}" data-responses="${route.responses}" data-aborted="${route.aborted}" data-refused="${route.refused}" data-filter="${attr(route.route)}">` +
+      return `<tr data-route="${attr(route.route)}" data-responses="${route.responses}" data-aborted="${route.aborted}" data-refused="${route.refused}" data-unaccounted="${route.unaccounted}" data-filter="${attr(route.route)}">` +
         `<td class="text"><code>${esc(route.route)}</code></td>${num(route.responses, formatCount(route.responses))}${num(route.aborted, formatCount(route.aborted))}` +
-        `${num(route.abortedRate ?? -1, formatRate(route.abortedRate))}${num(route.refused, formatCount(route.refused))}${num(tasks, formatCount(tasks))}${num(failed, formatCount(failed))}</tr>`
+        `${num(route.abortedRate ?? -1, formatRate(route.abortedRate))}${num(route.refused, formatCount(route.refused))}${num(tasks, formatCount(tasks))}${num(failed, formatCount(failed))}` +
+        `${num(route.unaccounted, formatCount(route.unaccounted))}</tr>`
     })
     out.push('<div class="panel">', table('sortable', [['Route', 'text'], ['Responses', 'number'], ['Aborted', 'number'], ['Aborted rate', 'number'], ['Refused', 'number'],
-      ['Tasks', 'number'], ['Not completed', 'number']], rows), '</div>')
+      ['Tasks', 'number'], ['Not completed', 'number'], ['Unaccounted', 'number']], rows), '</div>')
   }
 
   out.push('<h2 id="tasks">Tasks per route</h2>')
@@ -306,6 +309,19 @@ export function renderHtml (report: Report): string {
   if (totals.refused !== null && totals.refused > 0) {
     out.push('<h2 id="refused">Refused requests</h2><p class="muted">Answered 503 with Retry-After by <code>rejectWhenSaturated</code> while the deferred work was saturated.</p><div class="panel">',
       table('', [['Route', null], ['Refused', null]], refusedRoutes.map((route) => `<tr data-refused-route="${attr(route.route)}" data-count="${route.refused}"><td class="text"><code>${esc(route.route)}</code></td>${num(route.refused, formatCount(route.refused))}</tr>`)), '</div>')
+  }
+
+  if (totals.unaccounted !== null && totals.unaccounted > 0) {
+    const { afterShutdown, withoutShutdown, samples } = report.unaccounted
+    out.push(`<h2 id="unaccounted">Unaccounted tasks: ${formatCount(totals.unaccounted)}</h2>`,
+      '<p class="muted">Tasks a response announced when it closed (its close line) that never logged a final line in the same process lifetime. ' +
+      `${formatCount(withoutShutdown)} in a process that never logged a shutdown afterwards: it crashed or was killed, or the log ends while they still ran. ` +
+      `${formatCount(afterShutdown)} in a process that logged a shutdown afterwards: lost by the plugin, a bug worth reporting.</p><div class="panel">`,
+      table('', [['Request', null], ['Route', null], ['Tasks lost', null], ['Process', null], ['Shutdown logged after', null]], samples.map((sample) =>
+        `<tr data-unaccounted="${attr(sample.reqId ?? '')}" data-count="${sample.tasks}" data-lost-after-shutdown="${sample.shutdown}">${requestCell([sample], qualify)}` +
+        `<td class="text"><code>${esc(sample.route)}</code></td>${num(sample.tasks, `${formatCount(sample.tasks)} of ${formatCount(sample.announced)}`)}` +
+        `<td class="text ids">${esc(formatSource(sample) || '-')}${sample.instance === null ? '' : `<br>instance ${esc(sample.instance)}`}</td>` +
+        `<td class="text">${sample.shutdown ? 'yes: a bug, please report it' : 'no: crashed, killed, or still running'}</td></tr>`)), '</div>')
   }
 
   if (hasJobs) {

@@ -3,7 +3,7 @@ import { Timeline } from './timeline'
 import { zeroOutcomes } from '../types'
 import { OUTCOMES } from './types'
 import type {
-  Failure, FinalRef, Group, JobRef, RanOutcome, Report, ReportOutcome, RequestRef, RouteResponses, Shutdown, SlowTask, SlowTaskOfGroup, SupersededJob
+  Failure, FinalRef, Group, JobRef, RanOutcome, Report, ReportOutcome, RequestRef, RouteResponses, Shutdown, SlowTask, SlowTaskOfGroup, SupersededJob, UnaccountedRef
 } from './types'
 
 export interface ReportFilters {
@@ -34,6 +34,13 @@ export const PENDING_SAMPLE = 10
 export const SUPERSEDED_SAMPLE = 10
 /** Superseded final lines kept per job. */
 export const SUPERSEDED_PER_JOB = 5
+/** Requests with unaccounted tasks listed by name. */
+export const UNACCOUNTED_SAMPLE = 10
+/**
+ * Final lines kept per process lifetime while their close line has not been read (a task dropped
+ * before its response closed logs first; a process's files read newest first): the oldest go first.
+ */
+export const MAX_EARLY = 10_000
 
 const outcomeSet = new Set<string>(OUTCOMES)
 const ran = new Set<ReportOutcome>(['completed', 'failed', 'timeout'])
@@ -167,6 +174,12 @@ class GroupStats {
   }
 }
 
+interface RouteStats { responses: number, aborted: number, refused: number, unaccounted: number }
+
+function newLifetime (instance: string | null): Lifetime {
+  return { instance, shutdownAt: -1, open: new Map(), early: new Map() }
+}
+
 function byName (a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0
 }
@@ -203,6 +216,31 @@ function finalRef (line: FinalLine): FinalRef {
   return { ...line.ref, outcome: line.outcome, attempt: line.attempt }
 }
 
+/** In-process tasks a close line announced whose final lines have not been read yet. */
+interface Announced {
+  remaining: number
+  announced: number
+  /** Where the close line was read, to tell whether a shutdown line came after it. */
+  at: number
+  ref: RequestRef
+  route: string
+  /** Whether the close line passed the filters: only those are reported. */
+  counted: boolean
+}
+
+/**
+ * One run of a process: from its `deferredStart` line to the next one of the same hostname and
+ * pid, or, in logs without start lines, the whole log of that hostname and pid. Request ids
+ * restart at `req-1` in every run; in containers every run is pid 1 on the same hostname.
+ */
+interface Lifetime {
+  instance: string | null
+  /** Where its last shutdown line was read, -1 before any. */
+  shutdownAt: number
+  open: Map<string, Announced>
+  early: Map<string, number>
+}
+
 /**
  * Folds pino lines into a report, one line at a time, in memory bounded by the number of
  * route/task pairs, never by the number of lines (durable jobs excepted: counting each once
@@ -215,12 +253,16 @@ export class Summary {
   #files: string[] = []
   #processes = new Set<string>()
   #groups = new Map<string, GroupStats>()
-  #routes = new Map<string, { responses: number, aborted: number, refused: number }>()
+  #routes = new Map<string, RouteStats>()
   #slowest: SlowTaskOfGroup[] = []
   #timeline = new Timeline()
   #jobs = new Map<string, JobState>()
   #pending = new Map<string, JobRef>()
   #result: Report | null = null
+  #read = 0
+  #starts = 0
+  #lifetimes = new Map<string, Lifetime>()
+  #unaccounted = { afterShutdown: 0, withoutShutdown: 0, samples: [] as UnaccountedRef[] }
   #retries = 0
   #duplicates = 0
   #shutdowns: Array<Shutdown & { at: number }> = []
@@ -271,16 +313,17 @@ export class Summary {
     const deferred = line.deferred
     const shutdown = line.deferredShutdown
     const refused = line.deferredRefused
-    let kind: 'task' | 'enqueued' | 'retrying' | 'close' | 'shutdown' | 'refused'
+    const start = line.deferredStart
+    let kind: 'task' | 'enqueued' | 'retrying' | 'close' | 'shutdown' | 'refused' | 'start'
     if (isObject(deferred) && typeof deferred.outcome === 'string' && outcomeSet.has(deferred.outcome)) kind = 'task'
     else if (isObject(deferred) && (deferred.outcome === 'enqueued' || deferred.outcome === 'retrying')) kind = deferred.outcome
-    else if (isObject(deferred) && deferred.outcome === undefined && typeof deferred.tasks === 'number') kind = 'close'
+    else if (isObject(deferred) && deferred.outcome === undefined && (typeof deferred.tasks === 'number' || typeof deferred.jobs === 'number')) kind = 'close'
     else if (isObject(shutdown) && typeof shutdown.drained === 'boolean') kind = 'shutdown'
     else if (isObject(refused)) kind = 'refused'
+    else if (isObject(start)) kind = 'start'
     else return 'skipped'
 
     const time = timeOf(line)
-    if (!this.#inPeriod(time)) return 'filtered'
     const ref: RequestRef = {
       reqId: typeof line.reqId === 'string' || typeof line.reqId === 'number' ? String(line.reqId) : null,
       file,
@@ -288,8 +331,14 @@ export class Summary {
       pid: typeof line.pid === 'number' ? line.pid : null,
       time: iso(time)
     }
+    // lost work is looked for over every line, whatever the filters: a task's final line may fall
+    // outside --until while its close line is inside
+    this.#follow(kind, deferred as Json, start as Json, time, ref)
+    if (!this.#inPeriod(time)) return 'filtered'
 
-    if (kind === 'shutdown') {
+    if (kind === 'start') {
+      this.#starts++
+    } else if (kind === 'shutdown') {
       this.#addShutdown(shutdown as Json, time, ref)
     } else {
       const fields = (kind === 'refused' ? refused : deferred) as Json
@@ -317,6 +366,71 @@ export class Summary {
       if (this.#to === null || time > this.#to) this.#to = time
     }
     return 'used'
+  }
+
+  /** Follows process lifetimes, and matches each close line's tasks with their final lines. */
+  #follow (kind: string, deferred: Json, start: Json, time: number | null, ref: RequestRef): void {
+    const at = this.#read++
+    const process = `${ref.hostname}\u0000${ref.pid}`
+    if (kind === 'start') {
+      const ended = this.#lifetimes.get(process)
+      if (ended !== undefined) this.#settle(ended)
+      this.#lifetimes.set(process, newLifetime(typeof start.instance === 'string' ? start.instance : null))
+      return
+    }
+    const lifetime = this.#lifetime(process)
+    const reqId = String(ref.reqId)
+    if (kind === 'shutdown') {
+      lifetime.shutdownAt = at
+    } else if (kind === 'close') {
+      const route = typeof deferred.route === 'string' ? deferred.route : '(unknown route)'
+      const counted = this.#taskFilter === null && this.#inPeriod(time) && (this.#routeFilter === null || this.#routeFilter.has(route))
+      const early = lifetime.early.get(reqId) ?? 0
+      lifetime.early.delete(reqId)
+      const announced = numberOr(deferred.tasks, 0)
+      const remaining = announced - early
+      if (remaining <= 0) return
+      const open = lifetime.open.get(reqId)
+      // two requests under one id (a client's x-request-id): their tasks add up
+      if (open === undefined) lifetime.open.set(reqId, { remaining, announced, at, ref, route, counted })
+      else {
+        open.remaining += remaining
+        open.announced += announced
+      }
+    } else if (kind === 'task' && typeof deferred.jobId !== 'string') {
+      // durable jobs are followed by their jobId, not here
+      const open = lifetime.open.get(reqId)
+      if (open !== undefined) {
+        if (--open.remaining === 0) lifetime.open.delete(reqId)
+        return
+      }
+      lifetime.early.set(reqId, (lifetime.early.get(reqId) ?? 0) + 1)
+      if (lifetime.early.size > MAX_EARLY) lifetime.early.delete(lifetime.early.keys().next().value as string)
+    }
+  }
+
+  #lifetime (process: string): Lifetime {
+    let lifetime = this.#lifetimes.get(process)
+    if (lifetime === undefined) {
+      lifetime = newLifetime(null)
+      this.#lifetimes.set(process, lifetime)
+    }
+    return lifetime
+  }
+
+  /** A lifetime ended (its process started again, or the logs end): what it announced and never logged is lost. */
+  #settle (lifetime: Lifetime): void {
+    for (const open of lifetime.open.values()) {
+      if (!open.counted) continue
+      const shutdown = lifetime.shutdownAt > open.at
+      if (shutdown) this.#unaccounted.afterShutdown += open.remaining
+      else this.#unaccounted.withoutShutdown += open.remaining
+      const route = this.#routes.get(open.route) as RouteStats
+      route.unaccounted += open.remaining
+      if (this.#unaccounted.samples.length < UNACCOUNTED_SAMPLE) {
+        this.#unaccounted.samples.push({ ...open.ref, route: open.route, tasks: open.remaining, announced: open.announced, instance: lifetime.instance, shutdown })
+      }
+    }
   }
 
   #group (route: string, task: string): GroupStats {
@@ -393,7 +507,7 @@ export class Summary {
   #addToRoute (route: string, kind: 'close' | 'refused', fields: Json): void {
     let stats = this.#routes.get(route)
     if (stats === undefined) {
-      stats = { responses: 0, aborted: 0, refused: 0 }
+      stats = { responses: 0, aborted: 0, refused: 0, unaccounted: 0 }
       this.#routes.set(route, stats)
     }
     if (kind === 'refused') {
@@ -438,6 +552,7 @@ export class Summary {
   }
 
   #report (): Report {
+    for (const lifetime of this.#lifetimes.values()) this.#settle(lifetime)
     let finished = 0
     let enqueued = 0
     const superseded: SupersededJob[] = []
@@ -472,14 +587,14 @@ export class Summary {
       if (counted) routeNames.add(group.route)
     }
     const routes: RouteResponses[] = [...routeNames].sort(byName).map((route) => {
-      const { responses, aborted, refused } = this.#routes.get(route) ?? { responses: 0, aborted: 0, refused: 0 }
-      return { route, responses, aborted, abortedRate: responses === 0 ? null : Math.round((aborted / responses) * 10_000) / 10_000, refused }
+      const { responses, aborted, refused, unaccounted } = this.#routes.get(route) ?? { responses: 0, aborted: 0, refused: 0, unaccounted: 0 }
+      return { route, responses, aborted, abortedRate: responses === 0 ? null : Math.round((aborted / responses) * 10_000) / 10_000, refused, unaccounted }
     })
-    const sum = (key: 'responses' | 'aborted' | 'refused'): number | null => counted ? routes.reduce((total, route) => total + route[key], 0) : null
+    const sum = (key: 'responses' | 'aborted' | 'refused' | 'unaccounted'): number | null => counted ? routes.reduce((total, route) => total + route[key], 0) : null
     return {
       version: this.version,
       lines: { ...this.#lines },
-      sources: { files: [...this.#files], processes: this.#processes.size },
+      sources: { files: [...this.#files], processes: this.#processes.size, starts: this.#starts },
       filters: {
         route: [...(this.#routeFilter ?? [])],
         task: [...(this.#taskFilter ?? [])],
@@ -493,7 +608,13 @@ export class Summary {
         aborted,
         responses: sum('responses'),
         abortedResponses: sum('aborted'),
-        refused: sum('refused')
+        refused: sum('refused'),
+        unaccounted: sum('unaccounted')
+      },
+      unaccounted: {
+        afterShutdown: this.#unaccounted.afterShutdown,
+        withoutShutdown: this.#unaccounted.withoutShutdown,
+        samples: this.#unaccounted.samples.map((sample) => ({ ...sample }))
       },
       routes,
       groups,

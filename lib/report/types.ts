@@ -101,6 +101,25 @@ export interface RouteResponses {
   abortedRate: number | null
   /** Requests refused with a 503 by `rejectWhenSaturated` (`deferredRefused` lines). */
   refused: number
+  /** In-process tasks announced by this route's close lines and never logged a final line. */
+  unaccounted: number
+}
+
+/** A request whose close line announced in-process tasks that never logged a final line. */
+export interface UnaccountedRef extends RequestRef {
+  route: string
+  /** Tasks without a final line. */
+  tasks: number
+  /** Tasks the close line announced. */
+  announced: number
+  /** The `instance` of the process's `deferredStart` line, `null` in logs without one. */
+  instance: string | null
+  /**
+   * Whether the process logged a shutdown line after the close line: then the plugin lost the
+   * tasks (a bug worth reporting); if not, the process crashed or was killed, or the log ends
+   * while they still ran.
+   */
+  shutdown: boolean
 }
 
 export interface Shutdown {
@@ -165,7 +184,12 @@ export interface Report {
     skipped: number
   }
   /** The files read, as given (`-` for standard input), and the processes (host and pid) seen in them. */
-  sources: { files: string[], processes: number }
+  sources: {
+    files: string[]
+    processes: number
+    /** `deferredStart` lines: plugin instances that started. */
+    starts: number
+  }
   filters: { route: string[], task: string[], since: string | null, until: string | null }
   /** Times of the first and last line counted, ISO 8601. */
   period: { from: string | null, to: string | null }
@@ -183,6 +207,20 @@ export interface Report {
     abortedResponses: number | null
     /** Requests refused by `rejectWhenSaturated` (`null` with `--task`: refusals name no task). */
     refused: number | null
+    /**
+     * In-process tasks announced by a close line (`tasks`) with no final line from the same
+     * request in the same process lifetime: lost. `null` with `--task` (a close line names no task).
+     */
+    unaccounted: number | null
+  }
+  /** The unaccounted tasks, by whether their process logged a shutdown line afterwards. */
+  unaccounted: {
+    /** The process shut down after their response closed and never logged them: a bug worth reporting. */
+    afterShutdown: number
+    /** No shutdown line afterwards: the process crashed or was killed, or the log ends while they still ran. */
+    withoutShutdown: number
+    /** The first few requests. */
+    samples: UnaccountedRef[]
   }
   routes: RouteResponses[]
   groups: Group[]
