@@ -78,8 +78,8 @@ test('the report of a real app log: every outcome, per route and task, with fail
   t.match(audit?.failures, [{ outcome: 'dropped', message: 'the queue was full', samples: [{ reqId: 'signup-4' }] }])
 
   t.match(report.shutdowns, { count: 1, undrained: 1, recent: [{ drained: false, drainTimeout: 30, outcomes: appLogFacts.outcomes }] })
-  t.match(report.lines, { used: 14 + 10 + 1 + 1, filtered: 0 }, "tasks, responses, the shutdown, the start line")
-  t.equal(report.totals.unaccounted, 0, "every task the close lines announced logged its final line, the cancelled ones too")
+  t.match(report.lines, { used: 14 + 10 + 1 + 1, filtered: 0 }, 'tasks, responses, the shutdown, the start line')
+  t.equal(report.totals.unaccounted, 0, 'every task the close lines announced logged its final line, the cancelled ones too')
   t.equal(report.lines.total, report.lines.used + report.lines.skipped, 'the foreign and non-JSON lines are skipped, not fatal')
   t.ok(report.period.from !== null && report.period.from <= (report.period.to as string))
 })
