@@ -12,6 +12,7 @@ import { Timeline, MAX_BARS, STEPS_MS } from '../lib/report/timeline'
 import { readLines, MAX_LINE_LENGTH } from '../lib/report/read'
 import { Summary, MAX_MESSAGES, OTHER_MESSAGES, RECENT_SHUTDOWNS, SAMPLE_REQ_IDS, SLOWEST, SUPERSEDED_PER_JOB, SUPERSEDED_SAMPLE } from '../lib/report/summary'
 import { renderHtml } from '../lib/report/html'
+import { renderText } from '../lib/report/text'
 import type { Report } from '../lib/report/types'
 import { appLogFacts, durableFacts, syntheticLines, writeAppLog, writeDurableLogs } from './fixtures/report/logs'
 
@@ -66,7 +67,7 @@ test('the report of a real app log: every outcome, per route and task, with fail
   t.ok((resize?.durationMs.max ?? 0) >= 10, 'a timed out task ran at least its time limit')
 
   const exportLink = report.groups.find((group) => group.task === 'emailExportLink')
-  t.match(exportLink, { outcomes: { skipped: 1 }, aborted: 1, durationMs: { count: 0, p50: null }, queuedMs: { count: 0 }, slowest: [], failures: [] })
+  t.match(exportLink, { outcomes: { skipped: 1 }, aborted: 0, durationMs: { count: 0, p50: null }, queuedMs: { count: 0 }, slowest: [], failures: [] })
 
   const welcome = report.groups.find((group) => group.task === 'sendWelcomeEmail')
   t.match(welcome?.failures, [{ outcome: 'cancelled', message: 'the shutdown drain ran out', samples: [{ reqId: 'signup-4' }] }])
@@ -456,4 +457,21 @@ test('the last word wins: bounded samples, jobs without a queue, one report per 
 test('the last word wins, on the HTML page of one process\'s log', async (t) => {
   const report = summarize([task({ jobId: 'j', queue: 'q', attempt: 1, outcome: 'failed' }), task({ jobId: 'j', queue: 'q', attempt: 2 })])
   t.match(renderHtml(report), /<tr data-superseded="j" data-counted="completed">.*<td class="text ids">completed, attempt 2, 1970-01-01 00:00:01Z<\/td><td class="text ids">failed, attempt 1, 1970-01-01 00:00:01Z<\/td>/)
+})
+
+test('"Tasks run after an abort" does not count skipped tasks: they never ran', async (t) => {
+  const aborted = { connection: 'aborted' }
+  const report = summarize([
+    task({ ...aborted, outcome: 'skipped', durationMs: 0 }),
+    task({ ...aborted, outcome: 'skipped', durationMs: 0 }),
+    task({ ...aborted, outcome: 'dropped', reason: 'queue-full', durationMs: 0 }),
+    task({ ...aborted, outcome: 'cancelled', durationMs: 0 }),
+    task({ ...aborted, outcome: 'cancelled', durationMs: 5 }),
+    task({ ...aborted, outcome: 'completed' }),
+    task({ outcome: 'completed' }),
+    JSON.stringify({ level: 30, time: 1000, reqId: 'r', deferred: { connection: 'aborted', route: '/r', statusCode: 200, responseTime: 1, tasks: 7 } })
+  ])
+  t.equal(report.totals.aborted, 2, 'the completed task and the one cancelled while running')
+  t.equal(report.groups[0].aborted, 2)
+  t.match(renderText(report), 'Tasks run after an abort: 2.')
 })

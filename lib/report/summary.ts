@@ -118,11 +118,13 @@ class GroupStats {
   add (outcome: ReportOutcome, deferred: Json, message: string, ref: RequestRef): SlowTask | null {
     this.tasks++
     this.outcomes[outcome]++
-    if (deferred.connection === 'aborted') this.aborted++
     let slow: SlowTask | null = null
     const durationMs = numberOr(deferred.durationMs, -1)
     // a task cancelled while still queued never ran: its 0 would drag the percentiles down
-    if (durationMs >= 0 && (ran.has(outcome) || (outcome === 'cancelled' && durationMs > 0))) {
+    const started = ran.has(outcome) || (outcome === 'cancelled' && durationMs > 0)
+    // skipped and dropped tasks never ran: they are not "tasks run after an abort"
+    if (deferred.connection === 'aborted' && started) this.aborted++
+    if (durationMs >= 0 && started) {
       this.duration.record(durationMs, outcome as RanOutcome)
       slow = { ...ref, durationMs, outcome }
       keepIfSlow(this.slowest, SLOWEST, slow)

@@ -76,7 +76,7 @@ export interface Group {
   /** Final outcomes counted (a durable job once, however often its final line was logged). */
   tasks: number
   outcomes: OutcomeCounts
-  /** Tasks whose response was aborted by the client. */
+  /** Tasks that ran although their response was aborted by the client (not `skipped` or `dropped`: those never ran). */
   aborted: number
   /** Durable jobs: jobs enqueued (`enqueued` lines) and failed attempts that were retried (`retrying` lines). */
   enqueued: number
@@ -196,7 +196,7 @@ export interface Report {
   totals: {
     tasks: number
     outcomes: OutcomeCounts
-    /** Tasks whose response was aborted by the client. */
+    /** Tasks that ran although their response was aborted by the client (not `skipped` or `dropped` ones: they never ran). */
     aborted: number
     /**
      * Responses that carried deferred work, from the lines logged when each response closed.
