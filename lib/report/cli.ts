@@ -11,6 +11,16 @@ import { renderText, formatCount } from './text'
 import { OUTCOMES } from './types'
 import type { ReportOutcome } from './types'
 
+/** What the bare command (and `--help`) prints: both commands. */
+export const COMMANDS = `Usage: fastify-send-and-continue <command> [options]
+
+Commands:
+  report [options] [file ...]                  summarise the deferred work in pino logs
+  worker <tasks-module> --redis <url> [...]    run durable jobs (defineTask) from Redis in this process
+
+Run "fastify-send-and-continue report --help" or "fastify-send-and-continue worker --help" for the options.
+`
+
 export const USAGE = `Usage: fastify-send-and-continue report [options] [file ...]
 
 Summarises the deferred work in pino logs (NDJSON, plain or gzip) per route and task:
@@ -178,7 +188,7 @@ export async function main (argv: string[], io: Io): Promise<number> {
       return 0
     }
     if (command === undefined || command === '-h' || command === '--help' || command === 'help') {
-      io.stdout.write(USAGE)
+      io.stdout.write(COMMANDS)
       return command === undefined ? 2 : 0
     }
     throw new UsageError(`unknown command '${command}'`)
