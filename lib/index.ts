@@ -153,7 +153,11 @@ async function fastifySendAndContinue (fastify: FastifyInstance, options: SendAn
     if ((state !== null && (state === SENT || state.sendCalled)) || reply.sent) {
       const config = reply.routeOptions.config as RouteConfig
       const route = routeName(config.method, config.url)
-      throw reply.raw.writableEnded || !reply.sent ? new FST_SAC_ALREADY_SENT(route) : new FST_SAC_HIJACKED(route)
+      const err = reply.raw.writableEnded || !reply.sent ? new FST_SAC_ALREADY_SENT(route) : new FST_SAC_HIJACKED(route)
+      // Fastify turns a throw after the reply went out into its own "Reply was already sent"
+      // warning, which does not say why: the request's log says it here
+      if (reply.sent) reply.log.error({ err }, err.message)
+      throw err
     }
     const callOptions = validateCallOptions('reply.sendAndContinue()', options)
     if (task !== undefined) {
