@@ -61,14 +61,23 @@ import { DurableWeb, takeDurableJobs } from './jobs/web'
 /** What `reply.defer()` and `reply.sendAndContinue()` accept: a function, or a durable job from `task.with()`. */
 type DeferrableTask = DeferredTask | DurableJob<any>
 
+/**
+ * `reply.sendAndContinue()`'s arguments: the payload as the route's `reply.send()` takes it (typed
+ * by the route's `Reply` generic, its schema and its type provider), then the task and options.
+ */
+type SendAndContinueArgs<Send extends unknown[]> = Send extends [unknown]
+  ? [payload: Send[0], task?: DeferrableTask | DeferrableTask[], options?: DeferOptions]
+  : [payload?: Send[0], task?: DeferrableTask | DeferrableTask[], options?: DeferOptions]
+
 declare module 'fastify' {
-  interface FastifyReply {
+  interface FastifyReply<RouteGeneric, RawServer, RawRequest, RawReply, ContextConfig, SchemaCompiler, TypeProvider, ReplyType> {
     /**
      * Sends `payload` exactly like `reply.send()`, then runs `task` after the response closed.
      * @example
      * return reply.sendAndContinue({ ok: true }, async ({ signal }) => mailer.send(welcome, { signal }))
      */
-    sendAndContinue(payload?: unknown, task?: DeferrableTask | DeferrableTask[], options?: DeferOptions): FastifyReply
+    sendAndContinue(...args: SendAndContinueArgs<Parameters<FastifyReply<RouteGeneric, RawServer, RawRequest, RawReply, ContextConfig, SchemaCompiler, TypeProvider, ReplyType>['send']>>):
+    FastifyReply<RouteGeneric, RawServer, RawRequest, RawReply, ContextConfig, SchemaCompiler, TypeProvider>
     /** Registers work that runs after whatever response this request ends with. */
     defer(task: DeferrableTask | DeferrableTask[], options?: DeferOptions): FastifyReply
   }

@@ -14,6 +14,7 @@ import type {
   DroppedTaskInfo,
   Outcome,
   RequestSnapshot,
+  RouteSendAndContinueOptions,
   SendAndContinueOptions,
   SendAndContinueStats,
   TaskContext,
@@ -70,7 +71,8 @@ expectAssignable<SendAndContinueOptions>({})
 const err: unknown = new Error('x')
 if (isSendAndContinueError(err)) {
   expectType<'FST_SAC_INVALID_OPTION' | 'FST_SAC_UNKNOWN_OPTION' | 'FST_SAC_INVALID_TASK' | 'FST_SAC_NOT_ENABLED' | 'FST_SAC_ALREADY_SENT' | 'FST_SAC_HIJACKED' |
-  'FST_SAC_INVALID_JOB_DATA' | 'FST_SAC_DUPLICATE_TASK' | 'FST_SAC_UNKNOWN_TASK' | 'FST_SAC_NO_QUEUE' | 'FST_SAC_REDIS_UNREACHABLE' | 'FST_SAC_REDIS_EVICTION'>(err.code)
+  'FST_SAC_INVALID_JOB_DATA' | 'FST_SAC_DUPLICATE_TASK' | 'FST_SAC_UNKNOWN_TASK' | 'FST_SAC_NO_QUEUE' | 'FST_SAC_REDIS_UNREACHABLE' | 'FST_SAC_REDIS_EVICTION' |
+  'FST_SAC_ENGINE_OPTION' | 'FST_SAC_MISSING_DRIVER' | 'FST_SAC_SQLITE_PATH' | 'FST_SAC_SQLITE_FOREIGN' | 'FST_SAC_SQLITE_SCHEMA'>(err.code)
 }
 
 // tracing
@@ -112,3 +114,26 @@ createWorker({ connection: 'redis://127.0.0.1:6379', tasks: [sendWelcome], concu
     expectType<Promise<void>>(worker.close())
     expectType<WorkerStats>(worker.stats())
   })
+
+// reply.sendAndContinue(payload) is typed like the route's reply.send(payload)
+interface Created { Reply: { 201: { id: number } } }
+app.post<Created>('/typed', (request, reply) => {
+  reply.code(201).sendAndContinue({ id: 1 }, () => {})
+  reply.code(201).send({ id: 1 })
+  expectError(reply.code(201).sendAndContinue({ id: 'one' }, () => {}))
+  expectError(reply.code(201).send({ id: 'one' }))
+  expectError(reply.code(201).sendAndContinue({ name: 'x' }))
+  expectError(reply.code(201).sendAndContinue())
+  expectError(reply.code(201).send())
+  expectError(reply.code(201).sendAndContinue({ id: 1 }, 'not a task'))
+})
+app.post('/untyped', (request, reply) => {
+  expectType<FastifyReply>(reply.sendAndContinue({ anything: true }, () => {}, { timeout: 1 }))
+  reply.sendAndContinue()
+})
+
+// Fastify infers a route's config type from the literal, so an unknown key there passes; a value of
+// the wrong type does not, and `satisfies` catches typos in the keys
+expectError(app.get('/typo-policy', { config: { sendAndContinue: { onClientAbort: 'ignore' } } }, () => 'x'))
+expectError({ timeot: 100 } satisfies RouteSendAndContinueOptions)
+app.get('/satisfies', { config: { sendAndContinue: { timeout: 100 } satisfies RouteSendAndContinueOptions } }, () => 'x')
