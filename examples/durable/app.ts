@@ -1,7 +1,7 @@
 // The web app: the welcome e-mail is a durable job, in Redis before the 201 goes out, run by a
 // worker process (examples/durable/worker.ts), even if this process dies right after answering.
 //
-// Run: REDIS_URL=redis://127.0.0.1:6379 npx tsx examples/durable/app.ts
+// Run: REDIS_URL=redis://127.0.0.1:6379 node --import tsx examples/durable/app.ts
 // (start Redis first: redis-server --save '' --appendonly no --maxmemory-policy noeviction)
 import Fastify from 'fastify'
 import sendAndContinue from 'fastify-send-and-continue'
