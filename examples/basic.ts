@@ -1,6 +1,6 @@
 // Basic usage: answer the client at once, send the welcome e-mail after the response.
 //
-// Run: npx tsx examples/basic.ts
+// Run: node --import tsx examples/basic.ts
 import Fastify from 'fastify'
 import { setTimeout as sleep } from 'node:timers/promises'
 import sendAndContinue from 'fastify-send-and-continue'

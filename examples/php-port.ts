@@ -13,7 +13,7 @@
 //   ob_end_flush(); flush();                 // the client has the whole answer now
 //   send_welcome_email();                    // slow work, after the response
 //
-// Run: npx tsx examples/php-port.ts
+// Run: node --import tsx examples/php-port.ts
 import Fastify from 'fastify'
 import type { FastifyInstance } from 'fastify'
 import { request } from 'node:http'

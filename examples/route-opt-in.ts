@@ -1,7 +1,7 @@
 // Route-level opt-in: with `global: false`, only routes that set `config.sendAndContinue` may
 // defer work; elsewhere `reply.defer()` throws FST_SAC_NOT_ENABLED, a mistake caught in development.
 //
-// Run: npx tsx examples/route-opt-in.ts
+// Run: node --import tsx examples/route-opt-in.ts
 import Fastify from 'fastify'
 import sendAndContinue, { isSendAndContinueError } from 'fastify-send-and-continue'
 

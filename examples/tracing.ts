@@ -1,7 +1,7 @@
 // Tracing: each deferred task gets an OpenTelemetry span in the trace of the request that
 // deferred it, printed here by the SDK's console exporter.
 //
-// Run: npx tsx examples/tracing.ts
+// Run: node --import tsx examples/tracing.ts
 import { context, trace } from '@opentelemetry/api'
 import { AsyncLocalStorageContextManager } from '@opentelemetry/context-async-hooks'
 import { BasicTracerProvider, ConsoleSpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base'

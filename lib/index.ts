@@ -27,7 +27,8 @@ import type {
   RouteSendAndContinueOptions,
   SendAndContinueOptions
 } from './options'
-import { isNullLogger, logRefused } from './log'
+import { randomUUID } from 'node:crypto'
+import { isNullLogger, logRefused, logStart } from './log'
 import { Scheduler } from './scheduler'
 import { kWork } from './symbols'
 import { Task } from './task'
@@ -74,14 +75,23 @@ import { DurableWeb, jobsOf, takeDurableJobs } from './jobs/web'
 /** What `reply.defer()` and `reply.sendAndContinue()` accept: a function, or a durable job from `task.with()`. */
 type DeferrableTask = DeferredTask | DurableJob<any>
 
+/**
+ * `reply.sendAndContinue()`'s arguments: the payload as the route's `reply.send()` takes it (typed
+ * by the route's `Reply` generic, its schema and its type provider), then the task and options.
+ */
+type SendAndContinueArgs<Send extends unknown[]> = Send extends [unknown]
+  ? [payload: Send[0], task?: DeferrableTask | DeferrableTask[], options?: DeferOptions]
+  : [payload?: Send[0], task?: DeferrableTask | DeferrableTask[], options?: DeferOptions]
+
 declare module 'fastify' {
-  interface FastifyReply {
+  interface FastifyReply<RouteGeneric, RawServer, RawRequest, RawReply, ContextConfig, SchemaCompiler, TypeProvider, ReplyType> {
     /**
      * Sends `payload` exactly like `reply.send()`, then runs `task` after the response closed.
      * @example
      * return reply.sendAndContinue({ ok: true }, async ({ signal }) => mailer.send(welcome, { signal }))
      */
-    sendAndContinue(payload?: unknown, task?: DeferrableTask | DeferrableTask[], options?: DeferOptions): FastifyReply
+    sendAndContinue(...args: SendAndContinueArgs<Parameters<FastifyReply<RouteGeneric, RawServer, RawRequest, RawReply, ContextConfig, SchemaCompiler, TypeProvider, ReplyType>['send']>>):
+    FastifyReply<RouteGeneric, RawServer, RawRequest, RawReply, ContextConfig, SchemaCompiler, TypeProvider>
     /** Registers work that runs after whatever response this request ends with. */
     defer(task: DeferrableTask | DeferrableTask[], options?: DeferOptions): FastifyReply
   }
@@ -128,6 +138,21 @@ async function fastifySendAndContinue (fastify: FastifyInstance, options: SendAn
     stats: durable === null ? () => scheduler.stats() : () => statsWithJobs(scheduler, durable)
   })
   fastify.addHook('onRoute', onRoute)
+  // where this instance's lines begin: the report tells runs apart by it, pid 1 on one hostname or not
+  logStart(fastify.log, {
+    instance: randomUUID(),
+    concurrency: plugin.concurrency,
+    maxQueued: plugin.maxQueued,
+    timeout: plugin.timeout,
+    drainTimeout: plugin.drainTimeout,
+    onClientAbort: plugin.onClientAbort,
+    closeConnection: plugin.closeConnection,
+    rejectWhenSaturated: plugin.rejectWhenSaturated,
+    retryAfter: plugin.retryAfter,
+    global: plugin.global,
+    tracing: plugin.tracing,
+    queue: durable === null ? null : durable.settings.name
+  })
   fastify.addHook('onClose', async function onClose (instance) {
     // enqueues in flight first: a failed one may still run here ('run-local')
     // enqueues in flight first: a failed one may still run here ('run-local'); then the jobs this
@@ -156,7 +181,11 @@ async function fastifySendAndContinue (fastify: FastifyInstance, options: SendAn
     if ((state !== null && (state === SENT || state.sendCalled)) || reply.sent) {
       const config = reply.routeOptions.config as RouteConfig
       const route = routeName(config.method, config.url)
-      throw reply.raw.writableEnded || !reply.sent ? new FST_SAC_ALREADY_SENT(route) : new FST_SAC_HIJACKED(route)
+      const err = reply.raw.writableEnded || !reply.sent ? new FST_SAC_ALREADY_SENT(route) : new FST_SAC_HIJACKED(route)
+      // Fastify turns a throw after the reply went out into its own "Reply was already sent"
+      // warning, which does not say why: the request's log says it here
+      if (reply.sent) reply.log.error({ err }, err.message)
+      throw err
     }
     const callOptions = validateCallOptions('reply.sendAndContinue()', options)
     if (task !== undefined) {

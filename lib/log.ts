@@ -3,7 +3,9 @@ import { describe } from './errors'
 import type { ConnectionStatus, Outcome } from './types'
 
 // The log lines are a public interface: the README's "Log format" section and the report read
-// this module. Four kinds of line, each under its own key:
+// this module. These kinds of line, each under its own key:
+// - `deferredStart`: one per plugin instance, when it registers (its settings and a random
+//   instance id): where a process's lifetime begins, for the report;
 // - `deferred` with `outcome`: one per task (its final outcome), plus `enqueued` and `retrying`
 //   for durable jobs;
 // - `deferred` without `outcome`: one per response that carried deferred work, when it closed;
@@ -81,6 +83,26 @@ export interface ResponseLine {
   /** Durable jobs registered on the request (present only when not 0): followed by `jobId`, not by this line. */
   jobs?: number
 }
+
+/** The fields under `deferredStart`: the settings of one plugin instance, logged when it registers. */
+export interface StartLine {
+  /** Random, one per plugin instance: tells two runs apart where pid and hostname repeat (containers). */
+  instance: string
+  concurrency: number
+  maxQueued: number
+  timeout: number
+  drainTimeout: number
+  onClientAbort: string
+  closeConnection: boolean
+  rejectWhenSaturated: boolean
+  retryAfter: number
+  global: boolean
+  tracing: boolean
+  /** The durable queue's name, `null` without the `queue` option. */
+  queue: string | null
+}
+
+export const START_MESSAGE = 'deferred work ready'
 
 /** The fields under `deferredShutdown`. */
 export interface ShutdownLine extends Record<Outcome, number> {
@@ -210,6 +232,10 @@ export function logResponse (log: FastifyBaseLogger, line: ResponseLine, idLabel
 // where the request's own logger would have written it.
 function fieldsOf (line: TaskLine | ResponseLine, idLabel: string | undefined, id: string | undefined): Record<string, unknown> {
   return idLabel === undefined ? { deferred: line } : { [idLabel]: id, deferred: line }
+}
+
+export function logStart (log: FastifyBaseLogger, line: StartLine): void {
+  log.info({ deferredStart: line }, START_MESSAGE)
 }
 
 export function logShutdown (log: FastifyBaseLogger, line: ShutdownLine): void {

@@ -364,3 +364,23 @@ test('without a logger nothing is logged and everything is still counted; a logg
   await app.sendAndContinue.drain()
   t.same(written.filter((line) => line.deferred?.outcome !== undefined).map((line) => line.deferred?.outcome), ['completed'])
 })
+
+test('a second sendAndContinue() in a synchronous handler after the reply went out logs FST_SAC_ALREADY_SENT through the request\'s logger', async (t) => {
+  const { app, logs } = await build(t)
+  app.get('/twice', (req, reply) => {
+    reply.sendAndContinue('first', function first () {})
+    // not caught: Fastify's own warning would be all the log says
+    reply.sendAndContinue('second', function second () { t.fail('must not run') })
+  })
+  const res = await app.inject({ url: '/twice', headers: { 'x-request-id': 'twice-1' } })
+  await app.sendAndContinue.drain()
+  t.equal(res.body, 'first')
+  const refused = logs.lines.filter((line) => line.level === 50)
+  t.match(refused, [{
+    reqId: String,
+    msg: 'reply.sendAndContinue() was called on route GET /twice after the reply was sent; use reply.defer() to add work to a sent reply',
+    err: { type: 'FastifyError', code: 'FST_SAC_ALREADY_SENT', stack: String }
+  }], 'one error line, under err, with the request id')
+  t.equal(refused[0].reqId, logs.outcomes[0].reqId, 'the same request as the first task\'s line')
+  t.same(logs.outcomes.map((line) => line.deferred?.task), ['first'])
+})

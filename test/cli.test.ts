@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { PassThrough, Readable, Writable } from 'node:stream'
 import { gzipSync } from 'node:zlib'
-import { main, parseTime, USAGE } from '../lib/report/cli'
+import { COMMANDS, main, parseTime, USAGE } from '../lib/report/cli'
 import type { Report } from '../lib/report/types'
 import { appLogFacts, syntheticLines, writeAppLog } from './fixtures/report/logs'
 
@@ -59,9 +59,15 @@ async function tempDir (t: Test): Promise<string> {
   return dir
 }
 
+test('the bare command\'s help mentions worker', async (t) => {
+  const bare = await run([])
+  t.same(bare, { code: 2, stdout: COMMANDS, stderr: '' }, 'no command: both commands, and a usage error status')
+  t.match(bare.stdout, /\n {2}report \[options\] \[file \.\.\.\] +summarise[^\n]*\n {2}worker <tasks-module> --redis <url>/)
+  t.match(bare.stdout, 'fastify-send-and-continue worker --help')
+})
+
 test('help and usage errors', async (t) => {
-  t.same(await run([]), { code: 2, stdout: USAGE, stderr: '' }, 'no command: the usage, and a usage error status')
-  for (const help of ['--help', '-h', 'help']) t.same(await run([help]), { code: 0, stdout: USAGE, stderr: '' })
+  for (const help of ['--help', '-h', 'help']) t.same(await run([help]), { code: 0, stdout: COMMANDS, stderr: '' })
   t.same(await run(['report', '--help']), { code: 0, stdout: USAGE, stderr: '' })
 
   const unknown = await run(['summarize'])
@@ -107,7 +113,7 @@ test('report: the terminal table of a real app log', async (t) => {
   const { code, stdout, stderr } = await run(['report', file])
   t.equal(code, 0)
   t.equal(stderr, '', 'no progress line when stderr is not a terminal')
-  t.match(stdout, /^Read \d+ lines: 25 used, \d+ skipped/)
+  t.match(stdout, /^Read \d+ lines: 26 used, \d+ skipped/)
   t.match(stdout, '14 tasks: 6 completed, 3 failed, 1 timeout, 1 skipped, 2 cancelled, 1 dropped.')
   t.match(stdout, '10 responses carried deferred work, 1 aborted by the client (10.0%).')
   t.match(stdout, /│ \/orders\s+│ failed\s+│\s+2 │ CRM unavailable: 503\s+│ order-1\s+│\n│ syncCrm\s+│[^\n]*│ order-2\s+│/)
@@ -120,7 +126,7 @@ test('report --json: one JSON object with totals and groups', async (t) => {
   const { code, stdout } = await run(['report', '--json', file])
   t.equal(code, 0)
   const report = JSON.parse(stdout) as Report
-  t.same(report.totals, { tasks: 14, outcomes: appLogFacts.outcomes, aborted: 1, responses: 10, abortedResponses: 1, refused: 0 })
+  t.same(report.totals, { tasks: 14, outcomes: appLogFacts.outcomes, aborted: 0, responses: 10, abortedResponses: 1, refused: 0, unaccounted: 0 })
   const crm = report.groups.find((group) => group.task === 'syncCrm')
   t.match(crm, {
     route: '/orders',
@@ -135,7 +141,7 @@ test('report --json: one JSON object with totals and groups', async (t) => {
   })
   for (const key of ['p50', 'p95', 'p99', 'max'] as const) t.type(crm?.durationMs[key], 'number')
   t.equal(report.version, pkgVersion)
-  t.same(report.sources, { files: [file], processes: 1 })
+  t.same(report.sources, { files: [file], processes: 1, starts: 1 })
 
   // one time format: every time in the JSON is ISO 8601 (or null), no epoch milliseconds anywhere
   const times: unknown[] = []

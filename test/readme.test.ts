@@ -31,7 +31,8 @@ class Server {
   #waiters: Array<() => void> = []
 
   constructor (command: string, args: string[], cwd: string) {
-    this.child = spawn(command, args, { cwd, env: envWithoutCoverage({ PORT: '0' }) })
+    // its own process group, as a terminal's foreground job: Ctrl-C signals the whole group
+    this.child = spawn(command, args, { cwd, env: envWithoutCoverage({ PORT: '0' }), detached: true })
     let rest = ''
     this.child.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
       const parts = (rest + chunk).split('\n')
@@ -84,12 +85,13 @@ test('the README\'s Usage snippets work pasted into a new project that installs 
   const sampleLine = JSON.parse(/\n```json\n(\{.*"deferred task completed"\})\n```/.exec(readme)?.[1] ?? 'null') as Line
 
   for (const [file, command, args] of [
-    ['server.mts', join(dir, 'node_modules', '.bin', 'tsx'), ['server.mts']],
+    // the README's run command: one process that drains on Ctrl-C (npx tsx would kill it mid-drain)
+    ['server.mts', process.execPath, ['--import', 'tsx', 'server.mts']],
     ['server.js', process.execPath, ['server.js']]
   ] as const) {
     await t.test(file, async (t) => {
       const server = new Server(command, [...args], dir)
-      t.teardown(() => { server.child.kill('SIGKILL') })
+      t.teardown(() => { if (server.child.exitCode === null) process.kill(-(server.child.pid as number), 'SIGKILL') })
       const listening = await server.until((line) => /^Server listening at http:\/\/127\.0\.0\.1:/.test(line.msg))
       const url = (listening.msg as string).replace('Server listening at ', '')
 
@@ -126,4 +128,21 @@ test('the README\'s Usage snippets work pasted into a new project that installs 
       t.equal(server.lines.filter((line) => line.msg === 'deferred task completed').length, 2)
     })
   }
+
+  await t.test('Ctrl-C to the whole process group while a task runs, with the README\'s run command: the task\'s final line is there', async (t) => {
+    const command = /and run `(node --import tsx server\.mts)`/.exec(readme)?.[1]
+    t.equal(command, 'node --import tsx server.mts', 'the README runs the snippet so')
+    const server = new Server(process.execPath, ['--import', 'tsx', 'server.mts'], dir)
+    t.teardown(() => { if (server.child.exitCode === null) process.kill(-(server.child.pid as number), 'SIGKILL') })
+    const listening = await server.until((line) => /^Server listening at http:\/\/127\.0\.0\.1:/.test(line.msg))
+    const answer = await signup((listening.msg as string).replace('Server listening at ', ''), 'ada@example.com')
+    t.equal(answer.status, 201)
+    // the close line is written before the task runs: the task is running now (200 ms)
+    await server.until((line) => line.deferred?.tasks === 1)
+    t.notOk(server.lines.some((line) => line.deferred?.outcome !== undefined), 'the task has not ended yet')
+    process.kill(-(server.child.pid as number), 'SIGINT')
+    t.equal(await server.exited(), 0)
+    t.match(server.lines.find((line) => line.deferred?.outcome !== undefined), { reqId: 'req-1', deferred: { task: 'sendWelcome', outcome: 'completed' } })
+    t.match(server.lines.find((line) => line.deferredShutdown !== undefined), { deferredShutdown: { drained: true, completed: 1 } })
+  })
 })

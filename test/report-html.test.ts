@@ -139,6 +139,8 @@ function checkNumbers (t: Test, dom: string, report: Report): void {
   t.same(elements(dom, 'data-refused-route').map((row) => [row['data-refused-route'], Number(row['data-count'])]),
     report.routes.filter((route) => route.refused > 0).map((route) => [route.route, route.refused]), 'refused requests')
   t.same(elements(dom, 'data-pending').map((row) => row['data-pending']), jobs.pendingSample.map((job) => job.jobId), 'jobs not finished')
+  t.same(elements(dom, 'data-superseded').map((row) => [row['data-superseded'], row['data-counted']]),
+    jobs.supersededSample.map((job) => [job.jobId, job.counted.outcome]), 'jobs counted by their latest final line')
   t.same(elements(dom, 'data-shutdown').map((row) => [row['data-shutdown'] === 'true', ...OUTCOMES.map((outcome) => Number(row[`data-${outcome}`]))]),
     report.shutdowns.recent.map((shutdown) => [shutdown.drained, ...OUTCOMES.map((outcome) => shutdown.outcomes[outcome])]), 'shutdowns with their counts')
 }
@@ -168,7 +170,7 @@ test('the HTML report in headless Chromium: the numbers of --json, with JavaScri
   const page = join(dir, 'report.html')
   const report = JSON.parse(await cli(['report', '--json', ...files])) as Report
   await cli(['report', '--html', page, ...files])
-  t.same(report.jobs, { ...durableFacts.jobs, pendingSample: report.jobs.pendingSample }, 'the logs hold durable jobs')
+  t.same(report.jobs, { ...durableFacts.jobs, pendingSample: report.jobs.pendingSample, supersededSample: report.jobs.supersededSample }, 'the logs hold durable jobs')
   t.ok(report.totals.refused, 'and refused requests')
 
   const url = pathToFileURL(page).href

@@ -128,11 +128,18 @@ test('durable jobs and refused requests in the text report', async (t) => {
     task({ outcome: 'completed', jobId: 'j1', queue: 'q', attempt: 2 }),
     { level: 40, deferredRefused: { method: 'POST', route: '/a', retryAfter: 1 } }
   ])
-  t.match(text, 'Durable jobs: 2 enqueued, 1 finished, 1 not finished yet, 1 retried attempts, 1 final lines logged again (counted once).')
+  t.match(text, 'Durable jobs: 2 enqueued, 1 finished, 1 not finished yet, 1 retried attempts, 1 final lines superseded (each job counted once, by its latest final line).')
   t.match(text, '1 requests refused with a 503 (rejectWhenSaturated).')
   t.match(text, /Durable jobs enqueued and not finished in these logs: 1\n/)
   t.match(text, /│ q\s+│ j2\s+│ \/a\s+│ b\s+│/)
   t.match(text, /\(2 enqueued\)\s+│[\s\S]*\(1 retried\)/)
+  t.match(text, /Durable jobs counted by their latest final line \(highest attempt, then latest time\)\n.*\n.*Job id.*Counted.*Superseded.*\n.*│ j1\s+│ \/a\s+│ completed, attempt 2\s+│ completed, attempt 2\s+│/)
+
+  const twoWorkers = render([
+    task({ outcome: 'failed', jobId: 'j1', queue: 'q', attempt: 1 }, { pid: 1, time: Date.UTC(2025, 0, 1) }),
+    task({ outcome: 'completed', jobId: 'j1', queue: 'q', attempt: 2 }, { pid: 2, time: Date.UTC(2025, 0, 2) })
+  ])
+  t.match(twoWorkers, /│ completed, attempt 2\s+│ failed, attempt 1\s+│\n.*│ 2025-01-02 00:00:00Z pid 2 │ 2025-01-01 00:00:00Z pid 1\s+│/, 'with several processes, which one logged each line')
 })
 
 test('a table whose fixed columns alone are too wide keeps its flexible ones readable', async (t) => {

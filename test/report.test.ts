@@ -10,7 +10,9 @@ import { gzipSync } from 'node:zlib'
 import { Distribution, BUCKET_BOUNDS_MS, MIN_BARS } from '../lib/report/distribution'
 import { Timeline, MAX_BARS, STEPS_MS } from '../lib/report/timeline'
 import { readLines, MAX_LINE_LENGTH } from '../lib/report/read'
-import { Summary, MAX_MESSAGES, OTHER_MESSAGES, RECENT_SHUTDOWNS, SAMPLE_REQ_IDS, SLOWEST } from '../lib/report/summary'
+import { Summary, MAX_MESSAGES, OTHER_MESSAGES, RECENT_SHUTDOWNS, SAMPLE_REQ_IDS, SLOWEST, SUPERSEDED_PER_JOB, SUPERSEDED_SAMPLE } from '../lib/report/summary'
+import { renderHtml } from '../lib/report/html'
+import { renderText } from '../lib/report/text'
 import type { Report } from '../lib/report/types'
 import { appLogFacts, durableFacts, syntheticLines, writeAppLog, writeDurableLogs } from './fixtures/report/logs'
 
@@ -65,7 +67,7 @@ test('the report of a real app log: every outcome, per route and task, with fail
   t.ok((resize?.durationMs.max ?? 0) >= 10, 'a timed out task ran at least its time limit')
 
   const exportLink = report.groups.find((group) => group.task === 'emailExportLink')
-  t.match(exportLink, { outcomes: { skipped: 1 }, aborted: 1, durationMs: { count: 0, p50: null }, queuedMs: { count: 0 }, slowest: [], failures: [] })
+  t.match(exportLink, { outcomes: { skipped: 1 }, aborted: 0, durationMs: { count: 0, p50: null }, queuedMs: { count: 0 }, slowest: [], failures: [] })
 
   const welcome = report.groups.find((group) => group.task === 'sendWelcomeEmail')
   t.match(welcome?.failures, [{ outcome: 'cancelled', message: 'the shutdown drain ran out', samples: [{ reqId: 'signup-4' }] }])
@@ -77,7 +79,8 @@ test('the report of a real app log: every outcome, per route and task, with fail
   t.match(audit?.failures, [{ outcome: 'dropped', message: 'the queue was full', samples: [{ reqId: 'signup-4' }] }])
 
   t.match(report.shutdowns, { count: 1, undrained: 1, recent: [{ drained: false, drainTimeout: 30, outcomes: appLogFacts.outcomes }] })
-  t.match(report.lines, { used: 14 + 10 + 1, filtered: 0 })
+  t.match(report.lines, { used: 14 + 10 + 1 + 1, filtered: 0 }, 'tasks, responses, the shutdown, the start line')
+  t.equal(report.totals.unaccounted, 0, 'every task the close lines announced logged its final line, the cancelled ones too')
   t.equal(report.lines.total, report.lines.used + report.lines.skipped, 'the foreign and non-JSON lines are skipped, not fatal')
   t.ok(report.period.from !== null && report.period.from <= (report.period.to as string))
 })
@@ -198,7 +201,12 @@ test('web and worker logs together: each durable job once by (queue, jobId), ret
   // the workers' logs first: a job's final line may come before its enqueued line
   for (const file of [files.worker2, files.worker1, files.web]) await readLines(createReadStream(file), (line) => summary.add(line, file))
   const report = summary.result()
-  t.same(report.jobs, { ...durableFacts.jobs, pendingSample: report.jobs.pendingSample })
+  t.same(report.jobs, { ...durableFacts.jobs, pendingSample: report.jobs.pendingSample, supersededSample: report.jobs.supersededSample })
+  t.match(report.jobs.supersededSample, [{
+    jobId: 'sendWelcome-user-3',
+    counted: { outcome: 'completed', attempt: 1, pid: 300 },
+    superseded: [{ outcome: 'completed', attempt: 1, pid: 200 }]
+  }], 'job 3 run again after worker 1 was killed: the later line counts')
   t.match(report.jobs.pendingSample, [{ jobId: durableFacts.pendingJob, queue: 'emails', route: '/signup', task: 'sendWelcome', reqId: 'req-5', file: files.web, hostname: 'web-1', pid: 100 }])
   t.equal(report.jobs.pendingSample.length, 1)
   const welcome = report.groups.find((group) => group.task === 'sendWelcome')
@@ -207,7 +215,8 @@ test('web and worker logs together: each durable job once by (queue, jobId), ret
   t.equal(report.totals.refused, durableFacts.refused)
   t.match(report.routes.find((route) => route.route === '/signup'), { responses: 5, refused: 2 })
   t.equal(report.timeline.buckets.reduce((sum, bucket) => sum + bucket.refused, 0), 2)
-  t.same(report.sources, { files: [files.worker2, files.worker1, files.web], processes: 3 })
+  t.same(report.sources, { files: [files.worker2, files.worker1, files.web], processes: 3, starts: 0 })
+  t.equal(report.totals.unaccounted, 0, 'the close lines announce the jobs apart (jobs: 1): no in-process task to account for')
   // two req-1 in two processes: the report tells them apart
   const ones = report.slowest.filter((slow) => slow.reqId === 'req-1').map((slow) => [slow.file, slow.hostname, slow.pid])
   t.same(ones.sort(), [[files.worker1, 'worker-1', 200], [files.worker2, 'worker-2', 300]].sort())
@@ -227,7 +236,7 @@ test('refused requests and job lines without ids: counted, and filtered like the
   t.equal(report.totals.refused, 3)
   t.same(report.routes.map((route) => [route.route, route.refused]), [['/a', 2], ['/b', 1], ['/r', 0]])
   t.match(report.groups[0], { tasks: 0, enqueued: 1, retries: 1 })
-  t.same(report.jobs, { enqueued: 0, finished: 0, pending: 0, retries: 1, duplicates: 0, pendingSample: [] }, 'without a jobId a job cannot be followed')
+  t.same(report.jobs, { enqueued: 0, finished: 0, pending: 0, retries: 1, duplicates: 0, supersededSample: [], pendingSample: [] }, 'without a jobId a job cannot be followed')
   t.equal(summarize([refused('/a')], { routes: ['/b'] }).lines.filtered, 1)
   t.equal(summarize([refused('/a')], { tasks: ['t'] }).lines.filtered, 1, 'a refusal names no task')
   t.equal(summarize([refused('/a', 5)], { since: 10 }).lines.filtered, 1)
@@ -314,7 +323,7 @@ test('fields of the wrong type fall back instead of failing', async (t) => {
   ])
   t.equal(normal?.failures.find((failure) => failure.outcome === 'failed')?.count, 2)
   t.equal(normal?.durationMs.count, 3, 'the dropped tasks and the task cancelled in the queue never ran')
-  t.same(report.routes.find((route) => route.route === '(unknown route)'), { route: '(unknown route)', responses: 1, aborted: 0, abortedRate: 0, refused: 0 })
+  t.same(report.routes.find((route) => route.route === '(unknown route)'), { route: '(unknown route)', responses: 1, aborted: 0, abortedRate: 0, refused: 0, unaccounted: 0 })
   t.match(report.shutdowns.recent[0], { time: null, drained: true, durationMs: 0, drainTimeout: 0, outcomes: { completed: 0 } })
   t.same(report.period, { from: new Date(1000).toISOString(), to: new Date(1000).toISOString() })
 })
@@ -385,4 +394,84 @@ test('readLines: a corrupt gzip stream rejects', async (t) => {
   const dir = await tempDir(t)
   await writeFile(join(dir, 'broken.gz'), broken)
   await t.rejects(readLines(createReadStream(join(dir, 'broken.gz')), () => {}))
+})
+
+test('the last word wins: a job failed, then retried by hand (bull-board) and completed on attempt 4, is counted completed', async (t) => {
+  const job = (fields: Record<string, unknown>, time: number, extra: Record<string, unknown> = {}): string =>
+    task({ task: 'sendWelcome', jobId: 'welcome-1', queue: 'emails', ...fields }, { time, ...extra })
+  const lines = [
+    job({ outcome: 'enqueued', connection: null, statusCode: 0 }, 1000, { pid: 1 }),
+    // the retry's worker log is read first: the order of the files does not matter
+    job({ outcome: 'completed', attempt: 4, durationMs: 40 }, 9000, { pid: 3 }),
+    job({ outcome: 'retrying', attempt: 1 }, 2000, { pid: 2 }),
+    job({ outcome: 'retrying', attempt: 2 }, 3000, { pid: 2 }),
+    job({ outcome: 'failed', attempt: 3, durationMs: 30 }, 4000, { pid: 2, err: { message: 'SMTP 451' } })
+  ]
+  const report = summarize(lines)
+  t.same(report.totals.outcomes, { completed: 1, failed: 0, timeout: 0, skipped: 0, cancelled: 0, dropped: 0 }, 'only the counted line feeds the outcomes')
+  t.match(report.jobs, { enqueued: 1, finished: 1, pending: 0, retries: 2, duplicates: 1 })
+  t.match(report.groups[0], { tasks: 1, failures: [], durationMs: { count: 1, max: 40 } })
+  t.same(report.jobs.supersededSample.map((sample) => [sample.jobId, sample.counted.outcome, sample.counted.attempt, sample.superseded.map((line) => [line.outcome, line.attempt, line.pid])]),
+    [['welcome-1', 'completed', 4, [['failed', 3, 2]]]])
+  t.equal(report.timeline.buckets.reduce((sum, bucket) => sum + bucket.outcomes.failed, 0), 0, 'the superseded failure is not on the timeline')
+
+  const skewed = summarize([
+    job({ outcome: 'failed', attempt: 3 }, 5000, { err: { message: 'SMTP 451' } }),
+    job({ outcome: 'completed', attempt: 4 }, 1000)
+  ])
+  t.equal(skewed.totals.outcomes.completed, 1, 'the higher attempt wins over a later time: clocks of different hosts may disagree, attempts do not')
+  t.equal(skewed.totals.outcomes.failed, 0)
+})
+
+test('the last word wins: a job logged dropped (enqueue-failed) that reached the queue later and completed is counted completed', async (t) => {
+  const job = (fields: Record<string, unknown>, time: number): string =>
+    task({ task: 'sendWelcome', jobId: 'welcome-2', queue: 'emails', ...fields }, { time })
+  const report = summarize([
+    job({ outcome: 'dropped', reason: 'enqueue-failed', connection: null, statusCode: 0 }, 1000),
+    job({ outcome: 'completed', attempt: 1 }, 2000)
+  ])
+  t.match(report.totals.outcomes, { completed: 1, dropped: 0 })
+  t.match(report.jobs, { finished: 1, duplicates: 1, supersededSample: [{ counted: { outcome: 'completed', attempt: 1 }, superseded: [{ outcome: 'dropped', attempt: 0 }] }] })
+  t.same(report.groups[0].failures, [], 'the superseded drop is not a failure')
+
+  const tie = summarize([job({ outcome: 'completed' }, 1000), job({ outcome: 'failed' }, 1000), job({ outcome: 'failed' }, NaN)])
+  t.match(tie.totals.outcomes, { completed: 1, failed: 0 }, 'same attempt, same time: the line read first stays; a line without a time is the earliest')
+})
+
+test('the last word wins: bounded samples, jobs without a queue, one report per summary', async (t) => {
+  const lines: string[] = []
+  for (let j = 0; j <= SUPERSEDED_SAMPLE; j++) {
+    for (let attempt = 1; attempt <= SUPERSEDED_PER_JOB + 2; attempt++) lines.push(task({ jobId: `j${j}`, attempt, outcome: 'failed' }, { time: attempt }))
+  }
+  const summary = new Summary()
+  for (const line of lines) summary.add(line)
+  const report = summary.result()
+  t.equal(report.jobs.duplicates, (SUPERSEDED_SAMPLE + 1) * (SUPERSEDED_PER_JOB + 1))
+  t.equal(report.jobs.supersededSample.length, SUPERSEDED_SAMPLE)
+  t.equal(report.jobs.supersededSample[0].superseded.length, SUPERSEDED_PER_JOB)
+  t.match(report.jobs.supersededSample[0], { queue: null, jobId: 'j0', counted: { attempt: SUPERSEDED_PER_JOB + 2 } })
+  t.equal(summary.result(), report, 'the report is made once')
+  t.throws(() => summary.add(lines[0]), /after result\(\)/)
+})
+
+test('the last word wins, on the HTML page of one process\'s log', async (t) => {
+  const report = summarize([task({ jobId: 'j', queue: 'q', attempt: 1, outcome: 'failed' }), task({ jobId: 'j', queue: 'q', attempt: 2 })])
+  t.match(renderHtml(report), /<tr data-superseded="j" data-counted="completed">.*<td class="text ids">completed, attempt 2, 1970-01-01 00:00:01Z<\/td><td class="text ids">failed, attempt 1, 1970-01-01 00:00:01Z<\/td>/)
+})
+
+test('"Tasks run after an abort" does not count skipped tasks: they never ran', async (t) => {
+  const aborted = { connection: 'aborted' }
+  const report = summarize([
+    task({ ...aborted, outcome: 'skipped', durationMs: 0 }),
+    task({ ...aborted, outcome: 'skipped', durationMs: 0 }),
+    task({ ...aborted, outcome: 'dropped', reason: 'queue-full', durationMs: 0 }),
+    task({ ...aborted, outcome: 'cancelled', durationMs: 0 }),
+    task({ ...aborted, outcome: 'cancelled', durationMs: 5 }),
+    task({ ...aborted, outcome: 'completed' }),
+    task({ outcome: 'completed' }),
+    JSON.stringify({ level: 30, time: 1000, reqId: 'r', deferred: { connection: 'aborted', route: '/r', statusCode: 200, responseTime: 1, tasks: 7 } })
+  ])
+  t.equal(report.totals.aborted, 2, 'the completed task and the one cancelled while running')
+  t.equal(report.groups[0].aborted, 2)
+  t.match(renderText(report), 'Tasks run after an abort: 2.')
 })

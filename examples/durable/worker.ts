@@ -4,7 +4,7 @@
 //
 // Run: REDIS_URL=redis://127.0.0.1:6379 node --import tsx examples/durable/worker.ts
 import { createWorker } from 'fastify-send-and-continue'
-import tasks from './tasks'
+import tasks from './tasks.js'
 
 async function main (): Promise<void> {
   const worker = await createWorker({ connection: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379', tasks, concurrency: 10 })

@@ -2,7 +2,7 @@
 // app.sendAndContinue.drain() before checking what the work did. Node's own test runner here;
 // the same two calls work with tap, vitest or jest.
 //
-// Run: npx tsx --test examples/testing/app.test.ts
+// Run: node --import tsx --test examples/testing/app.test.ts
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { Writable } from 'node:stream'

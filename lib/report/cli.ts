@@ -11,12 +11,23 @@ import { renderText, formatCount } from './text'
 import { OUTCOMES } from './types'
 import type { ReportOutcome } from './types'
 
+/** What the bare command (and `--help`) prints: both commands. */
+export const COMMANDS = `Usage: fastify-send-and-continue <command> [options]
+
+Commands:
+  report [options] [file ...]                  summarise the deferred work in pino logs
+  worker <tasks-module> --redis <url> [...]    run durable jobs (defineTask) from Redis in this process
+
+Run "fastify-send-and-continue report --help" or "fastify-send-and-continue worker --help" for the options.
+`
+
 export const USAGE = `Usage: fastify-send-and-continue report [options] [file ...]
 
 Summarises the deferred work in pino logs (NDJSON, plain or gzip) per route and task:
 outcomes, aborted connections, durations, the slowest tasks, the failures, refused requests,
 shutdowns and durable jobs. Reads standard input when no file is given, or for "-". Give the
-web and the worker logs together: a durable job is counted once, by its final outcome.
+web and the worker logs together: a durable job is counted once, by its latest final line
+(the highest attempt, then the latest time).
 
 Options:
   --route <route>      only this route pattern, as logged (repeatable)
@@ -177,7 +188,7 @@ export async function main (argv: string[], io: Io): Promise<number> {
       return 0
     }
     if (command === undefined || command === '-h' || command === '--help' || command === 'help') {
-      io.stdout.write(USAGE)
+      io.stdout.write(COMMANDS)
       return command === undefined ? 2 : 0
     }
     throw new UsageError(`unknown command '${command}'`)

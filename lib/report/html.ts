@@ -1,7 +1,7 @@
 import { histogramChart, timelineChart, escapeHtml as esc } from './svg'
 import { formatCount, formatMs, formatRate, formatRequest, formatSource, formatStep, formatTime } from './text'
 import { OUTCOMES, RAN_OUTCOMES } from './types'
-import type { Group, OutcomeCounts, Report, RequestRef } from './types'
+import type { FinalRef, Group, OutcomeCounts, Report, RequestRef } from './types'
 
 // The page is drawn here, on the server side: every number is in the HTML, readable with
 // JavaScript off. The script only sorts and filters tables. Every value from the log goes
@@ -217,6 +217,7 @@ export function renderHtml (report: Report): string {
     ['slowest', 'Slowest tasks', report.slowest.length], ['failures', 'Failures', failures.length]
   ]
   if (totals.refused !== null && totals.refused > 0) sections.push(['refused', 'Refused requests', totals.refused])
+  if (totals.unaccounted !== null && totals.unaccounted > 0) sections.push(['unaccounted', 'Unaccounted tasks', totals.unaccounted])
   if (hasJobs) sections.push(['jobs', 'Durable jobs', jobs.enqueued])
   if (shutdowns.count > 0) sections.push(['shutdowns', 'Shutdowns', shutdowns.count])
 
@@ -241,6 +242,7 @@ export function renderHtml (report: Report): string {
     card(formatRate(totals.responses ? (totals.abortedResponses as number) / totals.responses : null), 'of them aborted by the client', 'abortedRate',
       totals.responses ? (totals.abortedResponses as number) / totals.responses : null),
     card(totals.refused === null ? '-' : formatCount(totals.refused), 'requests refused (503)', 'refused', totals.refused),
+    card(totals.unaccounted === null ? '-' : formatCount(totals.unaccounted), 'tasks unaccounted for: announced, never logged', 'unaccounted', totals.unaccounted),
     ...(hasJobs ? [card(formatCount(jobs.pending), 'durable jobs not finished', 'pending', jobs.pending)] : []),
     '</div>', outcomeBar(totals.outcomes, 'totals'), legend(OUTCOMES.map((outcome) => [outcome, totals.outcomes[outcome]])))
 
@@ -264,12 +266,13 @@ export function renderHtml (report: Report): string {
       const groups = report.groups.filter((group) => group.route === route.route)
       const tasks = groups.reduce((sum, group) => sum + group.tasks, 0)
       const failed = groups.reduce((sum, group) => sum + group.tasks - group.outcomes.completed - group.outcomes.skipped, 0)
-      return `<tr data-route="${attr(route.route)}" data-responses="${route.responses}" data-aborted="${route.aborted}" data-refused="${route.refused}" data-filter="${attr(route.route)}">` +
+      return `<tr data-route="${attr(route.route)}" data-responses="${route.responses}" data-aborted="${route.aborted}" data-refused="${route.refused}" data-unaccounted="${route.unaccounted}" data-filter="${attr(route.route)}">` +
         `<td class="text"><code>${esc(route.route)}</code></td>${num(route.responses, formatCount(route.responses))}${num(route.aborted, formatCount(route.aborted))}` +
-        `${num(route.abortedRate ?? -1, formatRate(route.abortedRate))}${num(route.refused, formatCount(route.refused))}${num(tasks, formatCount(tasks))}${num(failed, formatCount(failed))}</tr>`
+        `${num(route.abortedRate ?? -1, formatRate(route.abortedRate))}${num(route.refused, formatCount(route.refused))}${num(tasks, formatCount(tasks))}${num(failed, formatCount(failed))}` +
+        `${num(route.unaccounted, formatCount(route.unaccounted))}</tr>`
     })
     out.push('<div class="panel">', table('sortable', [['Route', 'text'], ['Responses', 'number'], ['Aborted', 'number'], ['Aborted rate', 'number'], ['Refused', 'number'],
-      ['Tasks', 'number'], ['Not completed', 'number']], rows), '</div>')
+      ['Tasks', 'number'], ['Not completed', 'number'], ['Unaccounted', 'number']], rows), '</div>')
   }
 
   out.push('<h2 id="tasks">Tasks per route</h2>')
@@ -308,16 +311,36 @@ export function renderHtml (report: Report): string {
       table('', [['Route', null], ['Refused', null]], refusedRoutes.map((route) => `<tr data-refused-route="${attr(route.route)}" data-count="${route.refused}"><td class="text"><code>${esc(route.route)}</code></td>${num(route.refused, formatCount(route.refused))}</tr>`)), '</div>')
   }
 
+  if (totals.unaccounted !== null && totals.unaccounted > 0) {
+    const { afterShutdown, withoutShutdown, samples } = report.unaccounted
+    out.push(`<h2 id="unaccounted">Unaccounted tasks: ${formatCount(totals.unaccounted)}</h2>`,
+      '<p class="muted">Tasks a response announced when it closed (its close line) that never logged a final line in the same process lifetime. ' +
+      `${formatCount(withoutShutdown)} in a process that never logged a shutdown afterwards: it crashed or was killed, or the log ends while they still ran. ` +
+      `${formatCount(afterShutdown)} in a process that logged a shutdown afterwards: lost by the plugin, a bug worth reporting.</p><div class="panel">`,
+      table('', [['Request', null], ['Route', null], ['Tasks lost', null], ['Process', null], ['Shutdown logged after', null]], samples.map((sample) =>
+        `<tr data-unaccounted="${attr(sample.reqId ?? '')}" data-count="${sample.tasks}" data-lost-after-shutdown="${sample.shutdown}">${requestCell([sample], qualify)}` +
+        `<td class="text"><code>${esc(sample.route)}</code></td>${num(sample.tasks, `${formatCount(sample.tasks)} of ${formatCount(sample.announced)}`)}` +
+        `<td class="text ids">${esc(formatSource(sample) || '-')}${sample.instance === null ? '' : `<br>instance ${esc(sample.instance)}`}</td>` +
+        `<td class="text">${sample.shutdown ? 'yes: a bug, please report it' : 'no: crashed, killed, or still running'}</td></tr>`)), '</div>')
+  }
+
   if (hasJobs) {
     out.push('<h2 id="jobs">Durable jobs</h2><div class="cards">',
       card(formatCount(jobs.enqueued), 'enqueued', 'jobs-enqueued', jobs.enqueued), card(formatCount(jobs.finished), 'finished (counted once)', 'jobs-finished', jobs.finished),
       card(formatCount(jobs.pending), 'enqueued, not finished in these logs', 'jobs-pending', jobs.pending), card(formatCount(jobs.retries), 'attempts retried', 'jobs-retries', jobs.retries),
-      card(formatCount(jobs.duplicates), 'final lines logged again (a job re-run after a crash)', 'jobs-duplicates', jobs.duplicates), '</div>')
+      card(formatCount(jobs.duplicates), 'final lines superseded by a later one', 'jobs-duplicates', jobs.duplicates), '</div>')
     if (jobs.pendingSample.length > 0) {
       out.push(`<div class="panel"><h3>Not finished${jobs.pendingSample.length < jobs.pending ? ` (the first ${jobs.pendingSample.length})` : ''}</h3>`,
         table('', [['Queue', null], ['Job id', null], ['Route', null], ['Task', null], ['Request', null], ['Enqueued at', null]], jobs.pendingSample.map((job) =>
           `<tr data-pending="${attr(job.jobId)}"><td class="text"><code>${esc(job.queue ?? '-')}</code></td><td class="text"><code>${esc(job.jobId)}</code></td><td class="text"><code>${esc(job.route)}</code></td>` +
           `<td class="text"><code>${esc(job.task)}</code></td>${requestCell([job], qualify)}<td class="text ids">${esc(formatTime(job.time))}</td></tr>`)), '</div>')
+    }
+    if (jobs.supersededSample.length > 0) {
+      const final = (line: FinalRef): string => `${esc(line.outcome)}, attempt ${line.attempt}, ${esc(formatTime(line.time))}${qualify ? ` ${esc(formatSource(line))}` : ''}`
+      out.push('<div class="panel"><h3>Counted by their latest final line (highest attempt, then latest time)</h3>',
+        table('', [['Job id', null], ['Route', null], ['Task', null], ['Counted', null], ['Superseded', null]], jobs.supersededSample.map((job) =>
+          `<tr data-superseded="${attr(job.jobId)}" data-counted="${job.counted.outcome}"><td class="text"><code>${esc(job.jobId)}</code></td><td class="text"><code>${esc(job.route)}</code></td>` +
+          `<td class="text"><code>${esc(job.task)}</code></td><td class="text ids">${final(job.counted)}</td><td class="text ids">${job.superseded.map(final).join('<br>')}</td></tr>`)), '</div>')
     }
   }
 

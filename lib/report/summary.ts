@@ -3,7 +3,7 @@ import { Timeline } from './timeline'
 import { zeroOutcomes } from '../types'
 import { OUTCOMES } from './types'
 import type {
-  Failure, Group, JobRef, RanOutcome, Report, ReportOutcome, RequestRef, RouteResponses, Shutdown, SlowTask, SlowTaskOfGroup
+  Failure, FinalRef, Group, JobRef, RanOutcome, Report, ReportOutcome, RequestRef, RouteResponses, Shutdown, SlowTask, SlowTaskOfGroup, SupersededJob, UnaccountedRef
 } from './types'
 
 export interface ReportFilters {
@@ -30,6 +30,17 @@ export const OTHER_MESSAGES = '(other messages)'
 export const RECENT_SHUTDOWNS = 10
 /** Pending durable jobs listed by name. */
 export const PENDING_SAMPLE = 10
+/** Durable jobs listed with the final lines their latest one superseded. */
+export const SUPERSEDED_SAMPLE = 10
+/** Superseded final lines kept per job. */
+export const SUPERSEDED_PER_JOB = 5
+/** Requests with unaccounted tasks listed by name. */
+export const UNACCOUNTED_SAMPLE = 10
+/**
+ * Final lines kept per process lifetime while their close line has not been read (a task dropped
+ * before its response closed logs first; a process's files read newest first): the oldest go first.
+ */
+export const MAX_EARLY = 10_000
 
 const outcomeSet = new Set<string>(OUTCOMES)
 const ran = new Set<ReportOutcome>(['completed', 'failed', 'timeout'])
@@ -57,8 +68,11 @@ function sameRequest (a: RequestRef, b: RequestRef): boolean {
   return a.reqId === b.reqId && a.file === b.file && a.hostname === b.hostname && a.pid === b.pid
 }
 
-function failureMessage (outcome: Failure['outcome'], deferred: Json, line: Json): string {
+function failureMessage (outcome: ReportOutcome, deferred: Json, line: Json): string {
   switch (outcome) {
+    case 'completed':
+    case 'skipped':
+      return ''
     case 'failed': {
       const message = isObject(line.err) ? line.err.message : undefined
       return typeof message === 'string' && message !== '' ? message : '(no error message)'
@@ -101,21 +115,23 @@ class GroupStats {
   constructor (readonly route: string, readonly task: string) {}
 
   /** Counts a final outcome; returns the task as a slow-task candidate when it ran. */
-  add (outcome: ReportOutcome, deferred: Json, line: Json, ref: RequestRef): SlowTask | null {
+  add (outcome: ReportOutcome, deferred: Json, message: string, ref: RequestRef): SlowTask | null {
     this.tasks++
     this.outcomes[outcome]++
-    if (deferred.connection === 'aborted') this.aborted++
     let slow: SlowTask | null = null
     const durationMs = numberOr(deferred.durationMs, -1)
     // a task cancelled while still queued never ran: its 0 would drag the percentiles down
-    if (durationMs >= 0 && (ran.has(outcome) || (outcome === 'cancelled' && durationMs > 0))) {
+    const started = ran.has(outcome) || (outcome === 'cancelled' && durationMs > 0)
+    // skipped and dropped tasks never ran: they are not "tasks run after an abort"
+    if (deferred.connection === 'aborted' && started) this.aborted++
+    if (durationMs >= 0 && started) {
       this.duration.record(durationMs, outcome as RanOutcome)
       slow = { ...ref, durationMs, outcome }
       keepIfSlow(this.slowest, SLOWEST, slow)
     }
     const queuedMs = numberOr(deferred.queuedMs, -1)
     if (queuedMs >= 0 && outcome !== 'skipped' && outcome !== 'dropped') this.queued.record(queuedMs)
-    if (outcome !== 'completed' && outcome !== 'skipped') this.#addFailure(outcome, failureMessage(outcome, deferred, line), ref)
+    if (outcome !== 'completed' && outcome !== 'skipped') this.#addFailure(outcome, message, ref)
     return slow
   }
 
@@ -160,13 +176,72 @@ class GroupStats {
   }
 }
 
+interface RouteStats { responses: number, aborted: number, refused: number, unaccounted: number }
+
+function newLifetime (instance: string | null): Lifetime {
+  return { instance, shutdownAt: -1, open: new Map(), early: new Map() }
+}
+
 function byName (a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0
 }
 
-/** What the report knows of a durable job: enqueued, finished (its final outcome counted), or both. */
-const ENQUEUED = 1
-const FINISHED = 2
+/** A durable job's final line, kept until the report is made: a later one may supersede it. */
+interface FinalLine {
+  group: GroupStats
+  outcome: ReportOutcome
+  deferred: Json
+  message: string
+  ref: RequestRef
+  /** `deferred.attempt`, 0 when the line has none. */
+  attempt: number
+  time: number | null
+}
+
+/** What the report knows of a durable job: whether it was enqueued, its counted final line, the ones it superseded. */
+interface JobState {
+  enqueued: boolean
+  final: FinalLine | null
+  superseded: FinalLine[] | null
+}
+
+/**
+ * Whether `line` is a later word on its job than `counted`: a higher attempt (clocks of different
+ * hosts may disagree, attempts do not), then a later time. On a tie the line read first stays.
+ */
+function isLater (line: FinalLine, counted: FinalLine): boolean {
+  if (line.attempt !== counted.attempt) return line.attempt > counted.attempt
+  return (line.time ?? -Infinity) > (counted.time ?? -Infinity)
+}
+
+function finalRef (line: FinalLine): FinalRef {
+  return { ...line.ref, outcome: line.outcome, attempt: line.attempt }
+}
+
+/** In-process tasks a close line announced whose final lines have not been read yet. */
+interface Announced {
+  remaining: number
+  announced: number
+  /** Where the close line was read, to tell whether a shutdown line came after it. */
+  at: number
+  ref: RequestRef
+  route: string
+  /** Whether the close line passed the filters: only those are reported. */
+  counted: boolean
+}
+
+/**
+ * One run of a process: from its `deferredStart` line to the next one of the same hostname and
+ * pid, or, in logs without start lines, the whole log of that hostname and pid. Request ids
+ * restart at `req-1` in every run; in containers every run is pid 1 on the same hostname.
+ */
+interface Lifetime {
+  instance: string | null
+  /** Where its last shutdown line was read, -1 before any. */
+  shutdownAt: number
+  open: Map<string, Announced>
+  early: Map<string, number>
+}
 
 /**
  * Folds pino lines into a report, one line at a time, in memory bounded by the number of
@@ -180,11 +255,16 @@ export class Summary {
   #files: string[] = []
   #processes = new Set<string>()
   #groups = new Map<string, GroupStats>()
-  #routes = new Map<string, { responses: number, aborted: number, refused: number }>()
+  #routes = new Map<string, RouteStats>()
   #slowest: SlowTaskOfGroup[] = []
   #timeline = new Timeline()
-  #jobs = new Map<string, number>()
+  #jobs = new Map<string, JobState>()
   #pending = new Map<string, JobRef>()
+  #result: Report | null = null
+  #read = 0
+  #starts = 0
+  #lifetimes = new Map<string, Lifetime>()
+  #unaccounted = { afterShutdown: 0, withoutShutdown: 0, samples: [] as UnaccountedRef[] }
   #retries = 0
   #duplicates = 0
   #shutdowns: Array<Shutdown & { at: number }> = []
@@ -207,6 +287,7 @@ export class Summary {
    * anything that is not a deferred-work line is counted as skipped.
    */
   add (text: string, file: string | null = null): void {
+    if (this.#result !== null) throw new Error('Summary.add() after result(): the report is made once, after the last line')
     if (text.trim() === '') return
     this.#lines.total++
     if (file !== null && this.#files[this.#files.length - 1] !== file && !this.#files.includes(file)) this.#files.push(file)
@@ -234,16 +315,17 @@ export class Summary {
     const deferred = line.deferred
     const shutdown = line.deferredShutdown
     const refused = line.deferredRefused
-    let kind: 'task' | 'enqueued' | 'retrying' | 'close' | 'shutdown' | 'refused'
+    const start = line.deferredStart
+    let kind: 'task' | 'enqueued' | 'retrying' | 'close' | 'shutdown' | 'refused' | 'start'
     if (isObject(deferred) && typeof deferred.outcome === 'string' && outcomeSet.has(deferred.outcome)) kind = 'task'
     else if (isObject(deferred) && (deferred.outcome === 'enqueued' || deferred.outcome === 'retrying')) kind = deferred.outcome
-    else if (isObject(deferred) && deferred.outcome === undefined && typeof deferred.tasks === 'number') kind = 'close'
+    else if (isObject(deferred) && deferred.outcome === undefined && (typeof deferred.tasks === 'number' || typeof deferred.jobs === 'number')) kind = 'close'
     else if (isObject(shutdown) && typeof shutdown.drained === 'boolean') kind = 'shutdown'
     else if (isObject(refused)) kind = 'refused'
+    else if (isObject(start)) kind = 'start'
     else return 'skipped'
 
     const time = timeOf(line)
-    if (!this.#inPeriod(time)) return 'filtered'
     const ref: RequestRef = {
       reqId: typeof line.reqId === 'string' || typeof line.reqId === 'number' ? String(line.reqId) : null,
       file,
@@ -251,8 +333,14 @@ export class Summary {
       pid: typeof line.pid === 'number' ? line.pid : null,
       time: iso(time)
     }
+    // lost work is looked for over every line, whatever the filters: a task's final line may fall
+    // outside --until while its close line is inside
+    this.#follow(kind, deferred as Json, start as Json, time, ref)
+    if (!this.#inPeriod(time)) return 'filtered'
 
-    if (kind === 'shutdown') {
+    if (kind === 'start') {
+      this.#starts++
+    } else if (kind === 'shutdown') {
       this.#addShutdown(shutdown as Json, time, ref)
     } else {
       const fields = (kind === 'refused' ? refused : deferred) as Json
@@ -282,6 +370,71 @@ export class Summary {
     return 'used'
   }
 
+  /** Follows process lifetimes, and matches each close line's tasks with their final lines. */
+  #follow (kind: string, deferred: Json, start: Json, time: number | null, ref: RequestRef): void {
+    const at = this.#read++
+    const process = `${ref.hostname}\u0000${ref.pid}`
+    if (kind === 'start') {
+      const ended = this.#lifetimes.get(process)
+      if (ended !== undefined) this.#settle(ended)
+      this.#lifetimes.set(process, newLifetime(typeof start.instance === 'string' ? start.instance : null))
+      return
+    }
+    const lifetime = this.#lifetime(process)
+    const reqId = String(ref.reqId)
+    if (kind === 'shutdown') {
+      lifetime.shutdownAt = at
+    } else if (kind === 'close') {
+      const route = typeof deferred.route === 'string' ? deferred.route : '(unknown route)'
+      const counted = this.#taskFilter === null && this.#inPeriod(time) && (this.#routeFilter === null || this.#routeFilter.has(route))
+      const early = lifetime.early.get(reqId) ?? 0
+      lifetime.early.delete(reqId)
+      const announced = numberOr(deferred.tasks, 0)
+      const remaining = announced - early
+      if (remaining <= 0) return
+      const open = lifetime.open.get(reqId)
+      // two requests under one id (a client's x-request-id): their tasks add up
+      if (open === undefined) lifetime.open.set(reqId, { remaining, announced, at, ref, route, counted })
+      else {
+        open.remaining += remaining
+        open.announced += announced
+      }
+    } else if (kind === 'task' && typeof deferred.jobId !== 'string') {
+      // durable jobs are followed by their jobId, not here
+      const open = lifetime.open.get(reqId)
+      if (open !== undefined) {
+        if (--open.remaining === 0) lifetime.open.delete(reqId)
+        return
+      }
+      lifetime.early.set(reqId, (lifetime.early.get(reqId) ?? 0) + 1)
+      if (lifetime.early.size > MAX_EARLY) lifetime.early.delete(lifetime.early.keys().next().value as string)
+    }
+  }
+
+  #lifetime (process: string): Lifetime {
+    let lifetime = this.#lifetimes.get(process)
+    if (lifetime === undefined) {
+      lifetime = newLifetime(null)
+      this.#lifetimes.set(process, lifetime)
+    }
+    return lifetime
+  }
+
+  /** A lifetime ended (its process started again, or the logs end): what it announced and never logged is lost. */
+  #settle (lifetime: Lifetime): void {
+    for (const open of lifetime.open.values()) {
+      if (!open.counted) continue
+      const shutdown = lifetime.shutdownAt > open.at
+      if (shutdown) this.#unaccounted.afterShutdown += open.remaining
+      else this.#unaccounted.withoutShutdown += open.remaining
+      const route = this.#routes.get(open.route) as RouteStats
+      route.unaccounted += open.remaining
+      if (this.#unaccounted.samples.length < UNACCOUNTED_SAMPLE) {
+        this.#unaccounted.samples.push({ ...open.ref, route: open.route, tasks: open.remaining, announced: open.announced, instance: lifetime.instance, shutdown })
+      }
+    }
+  }
+
   #group (route: string, task: string): GroupStats {
     const key = `${route}\u0000${task}`
     let group = this.#groups.get(key)
@@ -293,22 +446,42 @@ export class Summary {
   }
 
   #addTask (group: GroupStats, fields: Json, line: Json, ref: RequestRef, time: number | null): void {
-    const jobKey = typeof fields.jobId === 'string' ? `${fields.queue}\u0000${fields.jobId}` : null
-    if (jobKey !== null) {
-      const state = this.#jobs.get(jobKey) ?? 0
-      // a worker killed after it logged the final line but before BullMQ heard of it runs the
-      // job again: the job is counted once, the extra line as a duplicate
-      if ((state & FINISHED) !== 0) {
-        this.#duplicates++
+    const outcome = fields.outcome as ReportOutcome
+    const message = failureMessage(outcome, fields, line)
+    if (typeof fields.jobId === 'string') {
+      // the last word wins: a job is counted by its latest final line once every line is read
+      const final: FinalLine = { group, outcome, deferred: fields, message, ref, attempt: numberOr(fields.attempt, 0), time }
+      const jobKey = `${fields.queue}\u0000${fields.jobId}`
+      const job = this.#job(jobKey)
+      this.#pending.delete(jobKey)
+      if (job.final === null) {
+        job.final = final
         return
       }
-      this.#jobs.set(jobKey, state | FINISHED)
-      this.#pending.delete(jobKey)
+      // a job retried by hand, re-run after a worker crashed, or run after its enqueue was logged as failed
+      this.#duplicates++
+      const [counted, superseded] = isLater(final, job.final) ? [final, job.final] : [job.final, final]
+      job.final = counted
+      if (job.superseded === null) job.superseded = [superseded]
+      else if (job.superseded.length < SUPERSEDED_PER_JOB) job.superseded.push(superseded)
+      return
     }
-    const outcome = fields.outcome as ReportOutcome
-    const slow = group.add(outcome, fields, line, ref)
+    this.#count(group, outcome, fields, message, ref, time)
+  }
+
+  #count (group: GroupStats, outcome: ReportOutcome, fields: Json, message: string, ref: RequestRef, time: number | null): void {
+    const slow = group.add(outcome, fields, message, ref)
     if (slow !== null) keepIfSlow(this.#slowest, SLOWEST_OVERALL, { ...slow, route: group.route, task: group.task })
     if (time !== null) this.#timeline.add(time, outcome)
+  }
+
+  #job (jobKey: string): JobState {
+    let job = this.#jobs.get(jobKey)
+    if (job === undefined) {
+      job = { enqueued: false, final: null, superseded: null }
+      this.#jobs.set(jobKey, job)
+    }
+    return job
   }
 
   #addEnqueued (group: GroupStats, fields: Json, ref: RequestRef): void {
@@ -317,11 +490,11 @@ export class Summary {
       return
     }
     const jobKey = `${fields.queue}\u0000${fields.jobId}`
-    const state = this.#jobs.get(jobKey) ?? 0
-    if ((state & ENQUEUED) !== 0) return
+    const job = this.#job(jobKey)
+    if (job.enqueued) return
     group.enqueued++
-    this.#jobs.set(jobKey, state | ENQUEUED)
-    if ((state & FINISHED) === 0) {
+    job.enqueued = true
+    if (job.final === null) {
       this.#pending.set(jobKey, { ...ref, queue: typeof fields.queue === 'string' ? fields.queue : null, jobId: fields.jobId, route: group.route, task: group.task })
     }
   }
@@ -336,7 +509,7 @@ export class Summary {
   #addToRoute (route: string, kind: 'close' | 'refused', fields: Json): void {
     let stats = this.#routes.get(route)
     if (stats === undefined) {
-      stats = { responses: 0, aborted: 0, refused: 0 }
+      stats = { responses: 0, aborted: 0, refused: 0, unaccounted: 0 }
       this.#routes.set(route, stats)
     }
     if (kind === 'refused') {
@@ -371,7 +544,38 @@ export class Summary {
     if (this.#shutdowns.length > RECENT_SHUTDOWNS) this.#shutdowns.shift()
   }
 
+  /**
+   * The report. Durable jobs are counted here, each by its latest final line, so call it once,
+   * after the last line: later calls return the same report, and lines added after it are refused.
+   */
   result (): Report {
+    this.#result ??= this.#report()
+    return this.#result
+  }
+
+  #report (): Report {
+    for (const lifetime of this.#lifetimes.values()) this.#settle(lifetime)
+    let finished = 0
+    let enqueued = 0
+    const superseded: SupersededJob[] = []
+    for (const [jobKey, job] of this.#jobs) {
+      if (job.enqueued) enqueued++
+      const final = job.final
+      if (final === null) continue
+      finished++
+      this.#count(final.group, final.outcome, final.deferred, final.message, final.ref, final.time)
+      if (job.superseded !== null && superseded.length < SUPERSEDED_SAMPLE) {
+        const queue = final.deferred.queue
+        superseded.push({
+          queue: typeof queue === 'string' ? queue : null,
+          jobId: jobKey.slice(jobKey.indexOf('\u0000') + 1),
+          route: final.group.route,
+          task: final.group.task,
+          counted: finalRef(final),
+          superseded: job.superseded.map(finalRef)
+        })
+      }
+    }
     const groups = [...this.#groups.values()]
       .sort((a, b) => byName(a.route, b.route) || byName(a.task, b.task))
       .map((group) => group.toJSON())
@@ -385,20 +589,14 @@ export class Summary {
       if (counted) routeNames.add(group.route)
     }
     const routes: RouteResponses[] = [...routeNames].sort(byName).map((route) => {
-      const { responses, aborted, refused } = this.#routes.get(route) ?? { responses: 0, aborted: 0, refused: 0 }
-      return { route, responses, aborted, abortedRate: responses === 0 ? null : Math.round((aborted / responses) * 10_000) / 10_000, refused }
+      const { responses, aborted, refused, unaccounted } = this.#routes.get(route) ?? { responses: 0, aborted: 0, refused: 0, unaccounted: 0 }
+      return { route, responses, aborted, abortedRate: responses === 0 ? null : Math.round((aborted / responses) * 10_000) / 10_000, refused, unaccounted }
     })
-    const sum = (key: 'responses' | 'aborted' | 'refused'): number | null => counted ? routes.reduce((total, route) => total + route[key], 0) : null
-    let finished = 0
-    let enqueued = 0
-    for (const state of this.#jobs.values()) {
-      if ((state & FINISHED) !== 0) finished++
-      if ((state & ENQUEUED) !== 0) enqueued++
-    }
+    const sum = (key: 'responses' | 'aborted' | 'refused' | 'unaccounted'): number | null => counted ? routes.reduce((total, route) => total + route[key], 0) : null
     return {
       version: this.version,
       lines: { ...this.#lines },
-      sources: { files: [...this.#files], processes: this.#processes.size },
+      sources: { files: [...this.#files], processes: this.#processes.size, starts: this.#starts },
       filters: {
         route: [...(this.#routeFilter ?? [])],
         task: [...(this.#taskFilter ?? [])],
@@ -412,7 +610,13 @@ export class Summary {
         aborted,
         responses: sum('responses'),
         abortedResponses: sum('aborted'),
-        refused: sum('refused')
+        refused: sum('refused'),
+        unaccounted: sum('unaccounted')
+      },
+      unaccounted: {
+        afterShutdown: this.#unaccounted.afterShutdown,
+        withoutShutdown: this.#unaccounted.withoutShutdown,
+        samples: this.#unaccounted.samples.map((sample) => ({ ...sample }))
       },
       routes,
       groups,
@@ -424,6 +628,7 @@ export class Summary {
         pending: this.#pending.size,
         retries: this.#retries,
         duplicates: this.#duplicates,
+        supersededSample: superseded,
         pendingSample: [...this.#pending.values()].slice(0, PENDING_SAMPLE).map((job) => ({ ...job }))
       },
       shutdowns: {

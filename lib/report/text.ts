@@ -1,7 +1,7 @@
 import Table from 'cli-table3'
 import { basename } from 'node:path'
 import { OUTCOMES } from './types'
-import type { OutcomeCounts, Report, RequestRef } from './types'
+import type { FinalRef, OutcomeCounts, Report, RequestRef } from './types'
 
 /** Rows of the "slowest tasks" table. */
 export const SLOWEST_SHOWN = 10
@@ -112,6 +112,18 @@ export function wrap (text: string, width: number): string {
   }).join('\n')
 }
 
+/** What became of the tasks the close lines announced. */
+function unaccountedSummary (report: Report): string {
+  const total = report.totals.unaccounted as number
+  if (total === 0) return 'Unaccounted tasks: 0 (every task announced when its response closed logged its final line).'
+  const { afterShutdown, withoutShutdown } = report.unaccounted
+  const parts = [
+    withoutShutdown > 0 ? `${formatCount(withoutShutdown)} in a process that never logged a shutdown afterwards (it crashed or was killed, or the log ends while they still ran)` : '',
+    afterShutdown > 0 ? `${formatCount(afterShutdown)} in a process that logged a shutdown afterwards (lost by the plugin: a bug worth reporting)` : ''
+  ]
+  return `Unaccounted tasks: ${formatCount(total)}, announced when their response closed and never logged a final line: ${parts.filter((part) => part !== '').join('; ')}.`
+}
+
 /** The terminal view of a report. */
 export function renderText (report: Report): string {
   const out: string[] = []
@@ -137,20 +149,33 @@ export function renderText (report: Report): string {
     out.push(`${formatCount(totals.responses)} responses carried deferred work, ${formatCount(totals.abortedResponses as number)} aborted by the client` +
       ` (${rate}). Tasks run after an abort: ${formatCount(totals.aborted)}.`)
     if ((totals.refused as number) > 0) out.push(`${formatCount(totals.refused as number)} requests refused with a 503 (rejectWhenSaturated).`)
+    out.push(wrap(unaccountedSummary(report), TEXT_WIDTH))
   }
   const { jobs } = report
   if (jobs.enqueued + jobs.finished + jobs.retries > 0) {
-    const duplicates = jobs.duplicates > 0 ? `, ${formatCount(jobs.duplicates)} final lines logged again (counted once)` : ''
+    const duplicates = jobs.duplicates > 0 ? `, ${formatCount(jobs.duplicates)} final lines superseded (each job counted once, by its latest final line)` : ''
     out.push(`Durable jobs: ${formatCount(jobs.enqueued)} enqueued, ${formatCount(jobs.finished)} finished, ${formatCount(jobs.pending)} not finished yet, ` +
       `${formatCount(jobs.retries)} retried attempts${duplicates}.`)
   }
 
+  const lost = report.unaccounted.samples
+  if (lost.length > 0) {
+    const rows = lost.map((sample) => [
+      formatRequest(sample, qualify), sample.route, `${formatCount(sample.tasks)} of ${formatCount(sample.announced)}`,
+      [formatSource(sample) || '-', sample.instance === null ? '' : `instance ${sample.instance}`].filter((part) => part !== '').join('\n'),
+      sample.shutdown ? 'yes: a bug, please report it' : 'no: crashed, killed, or still running'
+    ])
+    const shown = lost.length < (totals.unaccounted as number) ? ` (the first ${lost.length} requests shown)` : ''
+    out.push('', `Unaccounted tasks: announced when the response closed, no final line${shown}`,
+      table(['Request', 'Route', 'Tasks lost', 'Process', 'Shutdown logged after'], ['left', 'left', 'right', 'left', 'left'], rows, [0, 1, 3, 4]))
+  }
+
   if (report.routes.length > 0) {
     const rows = report.routes.map((route) => [
-      route.route, formatCount(route.responses), formatCount(route.aborted), formatRate(route.abortedRate), formatCount(route.refused)
+      route.route, formatCount(route.responses), formatCount(route.aborted), formatRate(route.abortedRate), formatCount(route.refused), formatCount(route.unaccounted)
     ])
     out.push('', 'Responses with deferred work, per route',
-      table(['Route', 'Responses', 'Aborted', 'Aborted rate', 'Refused'], ['left', 'right', 'right', 'right', 'right'], rows, [0]))
+      table(['Route', 'Responses', 'Aborted', 'Aborted rate', 'Refused', 'Unaccounted'], ['left', 'right', 'right', 'right', 'right', 'right'], rows, [0]))
   }
 
   if (report.groups.length > 0) {
@@ -189,6 +214,15 @@ export function renderText (report: Report): string {
     const shown = jobs.pendingSample.length < jobs.pending ? ` (the first ${jobs.pendingSample.length} shown)` : ''
     out.push('', `Durable jobs enqueued and not finished in these logs: ${formatCount(jobs.pending)}${shown}`,
       table(['Queue', 'Job id', 'Route, task', 'Request'], ['left', 'left', 'left', 'left'], rows, [0, 1, 2, 3]))
+  }
+
+  if (jobs.supersededSample.length > 0) {
+    const line = (final: FinalRef): string => `${final.outcome}, attempt ${final.attempt}\n${formatTime(final.time)}${qualify ? ` ${formatSource(final)}` : ''}`
+    const rows = jobs.supersededSample.map((job) => [
+      job.jobId, `${job.route}\n${job.task}`, line(job.counted), job.superseded.map(line).join('\n')
+    ])
+    out.push('', 'Durable jobs counted by their latest final line (highest attempt, then latest time)',
+      table(['Job id', 'Route, task', 'Counted', 'Superseded'], ['left', 'left', 'left', 'left'], rows, [0, 1, 2, 3]))
   }
 
   const { shutdowns } = report

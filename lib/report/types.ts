@@ -76,7 +76,7 @@ export interface Group {
   /** Final outcomes counted (a durable job once, however often its final line was logged). */
   tasks: number
   outcomes: OutcomeCounts
-  /** Tasks whose response was aborted by the client. */
+  /** Tasks that ran although their response was aborted by the client (not `skipped` or `dropped`: those never ran). */
   aborted: number
   /** Durable jobs: jobs enqueued (`enqueued` lines) and failed attempts that were retried (`retrying` lines). */
   enqueued: number
@@ -101,6 +101,25 @@ export interface RouteResponses {
   abortedRate: number | null
   /** Requests refused with a 503 by `rejectWhenSaturated` (`deferredRefused` lines). */
   refused: number
+  /** In-process tasks announced by this route's close lines and never logged a final line. */
+  unaccounted: number
+}
+
+/** A request whose close line announced in-process tasks that never logged a final line. */
+export interface UnaccountedRef extends RequestRef {
+  route: string
+  /** Tasks without a final line. */
+  tasks: number
+  /** Tasks the close line announced. */
+  announced: number
+  /** The `instance` of the process's `deferredStart` line, `null` in logs without one. */
+  instance: string | null
+  /**
+   * Whether the process logged a shutdown line after the close line: then the plugin lost the
+   * tasks (a bug worth reporting); if not, the process crashed or was killed, or the log ends
+   * while they still ran.
+   */
+  shutdown: boolean
 }
 
 export interface Shutdown {
@@ -133,6 +152,23 @@ export interface JobRef extends RequestRef {
   task: string
 }
 
+/** A durable job's final line: where it was logged, what it said, and on which attempt (0 when the line has none). */
+export interface FinalRef extends RequestRef {
+  outcome: ReportOutcome
+  attempt: number
+}
+
+/** A durable job with more than one final line: the one counted (the latest) and the ones it superseded. */
+export interface SupersededJob {
+  queue: string | null
+  jobId: string
+  route: string
+  task: string
+  counted: FinalRef
+  /** In the order they were read, at most five. */
+  superseded: FinalRef[]
+}
+
 /** What `report --json` prints. */
 export interface Report {
   /** The version of the report command that wrote this. */
@@ -148,14 +184,19 @@ export interface Report {
     skipped: number
   }
   /** The files read, as given (`-` for standard input), and the processes (host and pid) seen in them. */
-  sources: { files: string[], processes: number }
+  sources: {
+    files: string[]
+    processes: number
+    /** `deferredStart` lines: plugin instances that started. */
+    starts: number
+  }
   filters: { route: string[], task: string[], since: string | null, until: string | null }
   /** Times of the first and last line counted, ISO 8601. */
   period: { from: string | null, to: string | null }
   totals: {
     tasks: number
     outcomes: OutcomeCounts
-    /** Tasks whose response was aborted by the client. */
+    /** Tasks that ran although their response was aborted by the client (not `skipped` or `dropped` ones: they never ran). */
     aborted: number
     /**
      * Responses that carried deferred work, from the lines logged when each response closed.
@@ -166,6 +207,20 @@ export interface Report {
     abortedResponses: number | null
     /** Requests refused by `rejectWhenSaturated` (`null` with `--task`: refusals name no task). */
     refused: number | null
+    /**
+     * In-process tasks announced by a close line (`tasks`) with no final line from the same
+     * request in the same process lifetime: lost. `null` with `--task` (a close line names no task).
+     */
+    unaccounted: number | null
+  }
+  /** The unaccounted tasks, by whether their process logged a shutdown line afterwards. */
+  unaccounted: {
+    /** The process shut down after their response closed and never logged them: a bug worth reporting. */
+    afterShutdown: number
+    /** No shutdown line afterwards: the process crashed or was killed, or the log ends while they still ran. */
+    withoutShutdown: number
+    /** The first few requests. */
+    samples: UnaccountedRef[]
   }
   routes: RouteResponses[]
   groups: Group[]
@@ -177,14 +232,19 @@ export interface Report {
   jobs: {
     /** Distinct jobs with an `enqueued` line. */
     enqueued: number
-    /** Distinct jobs with a final line. */
+    /** Distinct jobs with a final line, each counted by its latest one (highest attempt, then latest time). */
     finished: number
     /** Enqueued, with no final line in these logs (yet). */
     pending: number
     /** `retrying` lines: failed attempts that were retried. */
     retries: number
-    /** Final lines of a job already counted (a job run again after a worker crashed). */
+    /**
+     * Final lines superseded by a later one of the same job and not counted (a job retried by hand,
+     * run again after a worker crashed, or run although its enqueue was logged as failed).
+     */
     duplicates: number
+    /** The first few jobs with superseded final lines. */
+    supersededSample: SupersededJob[]
     /** The first few pending jobs. */
     pendingSample: JobRef[]
   }

@@ -14,6 +14,7 @@ import type {
   DroppedTaskInfo,
   Outcome,
   RequestSnapshot,
+  RouteSendAndContinueOptions,
   SendAndContinueOptions,
   SendAndContinueStats,
   TaskContext,
@@ -140,3 +141,26 @@ createWorker({ engine: 'sqlite', path: 'var/deferred.db', tasks: [sendWelcome], 
   .then((worker) => { expectType<WorkerStats>(worker.stats()) })
 expectError(createWorker({ engine: 'sqlite', path: 'x.db', tasks: [sendWelcome], stalledInterval: 100 }))
 expectError(createWorker({ engine: 'memory', tasks: [sendWelcome] }))
+
+// reply.sendAndContinue(payload) is typed like the route's reply.send(payload)
+interface Created { Reply: { 201: { id: number } } }
+app.post<Created>('/typed', (request, reply) => {
+  reply.code(201).sendAndContinue({ id: 1 }, () => {})
+  reply.code(201).send({ id: 1 })
+  expectError(reply.code(201).sendAndContinue({ id: 'one' }, () => {}))
+  expectError(reply.code(201).send({ id: 'one' }))
+  expectError(reply.code(201).sendAndContinue({ name: 'x' }))
+  expectError(reply.code(201).sendAndContinue())
+  expectError(reply.code(201).send())
+  expectError(reply.code(201).sendAndContinue({ id: 1 }, 'not a task'))
+})
+app.post('/untyped', (request, reply) => {
+  expectType<FastifyReply>(reply.sendAndContinue({ anything: true }, () => {}, { timeout: 1 }))
+  reply.sendAndContinue()
+})
+
+// Fastify infers a route's config type from the literal, so an unknown key there passes; a value of
+// the wrong type does not, and `satisfies` catches typos in the keys
+expectError(app.get('/typo-policy', { config: { sendAndContinue: { onClientAbort: 'ignore' } } }, () => 'x'))
+expectError({ timeot: 100 } satisfies RouteSendAndContinueOptions)
+app.get('/satisfies', { config: { sendAndContinue: { timeout: 100 } satisfies RouteSendAndContinueOptions } }, () => 'x')
