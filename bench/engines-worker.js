@@ -59,13 +59,16 @@ async function main () {
   await queue.close()
   counter.disconnect()
   logger.flush()
-  process.send({
+  const result = {
     completed: jobs,
     elapsedMs,
     jobsPerSecond: jobs / (elapsedMs / 1000),
     cpuMicrosPerJob: (cpu.user + cpu.system) / jobs,
     redisCpuMicrosPerJob: redisCpu / jobs
-  }, () => process.exit(0))
+  }
+  // run by hand (under `node --cpu-prof`, after bench/profile-worker.js preloaded the jobs): printed
+  if (process.send === undefined) return console.log(JSON.stringify(result))
+  process.send(result, () => process.exit(0))
 }
 
 main().catch((err) => {

@@ -265,4 +265,4 @@ async function runEngines ({ quick, tmpDir, log }) {
   }
 }
 
-module.exports = { runEngines, NO_REDIS }
+module.exports = { runEngines, preload, NO_REDIS }
