@@ -40,6 +40,12 @@ function engineTargets (e) {
     add('BullMQ enqueue: req/s ≥ 1.0× hand-written', bull.rps.median, spreadText(bull.rps, 2, '×'), bull.rps.median >= 1)
     add('BullMQ enqueue: p99 ≤ hand-written + 1 ms', bull.latencyP99Ms.median, signed(bull.latencyP99Ms, 2, ' ms'), bull.latencyP99Ms.median <= 1)
   }
+  const instr = (name) => e.instructions?.variants?.find((v) => v.name === name)
+  const counted = (goal, name, limit) => {
+    const row = instr(name)
+    if (row !== undefined) add(`${goal} — instructions/request (callgrind)`, row.ratio, `${num(row.ratio, 3)}× (without GC ${num(row.ratioWithoutGc, 3)}×)`, limit === null ? null : row.ratio <= limit)
+  }
+  counted('BullMQ enqueue: web-process CPU/request ≤ 1.0× hand-written (logger off)', 'eng-bullmq', 1)
   const pino = web['eng-bullmq-pino']?.vsPair
   if (pino !== undefined) {
     add('with pino at info: web CPU/request vs hand-written logging one line per job (shown, no target)', pino.cpuMicrosPerRequest.median, spreadText(pino.cpuMicrosPerRequest, 2, '×'), null)
@@ -50,14 +56,17 @@ function engineTargets (e) {
       add(`Worker throughput, concurrency ${concurrency}: \`createWorker()\` ≥ 0.9× hand-written \`Worker\``, w.ratio.median, `${spreadText(w.ratio, 2, '×')}: ${num(w.plugin.jobsPerSecond.median)} against ${num(w.handwritten.jobsPerSecond.median)} jobs/s`, w.ratio.median >= 0.9)
     }
   }
+  counted('with pino at info: against hand-written logging one line per job (shown, no target)', 'eng-bullmq-pino', null)
   const sqlite = web['eng-sqlite']?.vsPair
   add('SQLite (`work: false`): web CPU/request ≤ 2× the in-process task', sqlite.cpuMicrosPerRequest.median, spreadText(sqlite.cpuMicrosPerRequest, 2, '×'), sqlite.cpuMicrosPerRequest.median <= 2)
+  counted('SQLite (`work: false`): web CPU/request ≤ 2× the in-process task', 'eng-sqlite', 2)
   const normal = e.endToEnd.summary['e2e-sqlite-normal']
   add('SQLite end to end (`work: true`, `synchronous: \'normal\'`): ≥ 5,000 jobs/s completed', normal.completedPerSecond.median, `${spreadText(normal.completedPerSecond, 0, '/s')}`, normal.completedPerSecond.median >= 5000)
   const full = e.endToEnd.summary['e2e-sqlite-full']
   add('SQLite end to end, `synchronous: \'full\'` (shown, no target)', full.completedPerSecond.median, `${spreadText(full.completedPerSecond, 0, '/s')}`, null)
   const memory = web['eng-memory']?.vsPair
   add('Memory engine: web CPU/request ≤ 1.1× the in-process task', memory.cpuMicrosPerRequest.median, spreadText(memory.cpuMicrosPerRequest, 2, '×'), memory.cpuMicrosPerRequest.median <= 1.1)
+  counted('Memory engine: web CPU/request ≤ 1.1× the in-process task', 'eng-memory', 1.1)
   return list
 }
 
@@ -75,6 +84,35 @@ function webTable (e, names) {
     rows.push(`| ${variant.label}${trouble} | ${spreadText(s.rps, 0)} | ${spreadText(s.latencyP99, 2)} | ${spreadText(s.cpuMicrosPerRequest, 1)} | ${spreadText(s.redisCpuMicrosPerRequest, 1)} | ${v === undefined ? '-' : `\`${s.pair}\``} | ${v === undefined ? '-' : spreadText(v.cpuMicrosPerRequest, 2, '×')} | ${v === undefined ? '-' : spreadText(v.redisCpuMicrosPerRequest, 2, '×')} | ${v === undefined ? '-' : spreadText(v.rps, 2, '×')} | ${v === undefined ? '-' : signed(v.latencyP99Ms, 2, ' ms')} |`)
   }
   return rows.join('\n')
+}
+
+function instructionTable (x) {
+  if (x === undefined) return ''
+  if (x.skipped !== undefined) return `Not measured: ${x.skipped}.`
+  const rows = [
+    '| Variant | kinstr/request | of which GC | compared with | ratio | ratio without GC |',
+    '| --- | ---: | ---: | --- | ---: | ---: |'
+  ]
+  for (const v of x.variants) {
+    rows.push(`| \`${v.name}\`${v.errors > 0 ? ` (${v.errors} errors)` : ''} | ${num(v.kinstrPerRequest, 1)} | ${num(v.gcKinstrPerRequest, 1)} | ${v.pair === undefined ? '-' : `\`${v.pair}\``} | ${num(v.ratio, 3)}× | ${num(v.ratioWithoutGc, 3)}× |`)
+  }
+  const bull = x.variants.find((v) => v.name === 'eng-bullmq')
+  const grows = bull === undefined || bull.grows.length === 0
+    ? ''
+    : `
+
+Where \`eng-bullmq\` spends more than \`eng-handwritten\` (own instructions per request, kinstr; V8's compiled JavaScript is one
+row without a name here, see "Profiles" for it by function):
+
+| Function | \`eng-bullmq\` | \`eng-handwritten\` | difference |
+| --- | ---: | ---: | ---: |
+${bull.grows.map((g) => `| \`${g.fn.replace(/\|/g, '\\|').slice(0, 90)}\` | ${num(g.kinstr, 2)} | ${num(g.reference, 2)} | ${g.delta >= 0 ? '+' : ''}${num(g.delta, 2)} |`).join('\n')}`
+  return `${x.valgrind}, each server under \`valgrind --tool=callgrind\` with \`node --single-threaded-gc\` (as in "Instructions per
+request"): ${num(x.plan.warmup)} requests uncounted, ${num(x.plan.countedWarmup)} counted warm-up, then ${num(x.plan.requests)} measured, POST, ${x.plan.connections} connections. Under valgrind a
+server answers about 1,000 requests/s, so the group commit gathers fewer responses per batch than at full speed.
+Only the web process's main thread is counted.
+
+${rows.join('\n')}${grows}`
 }
 
 function workerTable (w) {
@@ -141,6 +179,14 @@ ${webTable(e, names(false))}
 Fastify's logger (pino) at \`info\` to a file; the hand-written variant writes one \`request.log.info\` line per job:
 
 ${webTable(e, names(true))}
+
+### 1b. Web side in instructions per request (callgrind)
+
+The wall-clock CPU figures above move by several times between rounds on this shared machine (other sessions
+run test suites beside it; the load average was ${results.environment.loadAverageStart?.map((l) => l.toFixed(1)).join(' ') ?? '-'} at the start). Instructions per request
+do not depend on that load: the ratios to trust for the CPU targets.
+
+${instructionTable(e.instructions)}
 
 ### 2. Worker throughput
 

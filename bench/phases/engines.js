@@ -11,6 +11,9 @@
 // 2. Worker throughput: N jobs preloaded into Redis, then the time until a worker has completed
 //    them all: `createWorker()` against a hand-written BullMQ `Worker` logging one line per job,
 //    both with pino at info to a file, concurrency 10 and 100.
+// 1b. The same web-side variants' instructions per request under callgrind (bench/phases/
+//    callgrind.js), which the machine's load does not move: the CPU ratios to trust on a shared
+//    machine. Only the web process's main thread is counted (not redis-server).
 // 3. SQLite end to end: the app answers under autocannon and runs its own jobs (`work: true`);
 //    requests answered and jobs completed over a 10 s window, `synchronous` 'normal' and 'full'.
 // Without redis-server the Redis parts are skipped (said so); the others still run.
@@ -32,6 +35,10 @@ const { redisCpuMicros } = require('./enqueue')
 const { rotate, fmt } = require('./wallclock')
 const { runAutocannon } = require('../load/autocannon')
 const { spread, paired } = require('../stats')
+const { runCallgrind, costCentres } = require('./callgrind')
+
+// counted under callgrind (the pino rows too); at about 1,000 requests/s there
+const INSTRUCTION_VARIANTS = ['eng-in-process', 'eng-handwritten', 'eng-bullmq', 'eng-sqlite', 'eng-memory', 'eng-handwritten-log-pino', 'eng-bullmq-pino']
 
 const CONNECTIONS = 20
 const POST = { n: 1 }
@@ -238,10 +245,31 @@ async function runEndToEnd ({ rounds, seconds, warmupSeconds, tmpDir, log }) {
   }
 }
 
+/** kinstr per request of each counted variant, its ratio to its pair, and the functions that grow most against it. */
+function summarizeInstructions (counted, list) {
+  if (counted.skipped !== undefined) return counted
+  const byName = new Map(counted.variants.map((row) => [row.name, row]))
+  const rows = counted.variants.map((row) => {
+    const pair = byName.get(list.find((v) => v.name === row.name).pair)
+    const withoutGc = (r) => r.kinstrPerRequest - r.gcKinstrPerRequest
+    return {
+      name: row.name,
+      kinstrPerRequest: row.kinstrPerRequest,
+      gcKinstrPerRequest: row.gcKinstrPerRequest,
+      errors: row.errors,
+      pair: pair?.name,
+      ratio: pair === undefined ? NaN : row.kinstrPerRequest / pair.kinstrPerRequest,
+      ratioWithoutGc: pair === undefined ? NaN : withoutGc(row) / withoutGc(pair),
+      grows: pair === undefined ? [] : costCentres(row, pair, 12).map(({ fn, kinstr, reference, delta }) => ({ fn, kinstr, reference, delta }))
+    }
+  })
+  return { valgrind: counted.valgrind, plan: counted.plan, seconds: counted.seconds, variants: rows }
+}
+
 async function runEngines ({ quick, tmpDir, log }) {
   const plan = quick
-    ? { rounds: 2, seconds: 1, warmupSeconds: 0.5, workerRounds: 1, workerJobs: 2000, e2eRounds: 1, e2eSeconds: 3 }
-    : { rounds: 5, seconds: 3, warmupSeconds: 1, workerRounds: 3, workerJobs: 20_000, e2eRounds: 2, e2eSeconds: 10 }
+    ? { rounds: 2, seconds: 1, warmupSeconds: 0.5, workerRounds: 1, workerJobs: 2000, e2eRounds: 1, e2eSeconds: 3, callgrind: { parallel: 2, warmup: 1000, countedWarmup: 300, requests: 500 } }
+    : { rounds: 5, seconds: 3, warmupSeconds: 1, workerRounds: 3, workerJobs: 20_000, e2eRounds: 2, e2eSeconds: 10, callgrind: { parallel: 2, warmup: 4000, countedWarmup: 1000, requests: 4000 } }
   const sqliteDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sac-bench-sqlite-'))
   // the servers (forked children) read the file's folder from their environment
   process.env.BENCH_SQLITE_DIR = sqliteDir
@@ -253,11 +281,13 @@ async function runEngines ({ quick, tmpDir, log }) {
   try {
     const list = engineVariants.filter((v) => redis !== null || v.redis !== true)
     const web = await runWeb({ list, rounds: plan.rounds, seconds: plan.seconds, warmupSeconds: plan.warmupSeconds, tmpDir, redis, log })
+    const counted = list.filter((v) => INSTRUCTION_VARIANTS.includes(v.name)).map((v) => ({ ...v, pending: null }))
+    const instructions = summarizeInstructions(await runCallgrind({ plan: plan.callgrind, log, variants: counted }), list)
     const workers = redis === null
       ? { skipped: NO_REDIS }
       : await runWorkers({ rounds: plan.workerRounds, jobs: plan.workerJobs, socketPath: server.socketPath, redis, tmpDir, log })
     const endToEnd = await runEndToEnd({ rounds: plan.e2eRounds, seconds: plan.e2eSeconds, warmupSeconds: plan.warmupSeconds, tmpDir, log })
-    return { redis: redisLine, sqliteDir: os.tmpdir(), plan, web, workers, endToEnd }
+    return { redis: redisLine, sqliteDir: os.tmpdir(), plan, web, instructions, workers, endToEnd }
   } finally {
     redis?.disconnect()
     await server?.stop()
