@@ -210,7 +210,7 @@ function enginesSection (results) {
   return `${START}
 ## Engines side by side (durable work, issue 18)
 
-\`npm run bench -- --only engines\` (about 5 minutes; not part of a full run), measured on ${results.date.slice(0, 10)}, commit
+\`npm run bench -- --only engines\` (${Math.round(results.durationSeconds / 60)} minutes in this run; not part of a full run), measured on ${results.date.slice(0, 10)}, commit
 ${env.commit}${env.libChanged ? ' + uncommitted lib/' : ''}: ${env.cores} noisy cores (${env.cpu}), ${env.node}, ${e.redis === null ? 'no redis-server (its parts skipped)' : e.redis.replace(/ sha=.*$/, '')} started by the
 phase on a unix socket (\`--save '' --appendonly no --maxmemory-policy noeviction\`), SQLite files in a temp dir on local
 disk (\`${e.sqliteDir}\`). Medians with the quartiles of the rounds in brackets; ratios are paired by round (each round

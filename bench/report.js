@@ -384,7 +384,7 @@ Regenerate with \`npm run bench\` (about ${Math.ceil(results.durationSeconds / 6
 instruction counts alone (\`--variants sac-100,setimmediate-100\` for two of them), \`--quick\` a short trial; both write under
 \`bench/results/tmp/\` only. Two phases need a redis-server (started by the phase itself) and are not part of a full run:
 \`npm run bench -- --only enqueue\` (the enqueue cost of a durable job) and \`npm run bench -- --only engines\` (about
-5 minutes: every engine against what a user would write instead, see "Engines side by side"); each writes its own section
+12 minutes: every engine against what a user would write instead, see "Engines side by side"); each writes its own section
 here.
 
 | | |

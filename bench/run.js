@@ -13,7 +13,7 @@
 //                              redis-server, which it starts itself; skipped when none is
 //                              installed); writes its section into BENCHMARKS.md
 //   --only engines             each durable engine against what a user would write instead
-//                              (BullMQ enqueue and worker, SQLite, memory): about 5 minutes, not
+//                              (BullMQ enqueue and worker, SQLite, memory): about 12 minutes, not
 //                              part of a full run; starts its own redis-server (its parts are
 //                              skipped when none is installed); writes bench/results/engines.json
 //                              and its section into BENCHMARKS.md
