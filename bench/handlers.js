@@ -1,7 +1,8 @@
 'use strict'
 
 // Route handlers by kind (a variant's `handler`). Each counts the requests it saw in
-// `count.handled`; `task` is the variant's deferred work (bench/tasks.js).
+// `count.handled`; `task` is the variant's deferred work (bench/tasks.js); `queue` a BullMQ
+// `Queue` for the hand-written enqueue variants.
 
 const { performance } = require('node:perf_hooks')
 const { loggedRunner } = require('./tasks')
@@ -10,7 +11,13 @@ const body = { hello: 'world' }
 
 function noop () {}
 
-function routeFor (kind, task, count, dispatchMs) {
+// The bounds the plugin's BullMQ engine gives every job (lib/engines/bullmq/engine.ts), so the
+// hand-written variant asks Redis for the same work.
+const KEEP_COMPLETED = { age: 3600, count: 10_000 }
+const KEEP_FAILED = { age: 7 * 24 * 3600, count: 100_000 }
+const JOB_OPTIONS = { attempts: 1, removeOnComplete: KEEP_COMPLETED, removeOnFail: KEEP_FAILED }
+
+function routeFor (kind, task, count, dispatchMs, queue = null) {
   function send (request, reply) {
     count.handled++
     reply.send(body)
@@ -37,6 +44,18 @@ function routeFor (kind, task, count, dispatchMs) {
     'sac-durable' (request, reply) {
       count.handled++
       return reply.sendAndContinue(body, task.with({ n: count.handled }))
+    },
+    async 'handwritten-bullmq' (request, reply) {
+      count.handled++
+      await queue.add('bench-job', { n: count.handled }, JOB_OPTIONS)
+      return body
+    },
+    async 'handwritten-bullmq-log' (request, reply) {
+      count.handled++
+      const started = performance.now()
+      const job = await queue.add('bench-job', { n: count.handled }, JOB_OPTIONS)
+      request.log.info({ task: 'bench-job', jobId: job.id, queue: queue.name, durationMs: performance.now() - started }, 'job enqueued')
+      return body
     },
     setimmediate (request, reply) {
       count.handled++
@@ -69,4 +88,4 @@ function routeFor (kind, task, count, dispatchMs) {
   return { handler, options: kind === 'onresponse' ? { onResponse: awaitTask } : {} }
 }
 
-module.exports = { routeFor }
+module.exports = { routeFor, JOB_OPTIONS }

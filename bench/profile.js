@@ -4,12 +4,17 @@
 // loads it (wrk when installed, else autocannon), and prints where its CPU time went: the
 // plugin's own functions (dist/) with what they call, and the hottest functions overall.
 // The .cpuprofile lands in bench/results/tmp/profiles/ for Chrome DevTools or speedscope.
+// A POST variant (the engines phase's) is loaded by autocannon with its JSON body and 20
+// connections; one that needs Redis gets a redis-server of its own, one with the sqlite engine a
+// temp dir for its file. Self time is also summed by package (node_modules/<name>) and for GC.
 
 const { fork, spawnSync } = require('node:child_process')
 const fs = require('node:fs')
 const path = require('node:path')
+const os = require('node:os')
 const autocannon = require('autocannon')
 const { byName } = require('./variants')
+const { startRedis } = require('./redis')
 
 const name = process.argv[2] ?? 'sac-50ms'
 const seconds = Number(process.argv[3] ?? 5)
@@ -32,6 +37,9 @@ function startServer () {
 
 function load (port) {
   const url = `http://127.0.0.1:${port}/`
+  if (byName(name).method === 'POST') {
+    return autocannon({ url, connections: 20, duration: seconds, method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"n":1}' }).then((result) => result.requests.average)
+  }
   const wrk = spawnSync('wrk', ['-t1', '-c50', `-d${seconds}s`, url], { encoding: 'utf8' })
   if (!wrk.error) return wrk.stdout.match(/Requests\/sec:\s+([\d.]+)/)?.[1]
   return autocannon({ url, connections: 50, duration: seconds }).then((result) => result.requests.average)
@@ -87,11 +95,27 @@ function summarize (file) {
   const pluginTotal = [...plugin.values()].reduce((a, b) => a + b, 0)
   for (const [key, us] of [...plugin].sort((a, b) => b[1] - a[1]).slice(0, 15)) console.log(`  ${pct(us)}  ${key}`)
   console.log(`  ${pct(pluginTotal)}  all of it`)
+  const packages = new Map()
+  for (const node of nodes.values()) {
+    if (node.callFrame.functionName === '(idle)') continue
+    const url = node.callFrame.url
+    const at = url.lastIndexOf('node_modules/')
+    const pkg = at !== -1
+      ? url.slice(at + 13).split('/').slice(0, url.slice(at + 13).startsWith('@') ? 2 : 1).join('/')
+      : url.includes(dist) ? 'plugin (dist/)' : url.startsWith('node:') ? 'node core (JS)' : url === '' ? node.callFrame.functionName : 'other'
+    packages.set(pkg, (packages.get(pkg) ?? 0) + node.self)
+  }
+  console.log('\nself time by package (native frames by their name):')
+  for (const [key, us] of [...packages].sort((a, b) => b[1] - a[1]).slice(0, 15)) console.log(`  ${pct(us)}  ${key}`)
   console.log('\nhottest functions, self time:')
   for (const [key, us] of [...self].filter(([key]) => !key.startsWith('(idle)')).sort((a, b) => b[1] - a[1]).slice(0, 25)) console.log(`  ${pct(us)}  ${key}`)
 }
 
 async function main () {
+  const variant = byName(name)
+  const redis = variant.redis === true || variant.queue === true || variant.queue?.engine === 'bullmq' ? await startRedis() : null
+  if (redis !== null) process.env.BENCH_REDIS_SOCKET = redis.socketPath
+  if (variant.queue?.engine === 'sqlite') process.env.BENCH_SQLITE_DIR = fs.mkdtempSync(path.join(os.tmpdir(), 'sac-profile-sqlite-'))
   const { child, port } = await startServer()
   // a short warm-up outside the measurement would still be in the profile: keep the load long
   const rps = await load(port)
@@ -100,10 +124,16 @@ async function main () {
     child.once('exit', resolve)
     child.send({ type: 'stop' })
   })
+  await redis?.stop()
+  if (process.env.BENCH_SQLITE_DIR !== undefined) fs.rmSync(process.env.BENCH_SQLITE_DIR, { recursive: true, force: true })
   summarize(path.join(dir, `${name}.cpuprofile`))
 }
 
-main().catch((err) => {
-  console.error(err)
-  process.exit(1)
-})
+module.exports = { summarize }
+
+if (require.main === module) {
+  main().catch((err) => {
+    console.error(err)
+    process.exit(1)
+  })
+}

@@ -8,6 +8,7 @@ const path = require('node:path')
 const { instructionRatios } = require('./targets')
 const { costCentres } = require('./phases/callgrind')
 const { enqueueSection, keptSection, updateBenchmarks } = require('./enqueue-report')
+const { keptEnginesSection } = require('./engines-report')
 
 const root = path.join(__dirname, '..')
 const START = '<!-- bench:start -->'
@@ -359,8 +360,11 @@ timeout keeps the per-task timer without letting it fire during the measurement)
 `
 }
 
-/** `kept`: the enqueue section of the BENCHMARKS.md being replaced, when this run did not measure it. */
-function markdown (results, kept = '') {
+/**
+ * `kept`: the enqueue section of the BENCHMARKS.md being replaced, when this run did not measure
+ * it; `keptEngines`: its engines section (written by the engines phase itself).
+ */
+function markdown (results, kept = '', keptEngines = '') {
   const env = results.environment
   const plan = results.plan
   const libNote = env.libChanged ? ', built from a working tree with uncommitted changes in `lib/`' : ''
@@ -378,7 +382,10 @@ function markdown (results, kept = '') {
 What the plugin costs next to writing the same thing by hand, measured in one run on one machine.
 Regenerate with \`npm run bench\` (about ${Math.ceil(results.durationSeconds / 60)} minutes); \`npm run bench -- --only callgrind\` runs the
 instruction counts alone (\`--variants sac-100,setimmediate-100\` for two of them), \`--quick\` a short trial; both write under
-\`bench/results/tmp/\` only.
+\`bench/results/tmp/\` only. Two phases need a redis-server (started by the phase itself) and are not part of a full run:
+\`npm run bench -- --only enqueue\` (the enqueue cost of a durable job) and \`npm run bench -- --only engines\` (about
+12 minutes: every engine against what a user would write instead, see "Engines side by side"); each writes its own section
+here.
 
 | | |
 | --- | --- |
@@ -406,7 +413,7 @@ ${wallRows}| Load average (1, 5, 15 min) | ${loadAverage(env.loadAverageStart)} 
 
 ${targetTable(results)}
 ${baselineSection(results)}${instructionSection(results)}${heapSection(results)}${wallclockSections(results)}
-${results.enqueue?.summary === undefined ? kept : `${enqueueSection(results)}\n`}## How it is measured
+${results.enqueue?.summary === undefined ? kept : `${enqueueSection(results)}\n`}${keptEngines}## How it is measured
 
 - Every variant runs in its own child process (\`bench/server.js\`) on 127.0.0.1. In the wall-clock phase all are
   started at once and idle while another one is loaded; rounds interleave the variants (A B C … then B C … A).
@@ -480,7 +487,7 @@ function writeReports (results) {
   written.push(path.relative(root, json))
   const md = out === null ? path.join(root, 'BENCHMARKS.md') : path.join(out, 'BENCHMARKS.md')
   const main = path.join(root, 'BENCHMARKS.md')
-  fs.writeFileSync(md, markdown(results, keptSection(main)))
+  fs.writeFileSync(md, markdown(results, keptSection(main), keptEnginesSection(main)))
   written.push(path.relative(root, md))
   // the enqueue phase runs on its own: its section goes into BENCHMARKS.md in place
   if (out !== null && results.enqueue?.summary !== undefined) {

@@ -12,6 +12,11 @@
 //   --only enqueue             the enqueue cost of durable jobs (not part of a full run: needs a
 //                              redis-server, which it starts itself; skipped when none is
 //                              installed); writes its section into BENCHMARKS.md
+//   --only engines             each durable engine against what a user would write instead
+//                              (BullMQ enqueue and worker, SQLite, memory): about 12 minutes, not
+//                              part of a full run; starts its own redis-server (its parts are
+//                              skipped when none is installed); writes bench/results/engines.json
+//                              and its section into BENCHMARKS.md
 //   --variants a,b             instruction-count variants to run (names as printed), e.g.
 //                              `--only callgrind --variants sac-100,setimmediate-100`
 //   --requests N               measured requests per instruction-count variant (4000, and 24000
@@ -33,6 +38,8 @@ const { runFixedRate } = require('./phases/fixed-rate')
 const { runHeap } = require('./phases/heap')
 const { runCallgrind } = require('./phases/callgrind')
 const { runEnqueue } = require('./phases/enqueue')
+const { runEngines } = require('./phases/engines')
+const { updateEngines } = require('./engines-report')
 const { environment } = require('./environment')
 const { targets } = require('./targets')
 const tracing = require('./tracing')
@@ -40,7 +47,7 @@ const { writeReports, instructionText } = require('./report')
 
 const PHASES = ['wallclock', 'callgrind', 'heap']
 // selectable with --only, not part of a full run
-const EXTRA_PHASES = ['enqueue']
+const EXTRA_PHASES = ['enqueue', 'engines']
 const tmpDir = path.join(__dirname, 'results', 'tmp')
 
 const { values: args } = parseArgs({
@@ -141,6 +148,7 @@ async function main () {
   const heapDone = only.includes('heap') ? timed('heap', () => runHeap({ tasks: plan.heapTasks, tmpDir, log })) : Promise.resolve(undefined)
   const callgrind = only.includes('callgrind') ? await timed('instruction counts', () => runCallgrind({ plan: callgrindPlan, log, variants: selectedInstructionVariants() })) : undefined
   const heap = await heapDone
+  const engines = only.includes('engines') ? await timed('engines', () => runEngines({ quick, tmpDir, log })) : undefined
   const enqueue = only.includes('enqueue') ? await timed('enqueue', () => runEnqueue({ rounds: quick ? 2 : 3, seconds: 2, warmupSeconds: plan.warmupSeconds, tmpDir, log })) : undefined
 
   const loadAverageEnd = os.loadavg()
@@ -164,7 +172,8 @@ async function main () {
     peak: wall?.peak,
     callgrind,
     heap,
-    enqueue
+    enqueue,
+    engines
   })
   results.targets = targets(results)
   if (callgrind?.variants !== undefined) log(`\n${instructionText(results)}`)
@@ -177,6 +186,7 @@ async function main () {
     if (name.endsWith('.log')) fs.rmSync(path.join(tmpDir, name))
   }
   const written = writeReports(results)
+  if (engines !== undefined) written.push(...updateEngines(results))
   log(`done in ${results.durationSeconds} s: ${written.join(', ')}`)
 }
 

@@ -3,6 +3,7 @@
 // One variant in its own process: `node bench/server.js <variant> <log file>`.
 // It answers the runner over IPC with its CPU time, request and task counts and memory.
 
+const path = require('node:path')
 const { setTimeout: sleep } = require('node:timers/promises')
 const Fastify = require('fastify')
 const fastifySendAndContinue = require('..')
@@ -15,22 +16,42 @@ const variant = byName(process.argv[2])
 const logFile = variant.loggerFile ?? process.argv[3]
 const count = { handled: 0, ...counters() }
 const dispatchMs = []
-// a durable variant's task runs in a worker, if any: here only its enqueue is measured
-const task = variant.queue ? fastifySendAndContinue.defineTask('bench-job', noop) : makeTask(variant.task, count)
+// a durable variant's job runs in a worker, if any (in this process with the memory engine and
+// sqlite's `work: true`): it only counts itself
+const task = variant.queue ? fastifySendAndContinue.defineTask('bench-job', completeJob) : makeTask(variant.task, count)
 
-function noop () {}
+function completeJob () {
+  count.completed++
+}
 
 function queueOptions () {
   if (!variant.queue) return {}
-  return { queue: { connection: { path: process.env.BENCH_REDIS_SOCKET }, tasks: [task] } }
+  const engine = variant.queue === true ? { engine: 'bullmq' } : variant.queue
+  if (engine.engine === 'bullmq') return { queue: { ...engine, connection: { path: process.env.BENCH_REDIS_SOCKET }, tasks: [task] } }
+  if (engine.engine === 'sqlite') return { queue: { ...engine, path: path.join(process.env.BENCH_SQLITE_DIR, `${variant.name}.db`), tasks: [task] } }
+  return { queue: { ...engine, tasks: [task] } }
+}
+
+/** The hand-written variants' own BullMQ queue, on a client with ioredis's defaults. */
+function handwrittenQueue (app) {
+  if (!variant.handler.startsWith('handwritten-bullmq')) return null
+  const { Queue } = require('bullmq')
+  const Redis = require('ioredis')
+  const connection = new Redis({ path: process.env.BENCH_REDIS_SOCKET, maxRetriesPerRequest: null })
+  const queue = new Queue('bench-handwritten', { connection })
+  app.addHook('onClose', async () => {
+    await queue.close()
+    connection.disconnect()
+  })
+  return queue
 }
 
 async function main () {
   const app = Fastify({ logger: variant.logger ? { level: 'info', file: logFile } : false })
   const extra = variant.tracing === undefined ? {} : await tracing.setup(app, variant.tracing)
   if (variant.plugin) await app.register(fastifySendAndContinue, { ...pluginOptions, ...extra, ...queueOptions() })
-  const route = routeFor(variant.handler, task, count, dispatchMs)
-  app.get('/', route.options, route.handler)
+  const route = routeFor(variant.handler, task, count, dispatchMs, handwrittenQueue(app))
+  app.route({ method: variant.method ?? 'GET', url: '/', ...route.options, handler: route.handler })
 
   // Every timed task of the last load has ended, so its CPU time lands in the window it belongs
   // to. Released tasks (variant.task.pending) stay pending by design: nothing to wait for.

@@ -135,6 +135,47 @@ const enqueueVariants = [
   }
 ]
 
+// Engines phase (bench/phases/engines.js, `--only engines`): every engine's web-side cost, each
+// next to what a user would write instead. POST with a small JSON body, 20 connections. The
+// BullMQ variants (`redis: true`) get the phase's redis-server socket (BENCH_REDIS_SOCKET), the
+// SQLite ones a file in the phase's temp dir (BENCH_SQLITE_DIR). `pair` is the row each one is
+// compared with, round by round.
+const BULL = { engine: 'bullmq' }
+const engineVariants = [
+  { name: 'eng-plain', label: 'plain `reply.send()`', handler: 'send', method: 'POST' },
+  { name: 'eng-in-process', label: '`sendAndContinue` + in-process no-op task', handler: 'sac-noop', method: 'POST', plugin: true, pair: 'eng-plain' },
+  {
+    name: 'eng-handwritten',
+    label: 'hand-written `await queue.add()`, then send',
+    summary: 'A BullMQ `Queue` of its own (ioredis defaults) and `await queue.add(name, { n }, { attempts: 1, removeOnComplete, removeOnFail })` with the plugin\'s bounds, then the answer.',
+    handler: 'handwritten-bullmq',
+    method: 'POST',
+    redis: true,
+    pair: 'eng-plain'
+  },
+  { name: 'eng-bullmq', label: '`sendAndContinue` + durable job, `bullmq` engine', handler: 'sac-durable', method: 'POST', plugin: true, queue: BULL, redis: true, pair: 'eng-handwritten' },
+  { name: 'eng-sqlite', label: '`sendAndContinue` + durable job, `sqlite` engine, `work: false`', handler: 'sac-durable', method: 'POST', plugin: true, queue: { engine: 'sqlite', work: false }, pair: 'eng-in-process' },
+  { name: 'eng-memory', label: '`sendAndContinue` + durable job, `memory` engine', handler: 'sac-durable', method: 'POST', plugin: true, queue: { engine: 'memory' }, pair: 'eng-in-process' },
+  { name: 'eng-plain-pino', label: 'plain `reply.send()`, pino', handler: 'send', method: 'POST', logger: true },
+  { name: 'eng-in-process-pino', label: '`sendAndContinue` + in-process no-op task, pino', handler: 'sac-noop', method: 'POST', plugin: true, logger: true, pair: 'eng-plain-pino' },
+  {
+    name: 'eng-handwritten-log-pino',
+    label: 'hand-written `await queue.add()` + one `request.log.info` line per job, then send, pino',
+    handler: 'handwritten-bullmq-log',
+    method: 'POST',
+    redis: true,
+    logger: true,
+    pair: 'eng-plain-pino'
+  },
+  { name: 'eng-bullmq-pino', label: '`sendAndContinue` + durable job, `bullmq` engine, pino', handler: 'sac-durable', method: 'POST', plugin: true, queue: BULL, redis: true, logger: true, pair: 'eng-handwritten-log-pino' }
+]
+
+// The engines phase's end-to-end rows: the app answers and runs its own jobs (`work: true`).
+const sqliteEndToEndVariants = [
+  { name: 'e2e-sqlite-normal', label: '`sqlite` engine, `work: true`, `synchronous: \'normal\'` (default: survives a process crash)', handler: 'sac-durable', method: 'POST', plugin: true, queue: { engine: 'sqlite', work: true, synchronous: 'normal' } },
+  { name: 'e2e-sqlite-full', label: '`sqlite` engine, `work: true`, `synchronous: \'full\'` (survives a power loss)', handler: 'sac-durable', method: 'POST', plugin: true, queue: { engine: 'sqlite', work: true, synchronous: 'full' } }
+]
+
 // Instruction-count phase (bench/phases/callgrind.js). A task here ends when the `pending`-th
 // later task starts, so exactly that many are pending whatever the server's speed under
 // valgrind (about 20 times slower than natively): 100 pending is what a 50 ms task leaves at
@@ -194,9 +235,9 @@ function instructionVariants ({ tracing = false } = {}) {
 function byName (name) {
   const found = name === probe.name
     ? probe
-    : variants.find((v) => v.name === name) ?? enqueueVariants.find((v) => v.name === name) ?? instructionVariants({ tracing: true }).find((v) => v.name === name)
+    : [...variants, ...enqueueVariants, ...engineVariants, ...sqliteEndToEndVariants].find((v) => v.name === name) ?? instructionVariants({ tracing: true }).find((v) => v.name === name)
   if (found === undefined) throw new Error(`unknown variant ${name}`)
   return found
 }
 
-module.exports = { variants, enqueueVariants, probe, pluginOptions, byName, instructionVariants, BASES, LIGHT, HEAVY, TASK_MS }
+module.exports = { variants, enqueueVariants, engineVariants, sqliteEndToEndVariants, probe, pluginOptions, byName, instructionVariants, BASES, LIGHT, HEAVY, TASK_MS }

@@ -1,15 +1,21 @@
 'use strict'
 
-// autocannon in this process: for `seconds`, or for a fixed `amount` of requests.
+// autocannon in this process: for `seconds`, or for a fixed `amount` of requests. GET / by
+// default; `post` sends that body as JSON with POST instead.
 
 const autocannon = require('autocannon')
 const { percentiles } = require('../stats')
 
-function runAutocannon (port, { seconds, amount, connections }) {
+function runAutocannon (port, { seconds, amount, connections, post }) {
   return new Promise((resolve, reject) => {
     // autocannon's own histogram keeps whole milliseconds; the raw times keep the fraction
     const latencies = []
     const options = { url: `http://127.0.0.1:${port}/`, connections }
+    if (post !== undefined) {
+      options.method = 'POST'
+      options.headers = { 'content-type': 'application/json' }
+      options.body = JSON.stringify(post)
+    }
     if (amount === undefined) options.duration = seconds
     else options.amount = amount
     const instance = autocannon(options, (err, result) => {

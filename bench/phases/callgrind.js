@@ -32,7 +32,9 @@ async function measureOne (variant, plan, dir) {
   })
   try {
     await server.ready
-    const load = (amount) => runAutocannon(server.port, { amount, connections: CONNECTIONS })
+    // the engines phase's variants answer POST with a small JSON body
+    const post = variant.method === 'POST' ? { n: 1 } : undefined
+    const load = (amount) => runAutocannon(server.port, { amount, connections: CONNECTIONS, post })
     await load(plan.warmup)
     await control(server.pid, '-i', 'on')
     await load(plan.countedWarmup)

@@ -88,4 +88,4 @@ async function runEnqueue ({ rounds, seconds, warmupSeconds, tmpDir, log }) {
   }
 }
 
-module.exports = { runEnqueue, SKIPPED }
+module.exports = { runEnqueue, redisCpuMicros, SKIPPED }
