@@ -151,10 +151,10 @@ async function fastifySendAndContinue (fastify: FastifyInstance, options: SendAn
     retryAfter: plugin.retryAfter,
     global: plugin.global,
     tracing: plugin.tracing,
+    responseLogLevel: plugin.responseLogLevel,
     queue: durable === null ? null : durable.settings.name
   })
   fastify.addHook('onClose', async function onClose (instance) {
-    // enqueues in flight first: a failed one may still run here ('run-local')
     // enqueues in flight first: a failed one may still run here ('run-local'); then the jobs this
     // process runs (memory, sqlite) drain beside the in-process tasks, in one line
     if (durable !== null) await durable.settle()

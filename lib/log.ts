@@ -98,6 +98,11 @@ export interface StartLine {
   retryAfter: number
   global: boolean
   tracing: boolean
+  /**
+   * The level of a finished response's close line. Below `info` (or `'silent'`), those lines may
+   * not be written: the report then cannot check finished responses for lost tasks.
+   */
+  responseLogLevel: string
   /** The durable queue's name, `null` without the `queue` option. */
   queue: string | null
 }

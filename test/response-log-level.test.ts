@@ -5,6 +5,10 @@ import { Readable } from 'node:stream'
 import Fastify from 'fastify'
 import sendAndContinue from '../lib/index'
 import type { SendAndContinueOptions } from '../lib/index'
+import { Summary } from '../lib/report/summary'
+import { renderText } from '../lib/report/text'
+import { renderHtml } from '../lib/report/html'
+import type { Report } from '../lib/report/types'
 import { build, deferred, listen, LogCollector } from './helpers'
 import type { Built } from './helpers'
 
@@ -68,4 +72,39 @@ test('responseLogLevel: anything but a pino level or \'silent\' is refused', asy
     code: 'FST_SAC_INVALID_OPTION',
     message: "fastify-send-and-continue: responseLogLevel should be 'fatal', 'error', 'warn', 'info', 'debug', 'trace' or 'silent', instead got 'verbose'"
   })
+})
+
+// the report reads what the plugin really wrote: its deferredStart line names the level
+function reportOf (logs: LogCollector): Report {
+  const summary = new Summary()
+  for (const line of logs.lines) summary.add(JSON.stringify(line), 'app.log')
+  return summary.result()
+}
+
+test('responseLogLevel: the report says finished responses could not be checked when their close lines were not written', async (t) => {
+  const { app, logs } = await build(t, { responseLogLevel: 'debug' })
+  app.get('/', (request, reply) => reply.sendAndContinue('ok', function work () {}))
+  await app.inject('/')
+  await app.sendAndContinue.drain()
+  t.match(logs.lines.find((line) => line.deferredStart !== undefined), { deferredStart: { responseLogLevel: 'debug' } })
+  const report = reportOf(logs)
+  t.same(report.unaccounted.unchecked, [{ responseLogLevel: 'debug', instances: 1 }])
+  t.match(renderText(report).replace(/\s+/g, ' '), /Finished responses not checked: plugin instances with responseLogLevel below 'info' logged no close line for them \(1 at 'debug'\)/)
+  t.match(renderHtml(report), /<p class="muted" id="unchecked" data-unchecked="1">Finished responses not checked/)
+})
+
+test('responseLogLevel: the report checks finished responses when their close lines were written after all (the logger at debug), or at info', async (t) => {
+  for (const options of [{ responseLogLevel: 'debug' as const }, {}]) {
+    const logs = new LogCollector()
+    const app = Fastify({ logger: { level: 'debug', stream: logs } })
+    t.teardown(() => app.close())
+    await app.register(sendAndContinue, options)
+    app.get('/', (request, reply) => reply.sendAndContinue('ok', function work () {}))
+    await app.inject('/')
+    await app.sendAndContinue.drain()
+    const report = reportOf(logs)
+    t.same(report.unaccounted.unchecked, [], JSON.stringify(options))
+    t.notMatch(renderText(report), /not checked/)
+    t.notMatch(renderHtml(report), /id="unchecked"/)
+  }
 })

@@ -1,5 +1,5 @@
 import { histogramChart, timelineChart, escapeHtml as esc } from './svg'
-import { formatCount, formatMs, formatRate, formatRequest, formatSource, formatStep, formatTime } from './text'
+import { formatCount, formatMs, formatRate, formatRequest, formatSource, formatStep, formatTime, uncheckedSummary } from './text'
 import { OUTCOMES, RAN_OUTCOMES } from './types'
 import type { FinalRef, Group, OutcomeCounts, Report, RequestRef } from './types'
 
@@ -322,6 +322,10 @@ export function renderHtml (report: Report): string {
         `<td class="text"><code>${esc(sample.route)}</code></td>${num(sample.tasks, `${formatCount(sample.tasks)} of ${formatCount(sample.announced)}`)}` +
         `<td class="text ids">${esc(formatSource(sample) || '-')}${sample.instance === null ? '' : `<br>instance ${esc(sample.instance)}`}</td>` +
         `<td class="text">${sample.shutdown ? 'yes: a bug, please report it' : 'no: crashed, killed, or still running'}</td></tr>`)), '</div>')
+  }
+  if (report.unaccounted.unchecked.length > 0) {
+    const instances = report.unaccounted.unchecked.reduce((total, { instances }) => total + instances, 0)
+    out.push(`<p class="muted" id="unchecked" data-unchecked="${instances}">${esc(uncheckedSummary(report).trim())}</p>`)
   }
 
   if (hasJobs) {

@@ -178,8 +178,12 @@ class GroupStats {
 
 interface RouteStats { responses: number, aborted: number, refused: number, unaccounted: number }
 
-function newLifetime (instance: string | null): Lifetime {
-  return { instance, shutdownAt: -1, open: new Map(), early: new Map() }
+/** Levels of a finished response's close line that an `info` logger does not write. */
+const QUIET_LEVELS = new Set(['debug', 'trace', 'silent'])
+
+function newLifetime (instance: string | null, responseLogLevel: unknown = 'info'): Lifetime {
+  const quiet = typeof responseLogLevel === 'string' && QUIET_LEVELS.has(responseLogLevel) ? responseLogLevel : null
+  return { instance, quiet, finished: false, shutdownAt: -1, open: new Map(), early: new Map() }
 }
 
 function byName (a: string, b: string): number {
@@ -237,6 +241,10 @@ interface Announced {
  */
 interface Lifetime {
   instance: string | null
+  /** Its `responseLogLevel` when below `info` or `'silent'`: finished responses may leave no close line. */
+  quiet: string | null
+  /** Whether a finished response's close line was read: then finished responses were logged. */
+  finished: boolean
   /** Where its last shutdown line was read, -1 before any. */
   shutdownAt: number
   open: Map<string, Announced>
@@ -265,6 +273,7 @@ export class Summary {
   #starts = 0
   #lifetimes = new Map<string, Lifetime>()
   #unaccounted = { afterShutdown: 0, withoutShutdown: 0, samples: [] as UnaccountedRef[] }
+  #unchecked = new Map<string, number>()
   #retries = 0
   #duplicates = 0
   #shutdowns: Array<Shutdown & { at: number }> = []
@@ -377,7 +386,7 @@ export class Summary {
     if (kind === 'start') {
       const ended = this.#lifetimes.get(process)
       if (ended !== undefined) this.#settle(ended)
-      this.#lifetimes.set(process, newLifetime(typeof start.instance === 'string' ? start.instance : null))
+      this.#lifetimes.set(process, newLifetime(typeof start.instance === 'string' ? start.instance : null, start.responseLogLevel))
       return
     }
     const lifetime = this.#lifetime(process)
@@ -387,6 +396,7 @@ export class Summary {
     } else if (kind === 'close') {
       const route = typeof deferred.route === 'string' ? deferred.route : '(unknown route)'
       const counted = this.#taskFilter === null && this.#inPeriod(time) && (this.#routeFilter === null || this.#routeFilter.has(route))
+      if (deferred.connection === 'finished') lifetime.finished = true
       const early = lifetime.early.get(reqId) ?? 0
       lifetime.early.delete(reqId)
       const announced = numberOr(deferred.tasks, 0)
@@ -422,6 +432,7 @@ export class Summary {
 
   /** A lifetime ended (its process started again, or the logs end): what it announced and never logged is lost. */
   #settle (lifetime: Lifetime): void {
+    if (lifetime.quiet !== null && !lifetime.finished) this.#unchecked.set(lifetime.quiet, (this.#unchecked.get(lifetime.quiet) ?? 0) + 1)
     for (const open of lifetime.open.values()) {
       if (!open.counted) continue
       const shutdown = lifetime.shutdownAt > open.at
@@ -616,6 +627,7 @@ export class Summary {
       unaccounted: {
         afterShutdown: this.#unaccounted.afterShutdown,
         withoutShutdown: this.#unaccounted.withoutShutdown,
+        unchecked: [...this.#unchecked].sort(([a], [b]) => byName(a, b)).map(([responseLogLevel, instances]) => ({ responseLogLevel, instances })),
         samples: this.#unaccounted.samples.map((sample) => ({ ...sample }))
       },
       routes,

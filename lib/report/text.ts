@@ -114,6 +114,10 @@ export function wrap (text: string, width: number): string {
 
 /** What became of the tasks the close lines announced. */
 function unaccountedSummary (report: Report): string {
+  return lostSummary(report) + uncheckedSummary(report)
+}
+
+function lostSummary (report: Report): string {
   const total = report.totals.unaccounted as number
   if (total === 0) return 'Unaccounted tasks: 0 (every task announced when its response closed logged its final line).'
   const { afterShutdown, withoutShutdown } = report.unaccounted
@@ -122,6 +126,14 @@ function unaccountedSummary (report: Report): string {
     afterShutdown > 0 ? `${formatCount(afterShutdown)} in a process that logged a shutdown afterwards (lost by the plugin: a bug worth reporting)` : ''
   ]
   return `Unaccounted tasks: ${formatCount(total)}, announced when their response closed and never logged a final line: ${parts.filter((part) => part !== '').join('; ')}.`
+}
+
+/** Instances whose finished responses left no close line to check. */
+export function uncheckedSummary (report: Report): string {
+  const { unchecked } = report.unaccounted
+  if (unchecked.length === 0) return ''
+  const levels = unchecked.map(({ responseLogLevel, instances }) => `${formatCount(instances)} at '${responseLogLevel}'`).join(', ')
+  return ` Finished responses not checked: plugin instances with responseLogLevel below 'info' logged no close line for them (${levels}), so tasks lost there cannot be found; aborted responses were checked.`
 }
 
 /** The terminal view of a report. */

@@ -219,6 +219,12 @@ export interface Report {
     afterShutdown: number
     /** No shutdown line afterwards: the process crashed or was killed, or the log ends while they still ran. */
     withoutShutdown: number
+    /**
+     * Plugin instances whose `responseLogLevel` was below `info` (or `'silent'`) and whose logs
+     * hold no finished response's close line: their finished responses could not be checked for
+     * lost tasks (aborted ones still were), by level.
+     */
+    unchecked: Array<{ responseLogLevel: string, instances: number }>
     /** The first few requests. */
     samples: UnaccountedRef[]
   }
