@@ -226,7 +226,7 @@ export class AttemptRunner {
     })
   }
 
-  #notRun (job: LeasedJob, outcome: 'cancelled', reason?: string): void {
+  #notRun (job: LeasedJob, outcome: 'cancelled'): void {
     const { queue, logger } = this.#options
     this.counts[outcome]++
     const payload = job.payload
@@ -245,7 +245,6 @@ export class AttemptRunner {
       attempt: job.attempt,
       queue
     }
-    if (reason !== undefined) line.reason = reason
     logTask(log, line)
   }
 

@@ -1,6 +1,6 @@
 import { test } from 'tap'
 import type { Test } from 'tap'
-import { EventEmitter } from 'node:events'
+import { EventEmitter, once } from 'node:events'
 import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -120,6 +120,128 @@ test('lease loop: a store that fails is logged, never thrown; renewals go on whi
   t.equal(await loop.close(0), true)
 })
 
+// A store whose take() and nextDue() answer when the test says: the loop's look and its schedule
+// can then be made to cross in every order
+class GatedStore extends MemoryStore implements JobStore {
+  takes = 0
+  renewals = 0
+  recoveries = 0
+  takeGate: Promise<void> | null = null
+  dues: Array<ReturnType<typeof deferred<void>>> = []
+  readonly asked = new EventEmitter()
+  override async take (owner: string, max: number): Promise<LeasedJob[]> {
+    this.takes++
+    if (this.takeGate !== null) await this.takeGate
+    return await super.take(owner, max)
+  }
+
+  override async renew (): Promise<string[]> {
+    this.renewals++
+    return []
+  }
+
+  override async recover (): Promise<LeasedJob[]> {
+    this.recoveries++
+    this.asked.emit('recover')
+    return []
+  }
+
+  override async nextDue (): Promise<number | null> {
+    const due = deferred<void>()
+    this.dues.push(due)
+    this.asked.emit('nextDue')
+    await due.promise
+    return null
+  }
+}
+
+function gatedLoop (store: GatedStore, recoverInterval = 60_000): LeaseLoop {
+  const logger = pino({ level: 'silent' })
+  const runner = new AttemptRunner({ tasks: new Map(), queue: 'q', engine: 'memory', logger, durable: true })
+  return new LeaseLoop({ store, runner, logger, owner: 'me', isDead: () => false, concurrency: 1, lockDuration: 2, pollInterval: POLL, recoverInterval })
+}
+
+async function nextDueAsked (store: GatedStore, count: number): Promise<void> {
+  while (store.dues.length < count) await once(store.asked, 'nextDue')
+}
+
+// the loop's look timers not cleared yet: the only timers set with the poll interval
+const POLL = 54_321
+
+function lookTimers (t: Test): Set<unknown> {
+  const pending = new Set<unknown>()
+  const { setTimeout: realSet, clearTimeout: realClear } = globalThis
+  globalThis.setTimeout = ((fn: () => void, ms?: number) => {
+    const timer = realSet(fn, ms)
+    if (ms === POLL) pending.add(timer)
+    return timer
+  }) as typeof setTimeout
+  globalThis.clearTimeout = ((timer?: NodeJS.Timeout) => {
+    pending.delete(timer)
+    realClear(timer)
+  }) as typeof clearTimeout
+  t.teardown(() => {
+    globalThis.setTimeout = realSet
+    globalThis.clearTimeout = realClear
+  })
+  return pending
+}
+
+function settled (): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve))
+}
+
+test('lease loop: the next due time arriving after close() schedules nothing', async (t) => {
+  const pending = lookTimers(t)
+  const store = new GatedStore('q')
+  const loop = gatedLoop(store)
+  loop.start()
+  await nextDueAsked(store, 1)
+  t.equal(await loop.close(0), true)
+  store.dues[0].resolve()
+  await settled()
+  t.equal(pending.size, 0, 'no look timer left behind')
+})
+
+test('lease loop: a due time arriving during a look is ignored, and one arriving after a newer one replaces its timer', async (t) => {
+  const pending = lookTimers(t)
+  const store = new GatedStore('q')
+  const loop = gatedLoop(store)
+  t.teardown(() => loop.close(0))
+  loop.start()
+  await nextDueAsked(store, 1)
+  // a look in progress (its take held): the first due time sets no timer, the look schedules anew
+  const held = deferred<void>()
+  store.takeGate = held.promise
+  loop.wake()
+  store.dues[0].resolve()
+  await settled()
+  t.equal(store.takes, 2)
+  t.equal(pending.size, 0, 'no timer while the look runs')
+  store.takeGate = null
+  held.resolve()
+  await nextDueAsked(store, 2)
+  // a second schedule while the second due time is pending: each answer sets the one look timer
+  loop.wake()
+  await nextDueAsked(store, 3)
+  store.dues[1].resolve()
+  await settled()
+  t.equal(pending.size, 1, 'the look timer')
+  store.dues[2].resolve()
+  await settled()
+  t.equal(pending.size, 1, 'still one: the later answer replaced it')
+})
+
+test('lease loop: with nothing running, the renewal timer renews nothing', async (t) => {
+  const store = new GatedStore('q')
+  const loop = gatedLoop(store, 5)
+  t.teardown(() => loop.close(0))
+  loop.start()
+  // the renewal timer fires every millisecond (lockDuration 2): a few recoveries later it has fired often
+  while (store.recoveries < 4) await once(store.asked, 'recover')
+  t.equal(store.renewals, 0)
+})
+
 test('attempt runner: a cancelled job below the logger\'s level is counted without a line', async (t) => {
   const logs = new LogCollector()
   const runner = new AttemptRunner({ tasks: new Map(), queue: 'q', engine: 'memory', logger: pino({ level: 'error' }, logs), durable: false })
@@ -166,22 +288,24 @@ test('createWorker({ engine: \'sqlite\' }) in this process: runs the file\'s job
   await second.close()
 })
 
-test('the worker command with --sqlite runs the file\'s jobs in this process until SIGTERM', async (t) => {
-  const path = await tempFile(t)
-  const record = defineTask('record', () => {})
-  const app = Fastify()
-  t.teardown(() => app.close())
-  await app.register(sendAndContinue, { queue: { engine: 'sqlite', path, work: false, tasks: [record] } })
-  app.post('/', (request, reply) => reply.sendAndContinue('ok', record.with({ ms: 1 })))
-  await app.inject({ method: 'POST', url: '/' })
+test('the worker command with --sqlite runs the file\'s jobs in this process until SIGTERM, with and without --synchronous', async (t) => {
+  for (const extra of [['--synchronous', 'full'], []]) {
+    const path = await tempFile(t)
+    const record = defineTask('record', () => {})
+    const app = Fastify()
+    t.teardown(() => app.close())
+    await app.register(sendAndContinue, { queue: { engine: 'sqlite', path, work: false, tasks: [record] } })
+    app.post('/', (request, reply) => reply.sendAndContinue('ok', record.with({ ms: 1 })))
+    await app.inject({ method: 'POST', url: '/' })
 
-  const logs = new LogCollector()
-  const signals = new EventEmitter()
-  const stderr = new Writable({ write (chunk, encoding, callback) { callback() } })
-  const exit = runWorker([join(__dirname, '..', 'fixtures', 'durable', 'tasks.cjs'), '--sqlite', path, '--synchronous', 'full', '--concurrency', '2'], { stdout: logs, stderr, signals })
-  await logs.until((lines) => finals(lines).length === 1)
-  t.match(logs.lines.find((line) => line.msg === 'durable worker started'), { engine: 'sqlite', queue: 'fastify-send-and-continue' })
-  signals.emit('SIGTERM')
-  t.equal(await exit, 0)
-  t.match(logs.lines.at(-1), { deferredShutdown: { drained: true, completed: 1 } })
+    const logs = new LogCollector()
+    const signals = new EventEmitter()
+    const stderr = new Writable({ write (chunk, encoding, callback) { callback() } })
+    const exit = runWorker([join(__dirname, '..', 'fixtures', 'durable', 'tasks.cjs'), '--sqlite', path, ...extra, '--concurrency', '2'], { stdout: logs, stderr, signals })
+    await logs.until((lines) => finals(lines).length === 1)
+    t.match(logs.lines.find((line) => line.msg === 'durable worker started'), { engine: 'sqlite', queue: 'fastify-send-and-continue' })
+    signals.emit('SIGTERM')
+    t.equal(await exit, 0)
+    t.match(logs.lines.at(-1), { deferredShutdown: { drained: true, completed: 1 } }, extra.join(' ') || 'no --synchronous')
+  }
 })
