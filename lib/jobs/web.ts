@@ -223,7 +223,7 @@ export class DurableWeb {
   // its jobs may run in a worker, should its add still reach the store. Only this enqueue's token
   // is cancelled: an earlier job with the same key, which its own client was promised, is untouched.
   #giveUp (records: JobRecord[], statusCode: number): void {
-    const token = records[0]?.payload.token
+    const token = records[0].payload.token
     if (token === undefined) return
     this.#uncertain.set(token, { jobs: records.length, statusCode })
     this.#cancel(token, statusCode)
