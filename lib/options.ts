@@ -6,8 +6,6 @@ import type { QueueOptions } from './jobs/options'
 import { checkAttempts, checkBackoff } from './backoff'
 import type { Backoff } from './backoff'
 
-/** Longest delay Node's timers accept; larger values would silently become 1 ms. */
-export { MAX_TIMEOUT } from './limits'
 import { MAX_TIMEOUT } from './limits'
 
 export type ClientAbortPolicy = 'run' | 'skip'

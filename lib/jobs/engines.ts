@@ -52,6 +52,8 @@ export async function startEngine (settings: QueueSettings, bounds: AppBounds, l
       runner,
       logger,
       owner: 'this-process',
+      // the memory store never asks: its leases live and die with this process
+      /* c8 ignore next */
       isDead: () => false,
       concurrency: bounds.concurrency,
       lockDuration: NEVER,

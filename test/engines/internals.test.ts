@@ -333,3 +333,26 @@ test('sqlite: a file locked past enqueueTimeout answers 503, logs the jobs dropp
   t.match(shutdown, { deferredShutdown: { drained: true, dropped: 1 } })
   t.equal(shutdown?.deferredShutdown?.mayStillRun, undefined, 'nothing may still run')
 })
+
+test('sqlite with work: true: drain() resolves once the app\'s own worker ran the jobs', async (t) => {
+  const path = await tempFile(t)
+  const gate = deferred<void>()
+  let ran = 0
+  const record = defineTask('record', async () => {
+    await gate.promise
+    ran++
+  })
+  const app = Fastify()
+  t.teardown(() => app.close())
+  await app.register(sendAndContinue, { queue: { engine: 'sqlite', path, tasks: [record] } })
+  app.post('/', (request, reply) => reply.code(202).sendAndContinue('ok', [record.with({ n: 1 }), record.with({ n: 2 })]))
+  t.equal((await app.inject({ method: 'POST', url: '/' })).statusCode, 202)
+  let drained = false
+  const drain = app.sendAndContinue.drain().then(() => { drained = true })
+  await new Promise((resolve) => setImmediate(resolve))
+  t.equal(drained, false, 'the jobs wait on the gate')
+  gate.resolve()
+  await drain
+  t.equal(ran, 2)
+  t.match(app.sendAndContinue.stats(), { completed: 2, running: 0 })
+})
