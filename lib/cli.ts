@@ -10,8 +10,10 @@ process.stdout.on('error', (err: NodeJS.ErrnoException) => {
 })
 
 const argv = process.argv.slice(2)
-// the worker loads BullMQ and ioredis, which the report (run with a small heap on big logs) does not need
+// the worker and status load their engine's driver, which the report (run with a small heap on big logs) does not need
 const run = argv[0] === 'worker'
   ? (require('./jobs/cli') as typeof import('./jobs/cli')).runWorker(argv.slice(1), { stdout: process.stdout, stderr: process.stderr, signals: process })
-  : main(argv, { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr })
+  : argv[0] === 'status'
+    ? (require('./jobs/status') as typeof import('./jobs/status')).runStatus(argv.slice(1), { stdout: process.stdout, stderr: process.stderr })
+    : main(argv, { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr })
 run.then((code) => { process.exitCode = code })

@@ -69,12 +69,54 @@ function attributesOf (message: TaskMessage, routeUrl: string | undefined): OTel
   return attributes
 }
 
+/** A durable job's queue, in OpenTelemetry's messaging terms. */
+export interface Destination {
+  /** `messaging.system`: the engine (`memory`, `sqlite`, `bullmq`). */
+  readonly system: string
+  /** `messaging.destination.name`: the queue's name. */
+  readonly name: string
+}
+
+function messagingAttributes (destination: Destination, operation: 'send' | 'process'): OTel.Attributes {
+  return {
+    'messaging.system': destination.system,
+    'messaging.destination.name': destination.name,
+    'messaging.operation.type': operation,
+    'messaging.operation.name': operation
+  }
+}
+
 /**
  * Opens the span of a task, child of `parent` (the context active when the task was registered),
- * starting now or at `startTime` (a `performance.now()` value).
+ * starting now or at `startTime` (a `performance.now()` value). A durable job's attempt, run from
+ * its queue (`destination`), is a CONSUMER span with the messaging attributes.
  */
-export function startSpan (parent: TraceContext, message: TaskMessage, routeUrl: string | undefined, startTime?: number): TaskSpan {
-  return tracer.startSpan(`deferred ${message.name}`, { attributes: attributesOf(message, routeUrl), startTime }, parent)
+export function startSpan (parent: TraceContext, message: TaskMessage, routeUrl: string | undefined, startTime?: number, destination?: Destination): TaskSpan {
+  const attributes = attributesOf(message, routeUrl)
+  let kind: OTel.SpanKind | undefined
+  if (destination !== undefined) {
+    Object.assign(attributes, messagingAttributes(destination, 'process'))
+    attributes['messaging.message.id'] = message.jobId
+    kind = (api as Api).SpanKind.CONSUMER
+  }
+  return tracer.startSpan(`deferred ${message.name}`, { kind, attributes, startTime }, parent)
+}
+
+/**
+ * Opens the PRODUCER span of an enqueue a response waits for (`send <queue>`, as the messaging
+ * conventions name it), child of `parent`: the context active in the response's onSend hook.
+ */
+export function startSendSpan (parent: TraceContext, destination: Destination, jobIds: readonly string[]): TaskSpan {
+  const attributes = messagingAttributes(destination, 'send')
+  if (jobIds.length === 1) attributes['messaging.message.id'] = jobIds[0]
+  else attributes['messaging.batch.message_count'] = jobIds.length
+  return tracer.startSpan(`send ${destination.name}`, { kind: (api as Api).SpanKind.PRODUCER, attributes }, parent)
+}
+
+/** Ends an enqueue's span: `ERROR` with the exception when the store did not take the jobs. */
+export function endSendSpan (span: TaskSpan, failed: boolean, error?: unknown): void {
+  if (failed) span.setStatus({ code: (api as Api).SpanStatusCode.ERROR, message: recordFailure(span, error) })
+  span.end()
 }
 
 /** Runs `fn(arg)` with `span` active, so the spans its code opens are children of it. */

@@ -2,8 +2,8 @@ import { performance } from 'node:perf_hooks'
 import { outcomeChannel, taskChannel } from './channels'
 import type { TaskMessage } from './channels'
 import { round } from './log'
-import { activeContext, endSpan, extractTraceContext, loadApi, runInSpan, startSpan } from './otel'
-import type { TaskSpan, TraceContext } from './otel'
+import { activeContext, endSpan, extractTraceContext, loadApi, runInSpan, startSendSpan, startSpan } from './otel'
+import type { Destination, TaskSpan, TraceContext } from './otel'
 import type { ConnectionStatus, DeferredTask, DropReason, Outcome, RequestSnapshot, TaskContext } from './types'
 
 // What the core calls at four points of a task's life (registered, started, returned a promise,
@@ -11,7 +11,8 @@ import type { ConnectionStatus, DeferredTask, DropReason, Outcome, RequestSnapsh
 // diagnostics channels and make the task's span. Without subscribers and without a registered
 // tracer provider, each call is a check and no allocation.
 
-export { extractTraceContext, injectTraceContext } from './otel'
+export { endSendSpan as traceSendEnded, extractTraceContext, injectTraceContext } from './otel'
+export type { Destination, TaskSpan } from './otel'
 
 /** What the hooks read from a task. */
 export interface TracedTask {
@@ -28,6 +29,8 @@ export interface TracedTask {
   /** A durable job's attempt: BullMQ's job id and the attempt (1-based); the attempt also for a task with `attempts > 1`. */
   readonly jobId?: string
   readonly attempt?: number
+  /** A durable job's attempt: the queue it was taken from; its span is then a CONSUMER span. */
+  readonly destination?: Destination
 }
 
 /** A task's tracing state: its span and channel message. */
@@ -102,7 +105,7 @@ export function traceStarted (task: TracedTask, queuedAt: number, startedAt: num
   }
   trace.published = published
   const message = trace.message = messageOf(task, round(startedAt - queuedAt))
-  if (trace.parent !== null) trace.span = startSpan(trace.parent, message, task.work.request.routeUrl)
+  if (trace.parent !== null) trace.span = startSpan(trace.parent, message, task.work.request.routeUrl, undefined, task.destination)
   return trace
 }
 
@@ -170,7 +173,16 @@ function neverRan (task: TracedTask, trace: TaskTrace | null, outcome: Outcome, 
   // a task that never started has a state only from its registration, which had a span context;
   // one waiting out a backoff may have a state made for the channels alone (no span context)
   if (trace !== null && trace.parent !== null) {
-    endSpan(startSpan(trace.parent as TraceContext, message, task.work.request.routeUrl, now), message, task.timeoutMs, now)
+    endSpan(startSpan(trace.parent as TraceContext, message, task.work.request.routeUrl, now, task.destination), message, task.timeoutMs, now)
   }
   if (outcomeChannel.hasSubscribers) outcomeChannel.publish(message)
+}
+
+/**
+ * A response starts waiting for the enqueue of its durable jobs (in its onSend hook): opens the
+ * enqueue's PRODUCER span, child of the active span. `null` when nothing is traced.
+ */
+export function traceSendStarted (destination: Destination, jobIds: readonly string[]): TaskSpan | null {
+  const parent = activeContext()
+  return parent === null ? null : startSendSpan(parent, destination, jobIds)
 }

@@ -59,11 +59,12 @@ async function tempDir (t: Test): Promise<string> {
   return dir
 }
 
-test('the bare command\'s help mentions worker', async (t) => {
+test('the bare command\'s help lists report, worker and status', async (t) => {
   const bare = await run([])
-  t.same(bare, { code: 2, stdout: COMMANDS, stderr: '' }, 'no command: both commands, and a usage error status')
-  t.match(bare.stdout, /\n {2}report \[options\] \[file \.\.\.\] +summarise[^\n]*\n {2}worker <tasks-module> --redis <url>/)
-  t.match(bare.stdout, 'fastify-send-and-continue worker --help')
+  t.same(bare, { code: 2, stdout: COMMANDS, stderr: '' }, 'no command: every command, and a usage error status')
+  t.match(bare.stdout, /\n {2}report \[options\] \[file \.\.\.\] +summarise[^\n]*\n {2}worker <tasks-module> --sqlite <file> [^\n]*\n {2}worker <tasks-module> --redis <url> /)
+  t.match(bare.stdout, /\n {2}status --sqlite <file> \| --redis <url> +show a durable queue/)
+  t.match(bare.stdout, 'fastify-send-and-continue <command> --help')
 })
 
 test('help and usage errors', async (t) => {

@@ -1,7 +1,7 @@
 import t, { test } from 'tap'
 import type { Test } from 'tap'
 import diagnostics from 'node:diagnostics_channel'
-import { SpanStatusCode } from '@opentelemetry/api'
+import { SpanKind, SpanStatusCode } from '@opentelemetry/api'
 import type { Queue } from 'bullmq'
 import { Redis } from 'ioredis'
 import type { TaskMessage } from '../lib/channels'
@@ -127,6 +127,8 @@ test('in createWorker(): the line, stats(), a zero-length failed span in the req
   t.equal(parentOf(span), parentId, 'child of the span active at registration')
   t.same(span.duration, [0, 0], 'zero-length: nothing ran here')
   t.match(span.attributes, { 'deferred.outcome': 'failed', 'deferred.job_id': jobId, 'deferred.attempt': 1, 'error.type': 'UnrecoverableError' })
+  t.equal(span.kind, SpanKind.CONSUMER, 'an attempt taken from the queue, as the runs it stands for')
+  t.match(span.attributes, { 'messaging.system': 'bullmq', 'messaging.destination.name': 'fastify-send-and-continue', 'messaging.operation.type': 'process', 'messaging.message.id': jobId })
   t.same(span.status, { code: SpanStatusCode.ERROR, message: `failed: ${STALLED}` })
   t.match(messages, [{ name: 'block', outcome: 'failed', jobId, attempt: 1, requestId: 'req-1', durationMs: 0, error: { message: STALLED } }])
   t.equal(messages.length, 1, 'one outcome message, for the job that never ran here')

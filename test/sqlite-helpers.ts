@@ -63,6 +63,7 @@ export interface Row {
   lock_until: number | null
   finished_at: number | null
   outcome: string | null
+  error: string | null
 }
 
 export function rowOf (db: Database.Database, id: string): Row | undefined {

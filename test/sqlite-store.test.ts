@@ -12,6 +12,7 @@ import { loadSqlite } from '../lib/engines/sqlite/binding'
 import type { Load } from '../lib/engines/sqlite/binding'
 import { APPLICATION_ID, SCHEMA_VERSION } from '../lib/engines/sqlite/schema'
 import { KEEP_COMPLETED, KEEP_FAILED } from '../lib/engines/sqlite/store'
+import { STALLED_MESSAGE } from '../lib/jobs/lease-loop'
 import { envWithoutCoverage } from './child-env'
 import { counting, job, makeStore, peek, QUEUE, rowOf, startChild, tempDir } from './sqlite-helpers'
 
@@ -43,8 +44,15 @@ test('loadSqlite: better-sqlite3 when installed, node:sqlite when not, else FST_
   t.same(db.prepare('SELECT 1 + ? AS n').get(1), { n: 2 }, 'the real binding opens a file')
   db.close()
 
-  class DatabaseSync { constructor (readonly path: string) {} }
-  t.same(loadSqlite('w', without({ DatabaseSync }))('x.db'), { path: 'x.db' }, 'node:sqlite when better-sqlite3 is missing')
+  class DatabaseSync { constructor (readonly path: string, readonly options?: object) {} }
+  t.same(loadSqlite('w', without({ DatabaseSync }))('x.db'), { path: 'x.db', options: undefined }, 'node:sqlite when better-sqlite3 is missing')
+  t.same(loadSqlite('w', without({ DatabaseSync }), true)('x.db'), { path: 'x.db', options: { readOnly: true } }, 'read-only, for the status command')
+
+  const readOnly = loadSqlite('status', require, true)
+  t.throws(() => readOnly(join(dir, 'missing.db')), { code: 'SQLITE_CANTOPEN' }, 'read-only opens existing files only')
+  const existing = readOnly(join(dir, 'a.db'))
+  t.throws(() => existing.exec('CREATE TABLE t (x)'), { code: 'SQLITE_READONLY' }, 'and never writes')
+  existing.close()
 
   t.throws(() => loadSqlite('createWorker()', without()), {
     code: 'FST_SAC_MISSING_DRIVER',
@@ -253,10 +261,12 @@ test('take leases due jobs oldest first; finish, nextDue', async (t) => {
   t.ok((rowOf(db, 'a')?.finished_at as number) >= before)
   t.equal(await store.finish('me', 'a', 'completed'), false, 'finished already')
   t.equal(await store.finish('someone else', 'b', 'failed'), false, 'not the owner')
-  t.equal(await store.finish('me', 'b', 'failed'), true)
-  t.match(rowOf(db, 'b'), { state: 'failed', outcome: 'failed', attempts_made: 1 })
-  t.equal(await store.finish('me', 'c', 'timeout'), true)
+  t.equal(await store.finish('me', 'b', 'failed', 'card declined'), true)
+  t.match(rowOf(db, 'b'), { state: 'failed', outcome: 'failed', attempts_made: 1, error: 'card declined' })
+  t.equal(await store.finish('me', 'c', 'timeout', 'x'.repeat(5000)), true)
   t.match(rowOf(db, 'c'), { state: 'failed', outcome: 'timeout', attempts_made: 1 })
+  t.equal(rowOf(db, 'c')?.error, 'x'.repeat(1000), 'the message is kept up to 1,000 characters')
+  t.equal(rowOf(db, 'a')?.error, null, 'a completed job has none')
   t.equal(await store.finish('me', 'nope', 'completed'), false, 'unknown job')
 })
 
@@ -344,7 +354,7 @@ test('recover: a dead owner gives its jobs back at once; a second lost run fails
   const failed = await store.recover(isDead)
   t.same(failed, [{ id: 'a', name: 'send', payload: job('a').payload, attempt: 1, attempts: 3, backoff: 5, delay: 0 }],
     'a: lost twice, failed and answered for its final line')
-  t.match(rowOf(db, 'a'), { state: 'failed', outcome: 'stalled', stalled: 2, owner: null })
+  t.match(rowOf(db, 'a'), { state: 'failed', outcome: 'stalled', stalled: 2, owner: null, error: STALLED_MESSAGE })
   t.ok(rowOf(db, 'a')?.finished_at)
   t.match(rowOf(db, 'b'), { state: 'waiting', stalled: 1, attempts_made: 1 }, 'b: lost once')
 })
@@ -424,25 +434,6 @@ test('recover prunes, at most every few seconds', async (t) => {
   finished(db, 'completed', 1, old)
   await store.recover(() => false)
   t.equal(ids(db, 'completed').length, 1, 'not again right away')
-})
-
-test('counts: per state and task, the longest a due job waits, the newest failed jobs', async (t) => {
-  const { store, db } = await opened(t)
-  t.same(await store.counts(), { states: { waiting: 0, active: 0, completed: 0, failed: 0 }, tasks: [], oldestWaitingMs: null, failed: [] })
-  await store.enqueue([job('a'), job('b'), job('c', { task: 'other' }), job('d', { delay: 60_000 })], 1000)
-  db.prepare("UPDATE jobs SET run_at = run_at - 5000 WHERE id = 'b'").run()
-  await store.take('me', 1, 1000)
-  finished(db, 'failed', 7, 1000)
-  finished(db, 'completed', 2, 1000)
-  const counts = await store.counts()
-  t.same(counts.states, { waiting: 3, active: 1, completed: 2, failed: 7 })
-  t.same(counts.tasks, [
-    { task: 'other', waiting: 1, active: 0, completed: 0, failed: 0 },
-    { task: 'send', waiting: 2, active: 1, completed: 2, failed: 7 }
-  ])
-  t.ok((counts.oldestWaitingMs as number) >= 0 && (counts.oldestWaitingMs as number) < 1000, 'a waits since it was added (b was taken, d is not due)')
-  t.same(counts.failed.map((failed) => failed.id), ['failed-1000-6', 'failed-1000-5', 'failed-1000-4', 'failed-1000-3', 'failed-1000-2'])
-  t.match(counts.failed[0], { task: 'send', outcome: 'failed', attemptsMade: 0, finishedAt: Number })
 })
 
 test('group commit: the enqueue() calls of one event-loop turn share one transaction', async (t) => {

@@ -73,8 +73,11 @@ export interface JobStore {
   take (owner: string, max: number, lockDuration: number): Promise<LeasedJob[]>
   /** Extends `owner`'s leases of `ids` by `lockDuration` ms; answers the ids whose lease was lost. */
   renew (owner: string, ids: readonly string[], lockDuration: number): Promise<string[]>
-  /** The attempt ended the job for good: kept for the retention (keys, then pruned). (`'cancelled'` only from an engine that keeps nothing across processes.) */
-  finish (owner: string, id: string, outcome: 'completed' | 'failed' | 'timeout' | 'cancelled'): Promise<boolean>
+  /**
+   * The attempt ended the job for good: kept for the retention (keys, then pruned). (`'cancelled'`
+   * only from an engine that keeps nothing across processes.) `error`: the message of a failed one.
+   */
+  finish (owner: string, id: string, outcome: 'completed' | 'failed' | 'timeout' | 'cancelled', error?: string): Promise<boolean>
   /** The attempt failed and the job runs again after `delayMs` as the next attempt. */
   retry (owner: string, id: string, delayMs: number): Promise<boolean>
   /** Gives the job back without counting the run (the worker is closing): due at once, same attempt. */

@@ -5,7 +5,7 @@ import { describe, FST_SAC_UNKNOWN_TASK } from '../errors'
 import { isLevelEnabled, logGivenUp, logTask, round, TASK_LEVELS } from '../log'
 import type { TaskLine } from '../log'
 import { runTraced, traceEnded, traceJobRegistered, traceReturned, traceStarted } from '../tracing'
-import type { TracedTask } from '../tracing'
+import type { Destination, TracedTask } from '../tracing'
 import { zeroOutcomes } from '../types'
 import type { Outcome, TaskContext } from '../types'
 import type { EngineName, LeasedJob } from '../engines/types'
@@ -66,11 +66,14 @@ export class AttemptRunner {
   readonly #runs = new Set<Run>()
   readonly #options: AttemptRunnerOptions
   readonly #known: string
+  // the attempts' spans are CONSUMER spans of this queue
+  readonly #destination: Destination
   #retrying = 0
 
   constructor (options: AttemptRunnerOptions) {
     this.#options = options
     this.#known = [...options.tasks.keys()].join(', ')
+    this.#destination = { system: options.engine, name: options.queue }
   }
 
   get running (): number { return this.#runs.size }
@@ -196,7 +199,8 @@ export class AttemptRunner {
         work: { route: payload.route, request: payload.request, connection: payload.connection, statusCode: payload.statusCode },
         trace: traceJobRegistered(payload.trace),
         jobId: job.id,
-        attempt: job.attempt
+        attempt: job.attempt,
+        destination: this.#destination
       }
       traceEnded(traced, 'failed', err, undefined, performance.now() - queuedMs, 0)
     } catch (error) {
@@ -260,7 +264,8 @@ export class AttemptRunner {
       work: { route: payload.route, request: payload.request, connection: payload.connection, statusCode: payload.statusCode },
       trace: traceJobRegistered(payload.trace),
       jobId: job.id,
-      attempt: job.attempt
+      attempt: job.attempt,
+      destination: this.#destination
     }
     const startedAt = performance.now()
     const queuedAt = startedAt - queuedMs

@@ -158,7 +158,7 @@ export class LeaseLoop {
         await store.finish(owner, job.id, 'completed')
         return
       case 'failed':
-        await store.finish(owner, job.id, decision.outcome)
+        await store.finish(owner, job.id, decision.outcome, decision.err.message)
         return
       case 'retry':
         await store.retry(owner, job.id, decision.delayMs)

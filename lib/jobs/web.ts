@@ -4,7 +4,8 @@ import type { FastifyBaseLogger, FastifyInstance, FastifyReply, FastifyRequest }
 import { describe, FST_SAC_INVALID_OPTION, FST_SAC_NO_QUEUE, FST_SAC_UNKNOWN_TASK } from '../errors'
 import { isLevelEnabled, logFallback, logTask, round, TASK_LEVELS } from '../log'
 import type { TaskLine } from '../log'
-import { injectTraceContext } from '../tracing'
+import { injectTraceContext, traceSendEnded, traceSendStarted } from '../tracing'
+import type { Destination } from '../tracing'
 import type { ConnectionStatus, DeferredTask, RequestSnapshot, TaskContext } from '../types'
 import type { Engine, JobRecord } from '../engines/types'
 import { zeroOutcomes } from '../types'
@@ -94,7 +95,9 @@ export class DurableWeb {
   readonly #retryAfter: string
   readonly #runLocal: RunLocal
   readonly #tracing: boolean
-  readonly #inFlight = new Set<Promise<void>>()
+  // the enqueue spans' messaging.system and messaging.destination.name
+  readonly #destination: Destination
+  readonly #inFlight = new Set<Promise<unknown>>()
   #enqueued = 0
   #enqueueing = 0
   #enqueueFailed = 0
@@ -112,6 +115,7 @@ export class DurableWeb {
     this.#retryAfter = String(retryAfter)
     this.#runLocal = runLocal
     this.#tracing = tracing
+    this.#destination = { system: engine.name, name: engine.queue }
   }
 
   /** Validates the `queue` option, starts its engine (checks the store), and adds the onSend hook that enqueues. */
@@ -120,10 +124,12 @@ export class DurableWeb {
     const { engine, worker } = await startEngine(settings, bounds, fastify.log)
     const durable = new DurableWeb(settings, engine, worker, retryAfter, runLocal, tracing)
     fastify.decorateReply(kPending, null)
-    fastify.addHook('onSend', function onSend (request: FastifyRequest, reply: FastifyReply, payload: unknown, done: OnSendDone) {
+    // Returns the enqueue's promise when the response waits for one (Fastify takes the payload it
+    // resolves to), so a tracing instrumentation's span of this hook lasts as long as the wait.
+    fastify.addHook('onSend', function enqueueDurableJobs (request: FastifyRequest, reply: FastifyReply, payload: unknown, done: OnSendDone) {
       const pending = (reply as ReplyWithJobs)[kPending]
       if (pending === null || pending.flushed) return done(null, payload)
-      durable.#flush(reply, pending, payload, done)
+      return durable.#flush(reply, pending, payload)
     })
     return durable
   }
@@ -186,15 +192,16 @@ export class DurableWeb {
     })
   }
 
-  #flush (reply: FastifyReply, pending: Pending, payload: unknown, done: OnSendDone): void {
+  /** Enqueues the jobs the response waits for; resolves to the payload to send. */
+  #flush (reply: FastifyReply, pending: Pending, payload: unknown): Promise<unknown> {
     pending.flushed = true
     const records = this.#records(reply, pending.info, pending.jobs)
-    this.#track(this.#enqueue(pending.info, records).then((err) => {
-      if (err === null) return done(null, payload)
+    return this.#track(this.#enqueue(pending.info, records, true).then((err) => {
+      if (err === null) return payload
       this.#giveUp(records, this.settings.onEnqueueError === 'run-local' ? reply.statusCode : 503)
       if (this.settings.onEnqueueError === 'run-local') {
         this.#fallBack(reply, pending.info, pending.jobs, records, err)
-        return done(null, payload)
+        return payload
       }
       // the line carries the status the client gets
       this.#drop(pending.info, records, 'enqueue-failed', err, 503)
@@ -204,14 +211,14 @@ export class DurableWeb {
       reply.removeHeader('content-length')
       reply.removeHeader('content-encoding')
       reply.code(503).header('retry-after', this.#retryAfter).header('content-type', 'application/json; charset=utf-8')
-      done(null, SERVICE_UNAVAILABLE)
+      return SERVICE_UNAVAILABLE
     }))
   }
 
   // Registered after the headers went out: nothing waits for it, a failure is only logged.
   #enqueueNow (reply: FastifyReply, info: RequestInfo, jobs: Taken[]): void {
     const records = this.#records(reply, info, jobs)
-    this.#track(this.#enqueue(info, records).then((err) => {
+    this.#track(this.#enqueue(info, records, false).then((err) => {
       if (err === null) return
       this.#giveUp(records, reply.statusCode)
       if (this.settings.onEnqueueError === 'run-local') this.#fallBack(reply, info, jobs, records, err)
@@ -241,13 +248,17 @@ export class DurableWeb {
     })
   }
 
-  #track (promise: Promise<void>): void {
+  #track<T> (promise: Promise<T>): Promise<T> {
     this.#inFlight.add(promise)
     promise.finally(() => { this.#inFlight.delete(promise) })
+    return promise
   }
 
-  /** Adds the jobs; resolves with the error instead of rejecting. */
-  async #enqueue (info: RequestInfo, given: JobRecord[]): Promise<unknown> {
+  /**
+   * Adds the jobs; resolves with the error instead of rejecting. `waited`: the response waits for
+   * it (it gets a span, child of the span active in the onSend hook).
+   */
+  async #enqueue (info: RequestInfo, given: JobRecord[], waited: boolean): Promise<unknown> {
     let records = given
     const room = this.worker === null ? Infinity : this.worker.room() - this.#enqueueing
     if (room < records.length) {
@@ -259,6 +270,7 @@ export class DurableWeb {
     }
     const count = records.length
     this.#enqueueing += count
+    const span = waited && this.#tracing ? traceSendStarted(this.#destination, records.map(jobIdOf)) : null
     const started = performance.now()
     try {
       // after app.close() closed the connection, a request still running has no queue
@@ -267,8 +279,10 @@ export class DurableWeb {
     } catch (err) {
       this.#enqueueing -= count
       this.#enqueueFailed += count
+      if (span !== null) traceSendEnded(span, true, err)
       return err
     }
+    if (span !== null) traceSendEnded(span, false)
     this.#enqueueing -= count
     this.#enqueued += count
     this.worker?.wake()
@@ -356,6 +370,10 @@ export class DurableWeb {
     await this.#engine.close()
     return { drained, mayStillRun }
   }
+}
+
+function jobIdOf (record: JobRecord): string {
+  return record.jobId
 }
 
 /** How many durable jobs the request of `reply` registered (its close line's `jobs`). */

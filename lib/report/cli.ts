@@ -11,14 +11,17 @@ import { renderText, formatCount } from './text'
 import { OUTCOMES } from './types'
 import type { ReportOutcome } from './types'
 
-/** What the bare command (and `--help`) prints: both commands. */
+/** What the bare command (and `--help`) prints: every command. */
 export const COMMANDS = `Usage: fastify-send-and-continue <command> [options]
 
 Commands:
-  report [options] [file ...]                  summarise the deferred work in pino logs
-  worker <tasks-module> --redis <url> [...]    run durable jobs (defineTask) from Redis in this process
+  report [options] [file ...]               summarise the deferred work in pino logs
+  worker <tasks-module> --sqlite <file>     run durable jobs (defineTask) in this process,
+  worker <tasks-module> --redis <url>       from a SQLite file or from BullMQ on Redis
+  status --sqlite <file> | --redis <url>    show a durable queue: jobs per state and per task,
+                                            the oldest waiting job, the newest failed ones
 
-Run "fastify-send-and-continue report --help" or "fastify-send-and-continue worker --help" for the options.
+Run "fastify-send-and-continue <command> --help" for a command's options.
 `
 
 export const USAGE = `Usage: fastify-send-and-continue report [options] [file ...]

@@ -1,7 +1,8 @@
 import type { Redis } from 'ioredis'
 import { describe, FST_SAC_REDIS_EVICTION, FST_SAC_REDIS_UNREACHABLE } from '../../errors'
 
-function waitReady (client: Redis, timeout: number): Promise<void> {
+/** Resolves once `client` is ready; rejects with its last error (or 'no answer') after `timeout` ms. */
+export function waitReady (client: Redis, timeout: number): Promise<void> {
   return new Promise((resolve, reject) => {
     let lastError: Error | null = null
     function onError (err: Error): void { lastError = err }

@@ -8,7 +8,8 @@ export const SCHEMA_VERSION = 1
 
 // Several queues may share one file, hence the (queue, id) key. Times are epoch ms. `run_at`
 // orders and gates the waiting jobs; `attempts_made` counts failed attempts, `stalled` runs lost
-// with their process. `outcome` keeps why a failed job failed ('failed', 'timeout', 'stalled').
+// with their process. `outcome` keeps why a failed job failed ('failed', 'timeout', 'stalled'),
+// `error` the message of its last attempt's error, for the status command.
 // A rowid table (not WITHOUT ROWID): rows carry a payload of any size, and the rowid breaks ties
 // between jobs due in the same millisecond in the order they were added.
 export const SCHEMA = `
@@ -28,6 +29,7 @@ CREATE TABLE IF NOT EXISTS jobs (
   lock_until INTEGER,
   finished_at INTEGER,
   outcome TEXT,
+  error TEXT,
   created_at INTEGER NOT NULL,
   PRIMARY KEY (queue, id)
 );

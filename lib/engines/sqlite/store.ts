@@ -1,6 +1,7 @@
 import { mkdirSync } from 'node:fs'
 import { dirname } from 'node:path'
 import { describe, FST_SAC_SQLITE_FOREIGN, FST_SAC_SQLITE_PATH, FST_SAC_SQLITE_SCHEMA, isSendAndContinueError } from '../../errors'
+import { STALLED_MESSAGE } from '../../jobs/lease-loop'
 import type { Engine, JobRecord, JobStore, LeasedJob } from '../types'
 import { loadSqlite } from './binding'
 import type { OpenSqlite, SqliteConnection, SqliteStatement, SqliteValue } from './binding'
@@ -15,7 +16,8 @@ const PRUNE_EVERY = 5000
 // at most this many rows per state and rule in one prune, so its transaction stays short even
 // after a long outage; the rest goes on the next prunes
 const PRUNE_BATCH = 10_000
-const FAILED_SHOWN = 5
+// the longest error message kept with a failed job; the log line has it whole
+const ERROR_LENGTH = 1000
 
 export interface SqliteStoreOptions {
   /** The database file; its folder is created when missing. */
@@ -33,17 +35,6 @@ export interface SqliteStoreOptions {
 }
 
 export type JobState = 'waiting' | 'active' | 'completed' | 'failed'
-
-/** Read-only counts of one queue, for a status command. */
-export interface SqliteCounts {
-  states: Record<JobState, number>
-  /** One entry per task name that has jobs, sorted by name. */
-  tasks: Array<{ task: string } & Record<JobState, number>>
-  /** How long the waiting job due longest ago has been due, in ms; `null` when none is due. */
-  oldestWaitingMs: number | null
-  /** The newest failed jobs (a few). */
-  failed: Array<{ id: string, task: string, outcome: string, attemptsMade: number, finishedAt: number }>
-}
 
 interface JobRow {
   id: string
@@ -71,7 +62,7 @@ const TAKE = `UPDATE jobs SET state = 'active', owner = ?, lock_until = ?
   RETURNING ${COLUMNS}, run_at, rowid AS seq`
 const HELD = "queue = ? AND id = ? AND state = 'active' AND owner = ?"
 const RENEW = `UPDATE jobs SET lock_until = ? WHERE ${HELD}`
-const FINISH = `UPDATE jobs SET state = ?, outcome = ?, attempts_made = attempts_made + ?, finished_at = ?, owner = NULL, lock_until = NULL WHERE ${HELD}`
+const FINISH = `UPDATE jobs SET state = ?, outcome = ?, error = ?, attempts_made = attempts_made + ?, finished_at = ?, owner = NULL, lock_until = NULL WHERE ${HELD}`
 const RETRY = `UPDATE jobs SET state = 'waiting', attempts_made = attempts_made + 1, run_at = ?, owner = NULL, lock_until = NULL WHERE ${HELD}`
 // the job keeps its run_at (it was due when taken), hence its place among the due jobs
 const RELEASE = `UPDATE jobs SET state = 'waiting', owner = NULL, lock_until = NULL WHERE ${HELD}`
@@ -81,6 +72,7 @@ const STALL = `UPDATE jobs SET stalled = stalled + 1,
     state = CASE WHEN stalled >= 1 THEN 'failed' ELSE 'waiting' END,
     outcome = CASE WHEN stalled >= 1 THEN 'stalled' END,
     finished_at = CASE WHEN stalled >= 1 THEN ? END,
+    error = CASE WHEN stalled >= 1 THEN ? END,
     owner = NULL, lock_until = NULL
   WHERE ${HELD} AND lock_until = ?
   RETURNING ${COLUMNS}, state`
@@ -157,9 +149,10 @@ export class SqliteStore implements Engine, JobStore {
     return this.#write(() => ids.filter((id) => changes(this.#statement(RENEW).run(until, this.queue, id, owner)) === 0))
   }
 
-  async finish (owner: string, id: string, outcome: 'completed' | 'failed' | 'timeout'): Promise<boolean> {
+  async finish (owner: string, id: string, outcome: 'completed' | 'failed' | 'timeout', error?: string): Promise<boolean> {
     const failed = outcome === 'completed' ? 0 : 1
-    return this.#change(FINISH, failed === 0 ? 'completed' : 'failed', outcome, failed, Date.now(), this.queue, id, owner)
+    const message = error === undefined ? null : error.slice(0, ERROR_LENGTH)
+    return this.#change(FINISH, failed === 0 ? 'completed' : 'failed', outcome, message, failed, Date.now(), this.queue, id, owner)
   }
 
   async retry (owner: string, id: string, delayMs: number): Promise<boolean> {
@@ -185,7 +178,7 @@ export class SqliteStore implements Engine, JobStore {
       this.#write(() => {
         // the lease read above, unchanged (not renewed, settled or taken since), is the one recovered
         for (const job of lost) {
-          const row = this.#statement(STALL).get(now, this.queue, job.id, job.owner, job.lock_until) as (JobRow & { state: JobState }) | undefined
+          const row = this.#statement(STALL).get(now, STALLED_MESSAGE, this.queue, job.id, job.owner, job.lock_until) as (JobRow & { state: JobState }) | undefined
           if (row?.state === 'failed') failed.push(leased(row))
         }
       })
@@ -211,25 +204,6 @@ export class SqliteStore implements Engine, JobStore {
       }
       return deleted
     })
-  }
-
-  async counts (): Promise<SqliteCounts> {
-    const now = Date.now()
-    const db = this.#connection()
-    const states = { waiting: 0, active: 0, completed: 0, failed: 0 }
-    const tasks = new Map<string, { task: string } & Record<JobState, number>>()
-    const rows = db.prepare('SELECT task, state, count(*) AS n FROM jobs WHERE queue = ? GROUP BY task, state ORDER BY task')
-      .all(this.queue) as Array<{ task: string, state: JobState, n: number }>
-    for (const { task, state, n } of rows) {
-      states[state] += n
-      if (!tasks.has(task)) tasks.set(task, { task, waiting: 0, active: 0, completed: 0, failed: 0 })
-      ;(tasks.get(task) as Record<JobState, number>)[state] = n
-    }
-    const { due } = db.prepare("SELECT min(run_at) AS due FROM jobs WHERE queue = ? AND state = 'waiting' AND run_at <= ?")
-      .get(this.queue, now) as { due: number | null }
-    const failed = db.prepare(`SELECT id, task, outcome, attempts_made AS attemptsMade, finished_at AS finishedAt FROM jobs
-      WHERE queue = ? AND state = 'failed' ORDER BY finished_at DESC, rowid DESC LIMIT ?`).all(this.queue, FAILED_SHOWN) as SqliteCounts['failed']
-    return { states, tasks: [...tasks.values()], oldestWaitingMs: due === null ? null : now - due, failed: failed.map((job) => ({ ...job })) }
   }
 
   /** Commits the enqueues still waiting for their turn, then closes the file. */
