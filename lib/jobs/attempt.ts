@@ -9,7 +9,7 @@ import type { Destination, TracedTask } from '../tracing'
 import { zeroOutcomes } from '../types'
 import type { Outcome, TaskContext } from '../types'
 import type { EngineName, LeasedJob } from '../engines/types'
-import type { DurableTask, DurableTaskContext } from './types'
+import type { DurableTask, DurableTaskContext, JobPayload } from './types'
 
 // One attempt of a durable job, the same on every engine: its time limit and signal, the
 // `retrying` and final lines, the span, the counts. Engines only lease jobs and apply the decision
@@ -48,6 +48,8 @@ export interface AttemptRunnerOptions {
    * (`retrying`, reason `worker-closing`); otherwise (the memory engine) it ends `cancelled`.
    */
   durable: boolean
+  /** `false`: no spans (the plugin's `tracing: false` for the app's own worker). Default `true`. */
+  tracing?: boolean
 }
 
 /** `worker.stats()`: jobs of this worker since it started. */
@@ -77,6 +79,11 @@ export class AttemptRunner {
   }
 
   get running (): number { return this.#runs.size }
+
+  // an attempt's span joins the trace its job carries from the request, unless tracing is off
+  #traceOf (payload: JobPayload): TracedTask['trace'] {
+    return this.#options.tracing === false ? null : traceJobRegistered(payload.trace)
+  }
 
   stats (): WorkerStats {
     return { ...this.counts, running: this.#runs.size, retrying: this.#retrying }
@@ -197,7 +204,7 @@ export class AttemptRunner {
         name: job.name,
         timeoutMs: 0,
         work: { route: payload.route, request: payload.request, connection: payload.connection, statusCode: payload.statusCode },
-        trace: traceJobRegistered(payload.trace),
+        trace: this.#traceOf(payload),
         jobId: job.id,
         attempt: job.attempt,
         destination: this.#destination
@@ -262,7 +269,7 @@ export class AttemptRunner {
       name: task.name,
       timeoutMs: task.timeout,
       work: { route: payload.route, request: payload.request, connection: payload.connection, statusCode: payload.statusCode },
-      trace: traceJobRegistered(payload.trace),
+      trace: this.#traceOf(payload),
       jobId: job.id,
       attempt: job.attempt,
       destination: this.#destination

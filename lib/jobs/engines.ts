@@ -41,12 +41,12 @@ export interface StartedEngine {
 // The memory engine's loop wakes on every enqueue and on its own timers: it never polls
 const NEVER = MAX_TIMEOUT
 
-export async function startEngine (settings: QueueSettings, bounds: AppBounds, logger: FastifyBaseLogger): Promise<StartedEngine> {
+export async function startEngine (settings: QueueSettings, bounds: AppBounds, logger: FastifyBaseLogger, tracing: boolean): Promise<StartedEngine> {
   const { name: queue, tasks } = settings
   if (settings.engine === 'memory') {
     const { MemoryStore } = require('../engines/memory/store') as typeof import('../engines/memory/store')
     const store = new MemoryStore(queue)
-    const runner = new AttemptRunner({ tasks, queue, engine: 'memory', logger, durable: false })
+    const runner = new AttemptRunner({ tasks, queue, engine: 'memory', logger, durable: false, tracing })
     const loop = new LeaseLoop({
       store,
       runner,
@@ -93,7 +93,7 @@ export async function startEngine (settings: QueueSettings, bounds: AppBounds, l
     const store = new SqliteStore({ where: WHERE, path: settings.path, queue, synchronous: settings.synchronous, busyTimeout: settings.enqueueTimeout })
     await store.check(settings.enqueueTimeout)
     if (!settings.work) return { engine: store, worker: null }
-    const runner = new AttemptRunner({ tasks, queue, engine: 'sqlite', logger, durable: true })
+    const runner = new AttemptRunner({ tasks, queue, engine: 'sqlite', logger, durable: true, tracing })
     const loop = new LeaseLoop({
       store,
       runner,

@@ -121,7 +121,7 @@ export class DurableWeb {
   /** Validates the `queue` option, starts its engine (checks the store), and adds the onSend hook that enqueues. */
   static async register (fastify: FastifyInstance, options: object, retryAfter: number, runLocal: RunLocal, tracing: boolean, bounds: AppBounds): Promise<DurableWeb> {
     const settings = resolveQueueOptions(options)
-    const { engine, worker } = await startEngine(settings, bounds, fastify.log)
+    const { engine, worker } = await startEngine(settings, bounds, fastify.log, tracing)
     const durable = new DurableWeb(settings, engine, worker, retryAfter, runLocal, tracing)
     fastify.decorateReply(kPending, null)
     // Returns the enqueue's promise when the response waits for one (Fastify takes the payload it
