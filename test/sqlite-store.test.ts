@@ -153,9 +153,9 @@ test('a file of something else, or of a newer version, is refused and left uncha
     }],
     ['another application_id', (db) => db.pragma('application_id = 1234'), { code: 'FST_SAC_SQLITE_FOREIGN', message: /application_id 1234, user_version 0, 0 tables/ }],
     ['a user_version only', (db) => db.pragma('user_version = 3'), { code: 'FST_SAC_SQLITE_FOREIGN', message: /application_id 0, user_version 3, 0 tables/ }],
-    ['ours, newer', (db) => { db.pragma(`application_id = ${APPLICATION_ID}`); db.pragma('user_version = 2') }, {
+    ['ours, newer', (db) => { db.pragma(`application_id = ${APPLICATION_ID}`); db.pragma('user_version = 3') }, {
       code: 'FST_SAC_SQLITE_SCHEMA',
-      message: /should have schema version 1 or older, instead got 2 \(written by a newer fastify-send-and-continue\); it was left unchanged$/
+      message: /should have schema version 2 or older, instead got 3 \(written by a newer fastify-send-and-continue\); it was left unchanged$/
     }]
   ]
   for (const [name, make, expected] of cases) {
@@ -188,6 +188,33 @@ test('a file of ours without a schema version gets the schema', async (t) => {
   const store = makeStore(t, path)
   await store.enqueue([job('a')], 1000)
   t.equal(peek(t, path).pragma('user_version', { simple: true }), SCHEMA_VERSION)
+})
+
+// a file of version 1, as the engine wrote it before failed jobs kept their error
+async function versionOne (t: Test): Promise<string> {
+  const path = join(await tempDir(t), 'v1.db')
+  const store = makeStore(t, path)
+  await store.enqueue([job('a')], 1000)
+  const [leased] = await store.take('me', 1, 60_000)
+  await store.finish('me', leased.id, 'failed')
+  await store.close()
+  const db = new Database(path)
+  db.exec('ALTER TABLE jobs DROP COLUMN error')
+  db.pragma('user_version = 1')
+  db.close()
+  return path
+}
+
+test('a file of schema version 1 gets the error column when opened to write, and keeps its jobs', async (t) => {
+  const path = await versionOne(t)
+  const store = makeStore(t, path)
+  await store.enqueue([job('b')], 1000)
+  const [leased] = await store.take('me', 1, 60_000)
+  await store.finish('me', leased.id, 'failed', 'smtp refused')
+  const db = peek(t, path)
+  t.equal(db.pragma('user_version', { simple: true }), SCHEMA_VERSION)
+  t.match(rowOf(db, 'a'), { state: 'failed', error: null }, 'the old job is kept')
+  t.match(rowOf(db, 'b'), { state: 'failed', error: 'smtp refused' })
 })
 
 test('a path that cannot be a database file: FST_SAC_SQLITE_PATH', async (t) => {

@@ -164,6 +164,24 @@ test('status --sqlite: jobs per state and task, the oldest waiting job, the newe
   t.equal(existsSync(path + '-wal') ? statSync(path + '-wal').size : 0, 0, 'nothing was written to the WAL')
 })
 
+test('status --sqlite reads a file of schema version 1 (no error column) without changing it', async (t) => {
+  const path = join(await tempDir(t), 'v1.db')
+  const store = makeStore(t, path, { queue: QUEUE })
+  await store.enqueue([job('sendWelcome~x', { task: 'sendWelcome' })], 1000)
+  const [leased] = await store.take('me', 1, 60_000)
+  await store.finish('me', leased.id, 'failed')
+  await store.close()
+  const db = new Database(path)
+  db.exec('ALTER TABLE jobs DROP COLUMN error')
+  db.pragma('user_version = 1')
+  db.close()
+  const before = sha256(path)
+  const ran = await inProcess(['--sqlite', path, '--json'])
+  t.equal(ran.code, 0, ran.stderr)
+  t.match(JSON.parse(ran.stdout), { states: { failed: 1 }, failed: [{ id: 'sendWelcome~x', task: 'sendWelcome', error: null }] })
+  t.equal(sha256(path), before, 'unchanged')
+})
+
 test('status --sqlite: an empty queue; files that cannot be read exit 1 with a coded error\'s message', async (t) => {
   const path = await sqliteFile(t)
   const empty = await inProcess(['--sqlite', path, '--name', 'nothing'])
@@ -189,7 +207,7 @@ test('status --sqlite: an empty queue; files that cannot be read exit 1 with a c
 
   const newer = peek(t, join(dir, 'newer.db'))
   newer.exec(`PRAGMA application_id = ${0x46534143}; PRAGMA user_version = 99`)
-  t.match((await inProcess(['--sqlite', join(dir, 'newer.db')])).stderr, 'should have schema version 1 or older, instead got 99')
+  t.match((await inProcess(['--sqlite', join(dir, 'newer.db')])).stderr, 'should have schema version 2 or older, instead got 99')
 
   // ours by its header, but no jobs table: an error of the query, prefixed with the command
   const broken = peek(t, join(dir, 'broken.db'))

@@ -4,7 +4,13 @@
 
 /** 'FSAC' in ASCII, stored in the file header's application_id. */
 export const APPLICATION_ID = 0x46534143
-export const SCHEMA_VERSION = 1
+export const SCHEMA_VERSION = 2
+
+/** What brings a file of an older version to this one, by the version it has: run before SCHEMA. */
+export const MIGRATIONS: Readonly<Record<number, string>> = {
+  // version 2 keeps a failed job's error message
+  1: 'ALTER TABLE jobs ADD COLUMN error TEXT;'
+}
 
 // Several queues may share one file, hence the (queue, id) key. Times are epoch ms. `run_at`
 // orders and gates the waiting jobs; `attempts_made` counts failed attempts, `stalled` runs lost

@@ -24,7 +24,8 @@ const COUNTS = `SELECT task, CASE WHEN state = 'waiting' AND run_at > ? THEN 'de
 const OLDEST = `SELECT id, task, created_at AS enqueuedAt FROM jobs
   WHERE queue = ? AND state = 'waiting' AND run_at <= ? ORDER BY run_at, rowid LIMIT 1`
 // a stalled job's runs were lost without counting an attempt: its line named the next one
-const FAILED = `SELECT id, task, error, attempts_made + (outcome = 'stalled') AS attempts, finished_at AS failedAt FROM jobs
+// a file of version 1 (before the error column) is read as it is: this command never writes
+const failedQuery = (version: number): string => `SELECT id, task, ${version < 2 ? 'NULL AS error' : 'error'}, attempts_made + (outcome = 'stalled') AS attempts, finished_at AS failedAt FROM jobs
   WHERE queue = ? AND state = 'failed' ORDER BY finished_at DESC, rowid DESC LIMIT ?`
 
 export function readSqliteStatus (options: SqliteStatusOptions): QueueStatus {
@@ -49,7 +50,7 @@ export function readSqliteStatus (options: SqliteStatusOptions): QueueStatus {
     const now = Date.now()
     const rows = db.prepare(COUNTS).all(now, queue) as Array<{ task: string, state: StatusState, n: number }>
     const oldest = db.prepare(OLDEST).get(queue, now) as NonNullable<QueueStatus['oldestWaiting']> | undefined
-    const failed = db.prepare(FAILED).all(queue, options.failed) as QueueStatus['failed']
+    const failed = db.prepare(failedQuery(version)).all(queue, options.failed) as QueueStatus['failed']
     return {
       ...tally(rows.map((row) => [row.task, row.state, row.n] as const)),
       oldestWaiting: oldest === undefined ? null : { ...oldest },

@@ -5,7 +5,7 @@ import { STALLED_MESSAGE } from '../../jobs/lease-loop'
 import type { Engine, JobRecord, JobStore, LeasedJob } from '../types'
 import { loadSqlite } from './binding'
 import type { OpenSqlite, SqliteConnection, SqliteStatement, SqliteValue } from './binding'
-import { APPLICATION_ID, SCHEMA, SCHEMA_VERSION } from './schema'
+import { APPLICATION_ID, MIGRATIONS, SCHEMA, SCHEMA_VERSION } from './schema'
 
 // How long a finished job is kept, as the BullMQ engine keeps it (seconds, jobs): while it is kept
 // a job with the same key is the same job; without a bound the file would grow without end.
@@ -286,6 +286,8 @@ export class SqliteStore implements Engine, JobStore {
       // written (the statements are idempotent), which also proves the file is writable.
       transaction(db, () => {
         this.#inspect(db as SqliteConnection)
+        const version = pragma(db as SqliteConnection, 'user_version')
+        for (let from = version; from > 0 && from < SCHEMA_VERSION; from++) (db as SqliteConnection).exec(MIGRATIONS[from])
         ;(db as SqliteConnection).exec(SCHEMA)
       })
       db.exec(`PRAGMA busy_timeout = ${this.#busyTimeout}`)
