@@ -94,6 +94,13 @@ const errors = {
     "%s: Redis maxmemory-policy should be 'noeviction' (any other policy may evict jobs), instead got '%s'",
     500
   ),
+  /** BullMQ engine: a prefix without a hash tag on a Redis Cluster. Arguments: where, prefix given. */
+  FST_SAC_CLUSTER_PREFIX: createError<'FST_SAC_CLUSTER_PREFIX', [string, string]>(
+    'FST_SAC_CLUSTER_PREFIX',
+    "%s: prefix should contain a hash tag such as '{bull}' on a Redis Cluster (BullMQ keeps every key of a queue in one hash slot), instead got %s",
+    500,
+    TypeError
+  ),
   /** Durable work: an option that belongs to another engine. Arguments: where, option, the engine it belongs to, the engine given. */
   FST_SAC_ENGINE_OPTION: createError<'FST_SAC_ENGINE_OPTION', [string, string, string, string]>(
     'FST_SAC_ENGINE_OPTION',
@@ -140,6 +147,7 @@ export const {
   FST_SAC_NO_QUEUE,
   FST_SAC_REDIS_UNREACHABLE,
   FST_SAC_REDIS_EVICTION,
+  FST_SAC_CLUSTER_PREFIX,
   FST_SAC_ENGINE_OPTION,
   FST_SAC_MISSING_DRIVER,
   FST_SAC_SQLITE_PATH,

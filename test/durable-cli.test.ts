@@ -54,11 +54,11 @@ test('the command line dispatches `worker` to the worker', async (t) => {
 test('worker usage errors exit 2 with a message and a hint', async (t) => {
   const cases: Array<[string[], string]> = [
     [['--redis', 'redis://x'], 'give one tasks module, instead got 0'],
-    [[tasksModule], 'give one of --sqlite <file> and --redis <url>'],
-    [[tasksModule, '--redis', 'redis://x', '--sqlite', 'jobs.db'], 'give one of --sqlite <file> and --redis <url>'],
+    [[tasksModule], 'give one of --sqlite <file>, --redis <url> and --redis-cluster <host:port>'],
+    [[tasksModule, '--redis', 'redis://x', '--sqlite', 'jobs.db'], 'give one of --sqlite <file>, --redis <url> and --redis-cluster <host:port>'],
     [[tasksModule, '--redis', 'redis://x', '--synchronous', 'full'], '--synchronous is an option of --sqlite'],
-    [[tasksModule, '--sqlite', 'jobs.db', '--prefix', 'bull'], '--prefix is an option of --redis'],
-    [[tasksModule, '--sqlite', 'jobs.db', '--stalled-interval', '100'], '--stalled-interval is an option of --redis'],
+    [[tasksModule, '--sqlite', 'jobs.db', '--prefix', 'bull'], '--prefix is an option of --redis and --redis-cluster'],
+    [[tasksModule, '--sqlite', 'jobs.db', '--stalled-interval', '100'], '--stalled-interval is an option of --redis and --redis-cluster'],
     [[tasksModule, '--redis', 'redis://x', '--concurrency', 'many'], "--concurrency should be a whole number, instead got 'many'"],
     [[tasksModule, '--redis', 'redis://x', '--verbose'], "Unknown option '--verbose'"],
     [[join(__dirname, 'fixtures', 'durable', 'empty.cjs'), '--redis', 'redis://x'], 'exports no task made by defineTask()']

@@ -11,21 +11,26 @@ import type { WorkerOptions } from './worker'
 
 export const WORKER_USAGE = `Usage: fastify-send-and-continue worker <tasks-module> --sqlite <file> [options]
        fastify-send-and-continue worker <tasks-module> --redis <url> [options]
+       fastify-send-and-continue worker <tasks-module> --redis-cluster <host:port> ... [options]
 
 Runs the durable jobs of a queue: loads <tasks-module> (its default export and its named exports
 that defineTask() made), takes jobs from a SQLite file on this machine (--sqlite) or from BullMQ on
-Redis (--redis), logs with pino to standard output, and closes gracefully on SIGTERM and SIGINT
-(waits up to --drain-timeout, then returns unfinished jobs to the queue).
+Redis (--redis) or on a Redis Cluster (--redis-cluster), logs with pino to standard output, and
+closes gracefully on SIGTERM and SIGINT (waits up to --drain-timeout, then returns unfinished jobs
+to the queue).
 
 Options:
-  --sqlite <file>            the SQLite engine's database file (one of --sqlite and --redis is required)
+  --sqlite <file>            the SQLite engine's database file (one of --sqlite, --redis and
+                             --redis-cluster is required)
   --redis <url>              a redis:// or rediss:// URL, or the path of a unix socket
+  --redis-cluster <node>     a node of a Redis Cluster, host:port; repeat it to give more nodes
   --concurrency <n>          jobs that run at once (default 10)
   --name <queue>             the queue name (default fastify-send-and-continue)
   --drain-timeout <ms>       how long a graceful close waits for running jobs (default 10000)
   --lock-duration <ms>       a job's lock; after a crash its jobs run again once it expired (default 30000)
   --synchronous <mode>       SQLite: normal (crash-safe, default) or full (also power-loss-safe)
-  --prefix <prefix>          Redis: BullMQ's key prefix (default bull)
+  --prefix <prefix>          Redis: BullMQ's key prefix (default bull; on a cluster {bull}, and
+                             any prefix needs a hash tag {...})
   --stalled-interval <ms>    Redis: between checks for jobs of crashed workers (default 30000)
   -h, --help                 show this help
 
@@ -40,6 +45,14 @@ export interface WorkerIo {
 }
 
 class UsageError extends Error {}
+
+/** `host:port` (`[::1]:6379` for an IPv6 address) as a cluster node. */
+export function clusterNode (value: string): { host: string, port: number } {
+  const match = /^(.+):(\d{1,5})$/.exec(value)
+  const port = Number(match?.[2])
+  if (match === null || port < 1 || port > 65535) throw new UsageError(`--redis-cluster should be host:port, instead got '${value}'`)
+  return { host: match[1].replace(/^\[(.*)\]$/, '$1'), port }
+}
 
 function whole (option: string, value: string | undefined): number | undefined {
   if (value === undefined) return undefined
@@ -71,6 +84,7 @@ export async function runWorker (args: string[], io: WorkerIo): Promise<number> 
       allowPositionals: true,
       options: {
         redis: { type: 'string' },
+        'redis-cluster': { type: 'string', multiple: true },
         sqlite: { type: 'string' },
         synchronous: { type: 'string' },
         concurrency: { type: 'string' },
@@ -87,13 +101,15 @@ export async function runWorker (args: string[], io: WorkerIo): Promise<number> 
       return 0
     }
     if (positionals.length !== 1) throw new UsageError(`give one tasks module, instead got ${positionals.length}`)
-    if ((values.redis === undefined) === (values.sqlite === undefined)) {
-      throw new UsageError('give one of --sqlite <file> and --redis <url>')
+    const cluster = values['redis-cluster']
+    if ([values.sqlite, values.redis, cluster].filter((store) => store !== undefined).length !== 1) {
+      throw new UsageError('give one of --sqlite <file>, --redis <url> and --redis-cluster <host:port>')
     }
     const sqliteOnly = values.sqlite === undefined && values.synchronous !== undefined ? '--synchronous' : undefined
-    const redisOnly = values.redis === undefined ? ['prefix', 'stalled-interval'].find((name) => values[name as 'prefix'] !== undefined) : undefined
+    const redisOnly = values.sqlite !== undefined ? ['prefix', 'stalled-interval'].find((name) => values[name as 'prefix'] !== undefined) : undefined
     if (sqliteOnly !== undefined) throw new UsageError(`${sqliteOnly} is an option of --sqlite`)
-    if (redisOnly !== undefined) throw new UsageError(`--${redisOnly} is an option of --redis`)
+    if (redisOnly !== undefined) throw new UsageError(`--${redisOnly} is an option of --redis and --redis-cluster`)
+    const nodes = cluster?.map(clusterNode)
     const file = resolve(positionals[0])
     const tasks = tasksOf(await import(pathToFileURL(file).href))
     if (tasks.length === 0) throw new UsageError(`${positionals[0]} exports no task made by defineTask()`)
@@ -117,7 +133,9 @@ export async function runWorker (args: string[], io: WorkerIo): Promise<number> 
           ...(values.synchronous === undefined ? {} : { synchronous: values.synchronous as 'normal' })
         }
       : {
-          connection: (values.redis as string).startsWith('/') ? { path: values.redis } : values.redis as string,
+          connection: nodes !== undefined
+            ? { cluster: nodes }
+            : (values.redis as string).startsWith('/') ? { path: values.redis } : values.redis as string,
           ...common,
           ...(values.prefix === undefined ? {} : { prefix: values.prefix }),
           ...(stalledInterval === undefined ? {} : { stalledInterval })

@@ -1,4 +1,4 @@
-import { describe, FST_SAC_ENGINE_OPTION, FST_SAC_INVALID_OPTION, FST_SAC_UNKNOWN_OPTION } from '../errors'
+import { describe, FST_SAC_CLUSTER_PREFIX, FST_SAC_ENGINE_OPTION, FST_SAC_INVALID_OPTION, FST_SAC_UNKNOWN_OPTION } from '../errors'
 import { MAX_TIMEOUT } from '../limits'
 import type { EngineName } from '../engines/types'
 import { taskMap } from './tasks'
@@ -27,8 +27,28 @@ export interface RedisConnectionOptions {
   [option: string]: unknown
 }
 
-/** A `redis://` (or `rediss://`) URL, or ioredis options. */
-export type RedisConnection = string | RedisConnectionOptions
+/** A node of a Redis Cluster to connect to first; ioredis finds the others from it. */
+export interface RedisClusterNode {
+  host: string
+  port: number
+}
+
+/**
+ * A Redis Cluster: the nodes to start from, and ioredis's cluster options beside them (`natMap`,
+ * `scaleReads`, `slotsRefreshTimeout`, ...), passed to ioredis as given. What each node's connection
+ * takes (`username`, `password`, `tls`) goes under `redisOptions`.
+ * @example
+ * { cluster: [{ host: '10.0.0.1', port: 6379 }, { host: '10.0.0.2', port: 6379 }], redisOptions: { password: 'secret' } }
+ */
+export interface RedisClusterConnection {
+  cluster: RedisClusterNode[]
+  /** The options of each node's connection (ioredis `redisOptions`). */
+  redisOptions?: { username?: string, password?: string, tls?: object, [option: string]: unknown }
+  [option: string]: unknown
+}
+
+/** A `redis://` (or `rediss://`) URL, ioredis options, or a Redis Cluster (`{ cluster: [{ host, port }, ...] }`). */
+export type RedisConnection = string | RedisConnectionOptions | RedisClusterConnection
 
 /** Durability of each commit: `'normal'` survives a crash of the process, `'full'` also a power loss. */
 export type SqliteSynchronous = 'normal' | 'full'
@@ -57,9 +77,13 @@ export interface CommonQueueOptions {
 export interface BullQueueOptions extends CommonQueueOptions {
   /** @default 'bullmq' */
   engine?: 'bullmq'
-  /** A `redis://` URL or ioredis options. */
+  /** A `redis://` URL, ioredis options, or a Redis Cluster: `{ cluster: [{ host, port }, ...] }`. */
   connection: RedisConnection
-  /** BullMQ's key prefix. @default 'bull' */
+  /**
+   * BullMQ's key prefix. On a Redis Cluster it must contain a hash tag (`{...}`), so that every key
+   * of the queue is in one hash slot.
+   * @default 'bull', '{bull}' on a Redis Cluster
+   */
   prefix?: string
 }
 
@@ -168,8 +192,56 @@ export function checkCount (where: string, option: string, value: unknown, fallb
 
 export function checkConnection (where: string, connection: unknown): RedisConnection {
   if (typeof connection === 'string' && /^rediss?:\/\//.test(connection)) return connection
-  if (typeof connection === 'object' && connection !== null && !Array.isArray(connection)) return connection as RedisConnectionOptions
+  if (typeof connection === 'object' && connection !== null && !Array.isArray(connection)) {
+    return 'cluster' in connection ? checkCluster(where, connection as Record<string, unknown>) : connection as RedisConnectionOptions
+  }
   throw new FST_SAC_INVALID_OPTION(where, 'connection', 'a redis:// URL or an object of ioredis options', describe(connection))
+}
+
+// Options of one node's connection: beside `cluster`, ioredis would ignore them without a word
+// (a password there is never sent), so they are refused and pointed to `redisOptions`.
+const NODE_OPTIONS = ['host', 'port', 'path', 'username', 'password', 'db', 'tls', 'url']
+
+function checkCluster (where: string, connection: Record<string, unknown>): RedisClusterConnection {
+  const nodes = connection.cluster
+  if (!Array.isArray(nodes) || nodes.length === 0) {
+    throw new FST_SAC_INVALID_OPTION(where, 'connection.cluster', 'a non-empty array of nodes { host, port }', describe(nodes))
+  }
+  nodes.forEach((node: Partial<RedisClusterNode> | null, i) => {
+    const port = node?.port
+    if (typeof node?.host !== 'string' || node.host === '' || !Number.isInteger(port) || (port as number) < 1 || (port as number) > 65535) {
+      throw new FST_SAC_INVALID_OPTION(where, `connection.cluster[${i}]`, 'a node { host, port } with a non-empty host and a port from 1 to 65535', describe(node))
+    }
+  })
+  const misplaced = NODE_OPTIONS.find((key) => key in connection)
+  if (misplaced !== undefined) {
+    // the value is not shown: it may be a password
+    throw new FST_SAC_INVALID_OPTION(where, 'connection', "the cluster's nodes and ioredis cluster options, with each node's connection options under redisOptions", `${misplaced} beside cluster`)
+  }
+  return connection as RedisClusterConnection
+}
+
+/** Whether `connection` names a Redis Cluster (checked by checkConnection). */
+export function isClusterConnection (connection: RedisConnection): connection is RedisClusterConnection {
+  return typeof connection === 'object' && 'cluster' in connection
+}
+
+/** BullMQ's default prefix on a Redis Cluster: its own default, with a hash tag. */
+export const CLUSTER_PREFIX = '{bull}'
+
+/**
+ * BullMQ's key prefix (`undefined`: BullMQ's default, `bull`). On a Redis Cluster a queue's keys
+ * are used together in scripts and transactions, which Redis allows only within one hash slot:
+ * the prefix must carry a hash tag, `{...}` with something inside (Redis hashes only what is
+ * between the first `{` and the next `}`), and defaults to `{bull}`.
+ */
+export function checkPrefix (where: string, prefix: unknown, connection: RedisConnection): string | undefined {
+  const cluster = isClusterConnection(connection)
+  if (prefix === undefined) return cluster ? CLUSTER_PREFIX : undefined
+  const name = checkName(where, 'prefix', prefix)
+  const open = name.indexOf('{')
+  if (cluster && (open === -1 || name.indexOf('}', open) <= open + 1)) throw new FST_SAC_CLUSTER_PREFIX(where, describe(name))
+  return name
 }
 
 export function checkPath (where: string, path: unknown): string {
@@ -215,10 +287,6 @@ export function resolveQueueOptions (options: object): QueueSettings {
       synchronous: checkSynchronous(WHERE, given.synchronous)
     }
   }
-  return {
-    engine,
-    ...common,
-    connection: checkConnection(WHERE, given.connection),
-    prefix: given.prefix === undefined ? undefined : checkName(WHERE, 'prefix', given.prefix)
-  }
+  const connection = checkConnection(WHERE, given.connection)
+  return { engine, ...common, connection, prefix: checkPrefix(WHERE, given.prefix, connection) }
 }

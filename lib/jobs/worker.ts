@@ -10,6 +10,7 @@ import {
   checkMs,
   checkName,
   checkPath,
+  checkPrefix,
   checkSynchronous
 } from './options'
 import type { RedisConnection, SqliteSynchronous } from './options'
@@ -51,9 +52,12 @@ interface CommonWorkerOptions {
 export interface BullWorkerOptions extends CommonWorkerOptions {
   /** @default 'bullmq' */
   engine?: 'bullmq'
-  /** A `redis://` URL or ioredis options. */
+  /** A `redis://` URL, ioredis options, or a Redis Cluster: `{ cluster: [{ host, port }, ...] }`. */
   connection: RedisConnection
-  /** BullMQ's key prefix. @default 'bull' */
+  /**
+   * BullMQ's key prefix: the web app's. On a Redis Cluster it must contain a hash tag (`{...}`).
+   * @default 'bull', '{bull}' on a Redis Cluster
+   */
   prefix?: string
   /** Milliseconds between BullMQ's stalled-job checks. @default 30000 */
   stalledInterval?: number
@@ -140,10 +144,11 @@ export async function createWorker (options: WorkerOptions): Promise<DurableWork
     const { startSqliteWorker } = require('../engines/sqlite/worker') as typeof import('../engines/sqlite/worker')
     return await startSqliteWorker({ ...settings, logger: loggerOf(options.logger) })
   }
+  const connection = checkConnection(WHERE, given.connection)
   const settings = {
     ...common,
-    connection: checkConnection(WHERE, given.connection),
-    prefix: given.prefix === undefined ? undefined : checkName(WHERE, 'prefix', given.prefix),
+    connection,
+    prefix: checkPrefix(WHERE, given.prefix, connection),
     stalledInterval: checkMs(WHERE, 'stalledInterval', given.stalledInterval, 30_000, 1)
   }
   assertDrivers(WHERE, 'bullmq', BULLMQ_DRIVERS)

@@ -8,6 +8,7 @@ import type {
   DurableTask,
   DurableTaskContext,
   DurableWorker,
+  RedisClusterConnection,
   WorkerStats,
   ConnectionStatus,
   DeferOptions,
@@ -83,7 +84,7 @@ const err: unknown = new Error('x')
 if (isSendAndContinueError(err)) {
   expectType<'FST_SAC_INVALID_OPTION' | 'FST_SAC_UNKNOWN_OPTION' | 'FST_SAC_INVALID_TASK' | 'FST_SAC_NOT_ENABLED' | 'FST_SAC_ALREADY_SENT' | 'FST_SAC_HIJACKED' |
   'FST_SAC_INVALID_JOB_DATA' | 'FST_SAC_DUPLICATE_TASK' | 'FST_SAC_UNKNOWN_TASK' | 'FST_SAC_NO_QUEUE' | 'FST_SAC_REDIS_UNREACHABLE' | 'FST_SAC_REDIS_EVICTION' |
-  'FST_SAC_ENGINE_OPTION' | 'FST_SAC_MISSING_DRIVER' | 'FST_SAC_SQLITE_PATH' | 'FST_SAC_SQLITE_FOREIGN' | 'FST_SAC_SQLITE_SCHEMA'>(err.code)
+  'FST_SAC_CLUSTER_PREFIX' | 'FST_SAC_ENGINE_OPTION' | 'FST_SAC_MISSING_DRIVER' | 'FST_SAC_SQLITE_PATH' | 'FST_SAC_SQLITE_FOREIGN' | 'FST_SAC_SQLITE_SCHEMA'>(err.code)
 }
 
 // tracing
@@ -141,6 +142,15 @@ createWorker({ engine: 'sqlite', path: 'var/deferred.db', tasks: [sendWelcome], 
   .then((worker) => { expectType<WorkerStats>(worker.stats()) })
 expectError(createWorker({ engine: 'sqlite', path: 'x.db', tasks: [sendWelcome], stalledInterval: 100 }))
 expectError(createWorker({ engine: 'memory', tasks: [sendWelcome] }))
+
+// a Redis Cluster: its nodes, ioredis cluster options beside them, each node's options under redisOptions
+app.register(fastifySendAndContinue, {
+  queue: { connection: { cluster: [{ host: '10.0.0.1', port: 6379 }], redisOptions: { password: 'secret' }, scaleReads: 'master' }, prefix: '{bull}', tasks: [sendWelcome] }
+})
+createWorker({ connection: { cluster: [{ host: '10.0.0.1', port: 6379 }, { host: '10.0.0.2', port: 6379 }] }, tasks: [sendWelcome] })
+expectAssignable<RedisClusterConnection>({ cluster: [{ host: 'a', port: 1 }], natMap: {} })
+expectNotAssignable<RedisClusterConnection>({ cluster: [{ host: 'a' }] })
+expectNotAssignable<RedisClusterConnection>({ cluster: [{ host: 'a', port: 1 }], redisOptions: { password: 1 } })
 
 // reply.sendAndContinue(payload) is typed like the route's reply.send(payload)
 interface Created { Reply: { 201: { id: number } } }

@@ -1,6 +1,6 @@
 import { Queue } from 'bullmq'
-import type { Redis } from 'ioredis'
 import { createClient } from './client'
+import type { RedisClient } from './client'
 import { checkRedis } from './redis'
 import type { RedisConnection } from '../../jobs/options'
 import type { Engine, JobRecord } from '../types'
@@ -16,6 +16,8 @@ const CANCEL_TTL = 30 * 24 * 3600
 /**
  * The Redis key marking an enqueue the web process gave up on (its client got 503, or its jobs
  * ran in the web process). Job ids never contain ':', so no BullMQ key of the queue has this form.
+ * It starts with the prefix, so on a Redis Cluster it carries the prefix's hash tag: it lives in
+ * the queue's slot, and goes to the node (and down the connection) the queue's adds go to.
  */
 export function cancelKey (prefix: string | undefined, queue: string, token: string): string {
   return `${prefix ?? 'bull'}:${queue}:sac-cancelled:${token}`
@@ -45,7 +47,7 @@ interface Waiting {
 export class BullEngine implements Engine {
   readonly name = 'bullmq'
   readonly queue: string
-  readonly #client: Redis
+  readonly #client: RedisClient
   readonly #prefix: string | undefined
   // made once the check passed: BullMQ's own startup would only print a warning on eviction
   #queue: Queue | null = null

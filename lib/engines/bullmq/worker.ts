@@ -12,6 +12,8 @@ import { checkRedis } from './redis'
 import { stalledFailureListener } from './stalled'
 
 const STARTUP_TIMEOUT = 5000
+// how often a close that does not end is looked at again (see clusterClosed())
+const CLOSE_CHECK = 500
 
 /** BullMQ leases, renews and retries jobs with its own Worker: its processor runs our attempt and applies the decision. */
 export async function startBullWorker (settings: BullWorkerSettings): Promise<DurableWorker> {
@@ -84,7 +86,7 @@ export async function startBullWorker (settings: BullWorkerSettings): Promise<Du
       })
       if (!drained) runner.interruptAll()
     }
-    await stopped
+    await (client.isCluster ? clusterClosed(worker, stopped) : stopped)
     logShutdown(logger, { drained, durationMs: Math.round(performance.now() - startedAt), drainTimeout, ...runner.counts })
     client.disconnect()
   }
@@ -99,6 +101,25 @@ export async function startBullWorker (settings: BullWorkerSettings): Promise<Du
       return runner.stats()
     }
   }
+}
+
+/**
+ * Waits for BullMQ's `worker.close()` on a Redis Cluster. A close that lands just as the worker
+ * blocks for its next job can wait forever there (BullMQ 6.7): BullMQ's cluster recovery
+ * reconnects the blocking connection that close() has just disconnected, and close() waits for
+ * that connection's end. Once the worker stopped running (every job's outcome was written to
+ * Redis, so nothing is in flight), disconnecting it again ends the wait.
+ */
+export async function clusterClosed (worker: Pick<Worker, 'isRunning' | 'disconnect'>, stopped: Promise<void>): Promise<void> {
+  while (!await settledWithin(stopped, CLOSE_CHECK)) {
+    if (!worker.isRunning()) await worker.disconnect()
+  }
+}
+
+function settledWithin (promise: Promise<void>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined
+  const late = new Promise<boolean>((resolve) => { timer = setTimeout(resolve, ms, false) })
+  return Promise.race([promise.then(() => true), late]).finally(() => { clearTimeout(timer) })
 }
 
 function noop (): void {}
