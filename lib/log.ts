@@ -98,6 +98,8 @@ export interface StartLine {
   retryAfter: number
   global: boolean
   tracing: boolean
+  /** Whether the plugin records metrics: the `metrics` option is on and a meter provider was registered before it. */
+  metrics: boolean
   /** The durable queue's name, `null` without the `queue` option. */
   queue: string | null
 }

@@ -10,6 +10,7 @@ import { zeroOutcomes } from '../types'
 import type { Outcome, TaskContext } from '../types'
 import type { EngineName, LeasedJob } from '../engines/types'
 import type { DurableTask, DurableTaskContext } from './types'
+import type { EngineMetrics } from '../metrics'
 
 // One attempt of a durable job, the same on every engine: its time limit and signal, the
 // `retrying` and final lines, the span, the counts. Engines only lease jobs and apply the decision
@@ -48,6 +49,8 @@ export interface AttemptRunnerOptions {
    * (`retrying`, reason `worker-closing`); otherwise (the memory engine) it ends `cancelled`.
    */
   durable: boolean
+  /** The engine's metrics (lib/metrics.ts); `null` or absent when nothing records them. */
+  metrics?: EngineMetrics | null
 }
 
 /** `worker.stats()`: jobs of this worker since it started. */
@@ -66,10 +69,12 @@ export class AttemptRunner {
   readonly #runs = new Set<Run>()
   readonly #options: AttemptRunnerOptions
   readonly #known: string
+  readonly #metrics: EngineMetrics | null
   #retrying = 0
 
   constructor (options: AttemptRunnerOptions) {
     this.#options = options
+    this.#metrics = options.metrics ?? null
     this.#known = [...options.tasks.keys()].join(', ')
   }
 
@@ -93,6 +98,8 @@ export class AttemptRunner {
     const startedAt = performance.now()
     const queuedMs = Math.max(0, Date.now() - payload.enqueuedAt - job.delay)
     const counts = this.counts
+    // METRICS: the job's route on this engine; null when nothing records them
+    const metrics = this.#metrics === null ? null : this.#metrics.route(payload.request.routeUrl)
     function line (outcome: TaskLine['outcome'], timeoutMs?: number): TaskLine {
       const result: TaskLine = {
         task: job.name,
@@ -110,18 +117,20 @@ export class AttemptRunner {
       if (timeoutMs !== undefined) result.timeoutMs = timeoutMs
       return result
     }
-    function final (outcome: Outcome, err?: unknown, timeoutMs?: number): void {
+    function final (outcome: Outcome, err?: unknown, timeoutMs?: number, ran = true): void {
       counts[outcome]++
+      if (metrics !== null) metrics.ended(job.name, outcome, ran ? performance.now() - startedAt : -1)
       if (isLevelEnabled(log, TASK_LEVELS[outcome])) logTask(log, line(outcome, timeoutMs), err)
     }
 
     const task = tasks.get(job.name)
     if (task === undefined) {
       const err = new FST_SAC_UNKNOWN_TASK(`worker of queue ${queue}`, this.#known, describe(job.name))
-      final('failed', err)
+      final('failed', err, undefined, false)
       return { kind: 'failed', outcome: 'failed', err, unrecoverable: true }
     }
 
+    if (metrics !== null) metrics.started(job.name, queuedMs)
     const settled = await this.#attempt(task, job, log, queuedMs)
     if (settled.kind === 'completed') {
       final('completed')
@@ -133,6 +142,8 @@ export class AttemptRunner {
         return { kind: 'cancelled' }
       }
       counts.cancelled++
+      // given back to the queue: it runs again, so it is a retry, not a task that ended
+      if (metrics !== null) metrics.retried(job.name, 'cancelled', performance.now() - startedAt)
       if (isLevelEnabled(log, TASK_LEVELS.retrying)) {
         const shutdownLine = line('retrying')
         shutdownLine.reason = 'worker-closing'
@@ -147,6 +158,7 @@ export class AttemptRunner {
       : settled.err instanceof Error ? settled.err : new Error(describe(settled.err))
     if (attempt < job.attempts) {
       this.#retrying++
+      if (metrics !== null) metrics.retried(job.name, settled.kind, performance.now() - startedAt)
       const delayMs = backoffDelay(job.backoff, attempt)
       if (isLevelEnabled(log, TASK_LEVELS.retrying)) {
         const retryLine = line('retrying', settled.kind === 'timeout' ? task.timeout : undefined)
@@ -173,6 +185,8 @@ export class AttemptRunner {
     this.counts.failed++
     try {
       const payload = job.payload
+      // a final outcome whose runs died with their processes: nothing ran here
+      if (this.#metrics !== null) this.#metrics.route(payload.request.routeUrl).ended(job.name, 'failed', -1)
       // from the enqueue to now: nothing ran here, and the lost runs are unknown
       const queuedMs = Math.max(0, Date.now() - payload.enqueuedAt - job.delay)
       const line: TaskLine = {
@@ -230,6 +244,7 @@ export class AttemptRunner {
     const { queue, logger } = this.#options
     this.counts[outcome]++
     const payload = job.payload
+    if (this.#metrics !== null) this.#metrics.route(payload.request.routeUrl).ended(job.name, outcome, -1)
     const log = logger.child({ reqId: payload.request.id })
     if (!isLevelEnabled(log, TASK_LEVELS[outcome])) return
     const line: TaskLine = {

@@ -5,6 +5,7 @@ import { describe, FST_SAC_INVALID_OPTION, FST_SAC_NO_QUEUE, FST_SAC_UNKNOWN_TAS
 import { isLevelEnabled, logFallback, logTask, round, TASK_LEVELS } from '../log'
 import type { TaskLine } from '../log'
 import { injectTraceContext } from '../tracing'
+import type { EngineMetrics, Meters, Observe } from '../metrics'
 import type { ConnectionStatus, DeferredTask, RequestSnapshot, TaskContext } from '../types'
 import type { Engine, JobRecord } from '../engines/types'
 import { zeroOutcomes } from '../types'
@@ -94,6 +95,8 @@ export class DurableWeb {
   readonly #retryAfter: string
   readonly #runLocal: RunLocal
   readonly #tracing: boolean
+  /** The engine's metrics (lib/metrics.ts); `null` when nothing records them. */
+  readonly #metrics: EngineMetrics | null
   readonly #inFlight = new Set<Promise<void>>()
   #enqueued = 0
   #enqueueing = 0
@@ -105,20 +108,22 @@ export class DurableWeb {
   readonly #uncertain = new Map<string, { jobs: number, statusCode: number }>()
   #retryTimer: NodeJS.Timeout | null = null
 
-  constructor (settings: QueueSettings, engine: Engine, worker: AppWorker | null, retryAfter: number, runLocal: RunLocal, tracing: boolean) {
+  constructor (settings: QueueSettings, engine: Engine, worker: AppWorker | null, retryAfter: number, runLocal: RunLocal, tracing: boolean, metrics: EngineMetrics | null = null) {
     this.settings = settings
     this.#engine = engine
     this.worker = worker
     this.#retryAfter = String(retryAfter)
     this.#runLocal = runLocal
     this.#tracing = tracing
+    this.#metrics = metrics
   }
 
   /** Validates the `queue` option, starts its engine (checks the store), and adds the onSend hook that enqueues. */
-  static async register (fastify: FastifyInstance, options: object, retryAfter: number, runLocal: RunLocal, tracing: boolean, bounds: AppBounds): Promise<DurableWeb> {
+  static async register (fastify: FastifyInstance, options: object, retryAfter: number, runLocal: RunLocal, tracing: boolean, bounds: AppBounds, meters: Meters | null): Promise<DurableWeb> {
     const settings = resolveQueueOptions(options)
-    const { engine, worker } = await startEngine(settings, bounds, fastify.log)
-    const durable = new DurableWeb(settings, engine, worker, retryAfter, runLocal, tracing)
+    const metrics = meters === null ? null : meters.engine(settings.engine)
+    const { engine, worker } = await startEngine(settings, bounds, fastify.log, metrics)
+    const durable = new DurableWeb(settings, engine, worker, retryAfter, runLocal, tracing, metrics)
     fastify.decorateReply(kPending, null)
     fastify.addHook('onSend', function onSend (request: FastifyRequest, reply: FastifyReply, payload: unknown, done: OnSendDone) {
       const pending = (reply as ReplyWithJobs)[kPending]
@@ -189,7 +194,10 @@ export class DurableWeb {
   #flush (reply: FastifyReply, pending: Pending, payload: unknown, done: OnSendDone): void {
     pending.flushed = true
     const records = this.#records(reply, pending.info, pending.jobs)
+    const started = this.#metrics === null ? 0 : performance.now()
     this.#track(this.#enqueue(pending.info, records).then((err) => {
+      // METRICS: how long the enqueue held the response, taken or not
+      if (this.#metrics !== null) this.#metrics.route(pending.info.request.routeUrl).enqueueHeld(performance.now() - started)
       if (err === null) return done(null, payload)
       this.#giveUp(records, this.settings.onEnqueueError === 'run-local' ? reply.statusCode : 503)
       if (this.settings.onEnqueueError === 'run-local') {
@@ -267,16 +275,25 @@ export class DurableWeb {
     } catch (err) {
       this.#enqueueing -= count
       this.#enqueueFailed += count
+      this.#countEnqueued(info, records, false)
       return err
     }
     this.#enqueueing -= count
     this.#enqueued += count
+    this.#countEnqueued(info, records, true)
     this.worker?.wake()
     if (isLevelEnabled(info.log, TASK_LEVELS.enqueued)) {
       const durationMs = round(performance.now() - started)
       for (const record of records) logTask(info.log, this.#line(info, record, 'enqueued', durationMs))
     }
     return null
+  }
+
+  // METRICS: jobs enqueued or not, counted as stats().durable counts them
+  #countEnqueued (info: RequestInfo, records: JobRecord[], taken: boolean): void {
+    if (this.#metrics === null) return
+    const route = this.#metrics.route(info.request.routeUrl)
+    for (const record of records) route.enqueued(record.task, taken)
   }
 
   #line (info: RequestInfo, record: JobRecord, outcome: 'enqueued' | 'dropped', durationMs: number): TaskLine {
@@ -296,6 +313,10 @@ export class DurableWeb {
 
   #drop (info: RequestInfo, records: JobRecord[], reason: 'enqueue-failed' | 'queue-full', err?: unknown, statusCode?: number): void {
     this.#dropped += records.length
+    if (this.#metrics !== null) {
+      const route = this.#metrics.route(info.request.routeUrl)
+      for (const record of records) route.ended(record.task, 'dropped', -1)
+    }
     if (!isLevelEnabled(info.log, TASK_LEVELS.dropped)) return
     for (const record of records) {
       const line = this.#line(info, record, 'dropped', 0)
@@ -326,6 +347,16 @@ export class DurableWeb {
 
   /** Jobs this process runs, running now. */
   get running (): number { return this.worker === null ? 0 : this.worker.running() }
+
+  /** METRICS: the engine's current counts: jobs being enqueued, and those this process runs or holds. */
+  observe (observe: Observe): void {
+    const engine = this.settings.engine
+    observe(engine, 'enqueueing', this.#enqueueing)
+    if (this.worker === null) return
+    observe(engine, 'running', this.worker.running())
+    const waiting = this.worker.waiting
+    if (waiting !== undefined) observe(engine, 'queued', waiting())
+  }
 
   /** Resolves once no enqueue is in flight. */
   async settle (): Promise<void> {
