@@ -262,6 +262,8 @@ export class Meters {
       })
     }
     for (const [key, value] of sums) report('count', value, this.#attributesOf(key))
+    // a state reported before and held by no source now (its app closed) is 0, not its last value
+    for (const [key, attributes] of this.#stateAttributes) if (!sums.has(key)) report('count', 0, attributes)
   }
 
   #attributesOf (key: string): Attributes {
