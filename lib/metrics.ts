@@ -130,8 +130,6 @@ export class RouteMetrics {
     return series
   }
 
-  get tasks (): IterableIterator<TaskSeries> { return this.#tasks.values() }
-
   /** `{ connection, 'http.route' }`: a response is not run by an engine. */
   get responseAttributes (): Readonly<Record<ConnectionStatus, Attributes>> {
     if (this.#responseAttributes === null) {

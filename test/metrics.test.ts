@@ -63,6 +63,10 @@ test('every in-process outcome: the counters, histograms and gauges agree with t
   app.get('/m/retry', (request, reply) => reply.sendAndContinue('ok', function flakyTask () {
     if (++flaky < 3) throw new Error(`attempt ${flaky}`)
   }, { attempts: 3 }))
+  let late = 0
+  app.get('/m/retry-timeout', (request, reply) => reply.sendAndContinue('ok', async function lateOnce ({ signal }) {
+    if (++late === 1) await once(signal, 'abort')
+  }, { attempts: 2, timeout: 20 }))
   app.get('/m/block', (request, reply) => reply.sendAndContinue('ok', async function block () { await gate.promise }))
   app.get('/m/hold', async (request, reply) => {
     reply.defer(async function afterHold () {})
@@ -73,7 +77,7 @@ test('every in-process outcome: the counters, histograms and gauges agree with t
   app.get('/m/stream-run', (request, reply) => reply.type('text/plain').sendAndContinue(endless(), async function afterAbort () {}))
   app.get('/m/stream-skip', { config: { sendAndContinue: { onClientAbort: 'skip' } } }, (request, reply) => reply.type('text/plain').sendAndContinue(endless(), async function skippedTask () {}))
 
-  for (const path of ['/m/ok', '/m/ok', '/m/fail', '/m/slow', '/m/retry']) await app.inject(path)
+  for (const path of ['/m/ok', '/m/ok', '/m/fail', '/m/slow', '/m/retry', '/m/retry-timeout']) await app.inject(path)
   await app.sendAndContinue.drain()
 
   // two running (the bound), one queued, one pending: then the next one is dropped
@@ -81,7 +85,7 @@ test('every in-process outcome: the counters, histograms and gauges agree with t
   await app.inject('/m/block')
   await app.inject('/m/block')
   const holding = app.inject('/m/hold')
-  await logs.until((lines) => lines.filter((line) => line.msg === 'incoming request').length >= 9)
+  await logs.until((lines) => lines.filter((line) => line.msg === 'incoming request').length >= 10)
   t.match(app.sendAndContinue.stats(), { pending: 1, running: 2, queued: 1, saturated: true })
   const busy = await scrape()
   const stats = app.sendAndContinue.stats()
@@ -106,14 +110,14 @@ test('every in-process outcome: the counters, histograms and gauges agree with t
   await app.inject('/m/forever')
   await app.close()
   const after = app.sendAndContinue.stats()
-  t.match(after, { completed: 8, failed: 1, timeout: 1, skipped: 1, cancelled: 1, dropped: 1 })
+  t.match(after, { completed: 9, failed: 1, timeout: 1, skipped: 1, cancelled: 1, dropped: 1 })
 
   const scraped = await scrape()
   t.equal(scraped.types.get(ENDED), 'counter')
   t.equal(scraped.types.get(DURATION), 'histogram')
   t.equal(scraped.units.get(DURATION), 's')
   t.equal(scraped.types.get(COUNT), 'gauge')
-  for (const route of ['/m/ok', '/m/fail', '/m/slow', '/m/retry', '/m/block', '/m/hold', '/m/forever', '/m/stream-run', '/m/stream-skip']) {
+  for (const route of ['/m/ok', '/m/fail', '/m/slow', '/m/retry', '/m/retry-timeout', '/m/block', '/m/hold', '/m/forever', '/m/stream-run', '/m/stream-skip']) {
     checkEnded(t, scraped, logs.lines, route)
   }
   const mine = { engine: 'in-process' }
@@ -124,8 +128,8 @@ test('every in-process outcome: the counters, histograms and gauges agree with t
 
   // retries: one per `retrying` line, by the outcome of the attempt that was retried
   const retrying = logs.lines.filter((line) => line.deferred?.outcome === 'retrying')
-  t.equal(retrying.length, 2)
-  t.same(select(scraped, RETRIES).map((sample) => [sample.labels.task_name, sample.labels.outcome, sample.labels.http_route, sample.value]), [['flakyTask', 'failed', '/m/retry', 2]])
+  t.equal(retrying.length, 3)
+  t.same(select(scraped, RETRIES).map((sample) => [sample.labels.task_name, sample.labels.outcome, sample.labels.http_route, sample.value]), [['flakyTask', 'failed', '/m/retry', 2], ['lateOnce', 'timeout', '/m/retry-timeout', 1]])
 
   // responses that carried work, by how the connection ended: one per close line
   for (const connection of ['finished', 'aborted']) {
