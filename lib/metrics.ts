@@ -13,7 +13,12 @@ import type { ConnectionStatus, Outcome } from './types'
 // series objects made once per engine, route, task and outcome, and reported by one observable
 // callback when the SDK collects: a task that ends adds 1 to a field, with no SDK call. The
 // histograms are recorded per task, with the series' attribute objects (built once, never per
-// record). OpenTelemetry's types stay inside function bodies: no declaration of this module
+// record) and fewer attributes than the counters: the SDK hashes a record's attributes every time
+// (sorts their keys, JSON-stringifies them), at a cost that grows with their number and is nearly
+// nothing without any, so the durations carry the task, its outcome and the engine (the counters
+// have the route), an in-process task's wait none (every task of the process waits in its app's
+// one scheduler) and a durable job's wait, a measure of another queue, its own instrument with
+// the engine. OpenTelemetry's types stay inside function bodies: no declaration of this module
 // names them, so TypeScript users without the package see no missing module.
 
 /** The `engine` attribute: where the task ran (or was enqueued). */
@@ -37,7 +42,10 @@ interface Histogram {
 
 interface Histograms {
   readonly duration: Histogram
+  /** In-process tasks' waits for a slot. */
   readonly waitTime: Histogram
+  /** Durable jobs' waits in their queue. */
+  readonly jobWaitTime: Histogram
   readonly enqueueDuration: Histogram
 }
 
@@ -53,6 +61,7 @@ export const PREFIX = 'fastify.send_and_continue.'
 // enqueue is a local commit or a Redis round trip, bounded by `enqueueTimeout` (default 2 s).
 export const DURATION_BUCKETS = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300]
 export const WAIT_BUCKETS = [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300]
+export const JOB_WAIT_BUCKETS = [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600]
 export const ENQUEUE_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10]
 
 /** Every instrument: its name after the prefix, kind, unit and description (the README's Metrics table lists the same). */
@@ -60,7 +69,8 @@ export const INSTRUMENTS = {
   ended: { name: 'task.ended', kind: 'counter', unit: '{task}', description: 'Deferred tasks that ended, by final outcome' },
   retries: { name: 'task.retries', kind: 'counter', unit: '{attempt}', description: 'Attempts that ended and were run again, by their outcome' },
   duration: { name: 'task.duration', kind: 'histogram', unit: 's', description: 'How long deferred tasks ran, each attempt', buckets: DURATION_BUCKETS },
-  waitTime: { name: 'task.wait_time', kind: 'histogram', unit: 's', description: 'How long deferred tasks waited before they started, each attempt', buckets: WAIT_BUCKETS },
+  waitTime: { name: 'task.wait_time', kind: 'histogram', unit: 's', description: 'How long in-process tasks waited for a slot before they started, each attempt', buckets: WAIT_BUCKETS },
+  jobWaitTime: { name: 'job.wait_time', kind: 'histogram', unit: 's', description: 'How long durable jobs waited in their queue before an attempt started', buckets: JOB_WAIT_BUCKETS },
   count: { name: 'task.count', kind: 'updowncounter', unit: '{task}', description: 'Deferred tasks now, by state' },
   responses: { name: 'response.closed', kind: 'counter', unit: '{response}', description: 'Responses that carried deferred work, by how the connection ended' },
   enqueued: { name: 'job.enqueued', kind: 'counter', unit: '{job}', description: 'Durable jobs the store took' },
@@ -70,12 +80,19 @@ export const INSTRUMENTS = {
 
 /** The counts of one task at one outcome: how many ended so, how many attempts ended so and were retried. */
 class OutcomeSeries {
+  /** The counters': `{ engine, 'http.route', outcome, 'task.name' }`. */
   readonly attributes: Attributes
+  /** `task.duration`'s: `{ engine, outcome, 'task.name' }`. */
+  readonly durationAttributes: Attributes
+
   ended = 0
   retries = 0
 
   constructor (task: TaskSeries, outcome: Outcome) {
-    this.attributes = { ...task.attributes, outcome }
+    // keys in the order the SDK sorts them into, for every record: engine, http.route, outcome, task.name
+    const { engine, 'http.route': route, 'task.name': name } = task.attributes
+    this.attributes = route === undefined ? { engine, outcome, 'task.name': name } : { engine, 'http.route': route, outcome, 'task.name': name }
+    this.durationAttributes = { engine, outcome, 'task.name': name }
   }
 }
 
@@ -102,9 +119,12 @@ class TaskSeries {
  * milliseconds, as everywhere else in the plugin; recorded in seconds.
  */
 export class RouteMetrics {
-  /** `{ 'http.route', engine }`; no `http.route` for the not-found handler. */
+  /** `{ engine, 'http.route' }`; no `http.route` for the not-found handler. */
   readonly attributes: Attributes
   readonly #histograms: Histograms
+  // the engine's wait histogram (in-process tasks', or durable jobs'), and its attributes
+  readonly #wait: Histogram
+  readonly #waitAttributes: Attributes
   readonly #tasks = new Map<string, TaskSeries>()
   // the task named last: most routes defer one task, so most lookups stop here
   #last: TaskSeries | null = null
@@ -113,9 +133,11 @@ export class RouteMetrics {
   aborted = 0
   #responseAttributes: Readonly<Record<ConnectionStatus, Attributes>> | null = null
 
-  constructor (histograms: Histograms, engine: MetricsEngine, route: string | undefined) {
+  constructor (histograms: Histograms, engine: MetricsEngine, route: string | undefined, waitAttributes: Attributes) {
     this.#histograms = histograms
-    this.attributes = route === undefined ? { engine } : { 'http.route': route, engine }
+    this.#wait = engine === 'in-process' ? histograms.waitTime : histograms.jobWaitTime
+    this.#waitAttributes = waitAttributes
+    this.attributes = route === undefined ? { engine } : { engine, 'http.route': route }
   }
 
   task (name: string): TaskSeries {
@@ -139,23 +161,23 @@ export class RouteMetrics {
     return this.#responseAttributes
   }
 
-  /** A task (or an attempt of it) starts after waiting `waitMs` for it. */
-  started (name: string, waitMs: number): void {
-    this.#histograms.waitTime.record(waitMs / 1000, this.task(name).attributes)
+  /** A task (or an attempt of it) starts after waiting `waitMs` for it: the wait is its engine's queue's, whatever the task. */
+  started (waitMs: number): void {
+    this.#wait.record(waitMs / 1000, this.#waitAttributes)
   }
 
   /** A task ended as `outcome` (its final line); `durationMs` is how long its last attempt ran, `-1` if it never ran. */
   ended (name: string, outcome: Outcome, durationMs: number): void {
     const series = this.task(name).outcome(outcome)
     series.ended++
-    if (durationMs >= 0) this.#histograms.duration.record(durationMs / 1000, series.attributes)
+    if (durationMs >= 0) this.#histograms.duration.record(durationMs / 1000, series.durationAttributes)
   }
 
   /** An attempt that ran `durationMs` ended as `outcome` and the task runs again (a `retrying` line). */
   retried (name: string, outcome: Outcome, durationMs: number): void {
     const series = this.task(name).outcome(outcome)
     series.retries++
-    this.#histograms.duration.record(durationMs / 1000, series.attributes)
+    this.#histograms.duration.record(durationMs / 1000, series.durationAttributes)
   }
 
   /** A response that carried deferred work closed (its close line). */
@@ -197,17 +219,20 @@ export class EngineMetrics {
   readonly engine: MetricsEngine
   readonly #histograms: Histograms
   readonly #routes = new Map<string | undefined, RouteMetrics>()
+  /** `task.wait_time`'s: none (in-process); `job.wait_time`'s: `{ engine }`. */
+  readonly #waitAttributes: Attributes
 
   constructor (histograms: Histograms, engine: MetricsEngine) {
     this.#histograms = histograms
     this.engine = engine
+    this.#waitAttributes = engine === 'in-process' ? {} : { engine }
   }
 
   /** `route`: the route pattern, `undefined` for the not-found handler. */
   route (route: string | undefined): RouteMetrics {
     let metrics = this.#routes.get(route)
     if (metrics === undefined) {
-      metrics = new RouteMetrics(this.#histograms, this.engine, route)
+      metrics = new RouteMetrics(this.#histograms, this.engine, route, this.#waitAttributes)
       this.#routes.set(route, metrics)
     }
     return metrics
@@ -295,6 +320,7 @@ export function lookUpMeters (): Meters | null {
   const meters = new Meters(provider, {
     duration: histogram(INSTRUMENTS.duration),
     waitTime: histogram(INSTRUMENTS.waitTime),
+    jobWaitTime: histogram(INSTRUMENTS.jobWaitTime),
     enqueueDuration: histogram(INSTRUMENTS.enqueueDuration)
   })
   const options = (spec: { unit: string, description: string }): OTel.MetricOptions => ({ description: spec.description, unit: spec.unit, valueType: api.ValueType.INT })

@@ -158,7 +158,7 @@ export class Task extends AsyncResource implements TimedEntry {
     this.#slot = null
     const trace = traceStarted(this, queuedAt, now) // TRACING: started
     const metrics = this.work.settings.metrics
-    if (metrics !== null) metrics.started(this.name, now - queuedAt) // METRICS: started
+    if (metrics !== null) metrics.started(now - queuedAt) // METRICS: started
     // Everything the task controls, its return value included, is read inside the try: a
     // value whose `then` getter throws is a failed task, not an exception in the plugin.
     try {

@@ -130,7 +130,7 @@ export class AttemptRunner {
       return { kind: 'failed', outcome: 'failed', err, unrecoverable: true }
     }
 
-    if (metrics !== null) metrics.started(job.name, queuedMs)
+    if (metrics !== null) metrics.started(queuedMs)
     const settled = await this.#attempt(task, job, log, queuedMs)
     if (settled.kind === 'completed') {
       final('completed')
