@@ -22,6 +22,9 @@
 //   --requests N               measured requests per instruction-count variant (4000, and 24000
 //                              with 2,500 pending): a young-generation collection comes about
 //                              every 1,600 requests, so a longer window averages GC better
+//   --before <git ref>         adds the `sac-before` instruction-count row: the plugin built at that
+//                              commit (bench/before.js), against which `sac` shows what the
+//                              working tree's changes cost, e.g. `--before main`
 //   --js-names                 names the JavaScript in the instruction counts' cost centres
 //                              (node --perf-basic-prof); it raises GC's cost, most with 2,500
 //                              pending, so it makes a partial run: for finding, not for targets
@@ -43,6 +46,8 @@ const { updateEngines } = require('./engines-report')
 const { environment } = require('./environment')
 const { targets } = require('./targets')
 const tracing = require('./tracing')
+const metrics = require('./metrics')
+const { buildBefore } = require('./before')
 const { writeReports, instructionText } = require('./report')
 
 const PHASES = ['wallclock', 'callgrind', 'heap']
@@ -57,12 +62,13 @@ const { values: args } = parseArgs({
     only: { type: 'string' },
     variants: { type: 'string' },
     requests: { type: 'string' },
+    before: { type: 'string' },
     'js-names': { type: 'boolean', default: false }
   }
 })
 const only = args.only === undefined ? PHASES : args.only.split(',')
 for (const phase of only) if (![...PHASES, ...EXTRA_PHASES].includes(phase)) throw new Error(`--only: unknown phase ${phase} (one of ${[...PHASES, ...EXTRA_PHASES].join(', ')})`)
-const partial = !PHASES.every((phase) => only.includes(phase)) || only.length > PHASES.length || args.variants !== undefined || args.requests !== undefined || args['js-names']
+const partial = !PHASES.every((phase) => only.includes(phase)) || only.length > PHASES.length || args.variants !== undefined || args.requests !== undefined || args['js-names'] || args.before !== undefined
 const quick = args.quick
 
 const plan = quick
@@ -113,7 +119,7 @@ async function wallclock (wrk) {
 }
 
 function selectedInstructionVariants () {
-  const all = instructionVariants({ tracing: tracing.available() })
+  const all = instructionVariants({ tracing: tracing.available(), metrics: metrics.available(), before: args.before !== undefined })
   if (args.variants === undefined) return all
   const names = args.variants.split(',')
   const unknown = names.filter((name) => !all.some((v) => v.name === name))
@@ -142,6 +148,11 @@ async function main () {
     const result = await run()
     log(`${phase}: ${Math.round((Date.now() - at) / 1000)} s`)
     return result
+  }
+  if (args.before !== undefined && only.includes('callgrind')) {
+    const before = buildBefore(args.before, log)
+    process.env.BENCH_BEFORE_DIST = before.dir
+    results.before = { ref: args.before, commit: before.commit }
   }
   const wall = only.includes('wallclock') ? await timed('wall clock', () => wallclock(wrk)) : null
   // the heap phase counts bytes, not time: it runs beside the instruction counts

@@ -6,13 +6,15 @@
 const path = require('node:path')
 const { setTimeout: sleep } = require('node:timers/promises')
 const Fastify = require('fastify')
-const fastifySendAndContinue = require('..')
 const { byName, pluginOptions } = require('./variants')
 const { counters, makeTask } = require('./tasks')
 const { routeFor } = require('./handlers')
 const tracing = require('./tracing')
+const metrics = require('./metrics')
 
 const variant = byName(process.argv[2])
+// the `sac-before` row: the plugin built at the `--before` commit (bench/before.js)
+const fastifySendAndContinue = require(variant.before ? process.env.BENCH_BEFORE_DIST : '..')
 const logFile = variant.loggerFile ?? process.argv[3]
 const count = { handled: 0, ...counters() }
 const dispatchMs = []
@@ -49,6 +51,7 @@ function handwrittenQueue (app) {
 async function main () {
   const app = Fastify({ logger: variant.logger ? { level: 'info', file: logFile } : false })
   const extra = variant.tracing === undefined ? {} : await tracing.setup(app, variant.tracing)
+  if (variant.metrics !== undefined) Object.assign(extra, await metrics.setup(variant.metrics))
   if (variant.plugin) await app.register(fastifySendAndContinue, { ...pluginOptions, ...extra, ...queueOptions() })
   const route = routeFor(variant.handler, task, count, dispatchMs, handwrittenQueue(app))
   app.route({ method: variant.method ?? 'GET', url: '/', ...route.options, handler: route.handler })

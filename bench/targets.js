@@ -20,9 +20,10 @@ function instructionRatios (callgrind) {
     ['plugin-idle', 'plain', null, true],
     ['setimmediate-log', 'plain', LIGHT, true]
   ]
-  // every tracing row against the same variant without tracing
+  // every tracing and metrics row against the same variant without them; `sac` against the plugin built before (`--before`)
   for (const v of callgrind.variants) {
-    if (v.tracing !== undefined) pairs.push([v.base, 'sac', v.pending, v.logger])
+    if (v.tracing !== undefined || v.metrics !== undefined) pairs.push([v.base, 'sac', v.pending, v.logger])
+    if (v.before === true) pairs.push(['sac', v.base, v.pending, v.logger])
   }
   return pairs.map(([base, reference, pending, logger]) => {
     const name = (b) => [b, pending === null ? null : `${pending}`, logger ? 'pino' : null].filter(Boolean).join('-')
@@ -43,6 +44,8 @@ function targets ({ callgrind, heap, fixedRate }) {
     check('instr-heavy', `the same with ${HEAVY.toLocaleString('en-US')} pending: at most 1.12x`, r(`sac-${HEAVY}/setimmediate-${HEAVY}`), 'x', 1.12),
     check('instr-pino-light', `with pino on, against \`setImmediate\` logging one line per task through \`request.log\`, ${LIGHT} pending: at most 1.12x`, r(`sac-${LIGHT}-pino/setimmediate-log-${LIGHT}-pino`), 'x', 1.12),
     check('instr-pino-heavy', `the same with ${HEAVY.toLocaleString('en-US')} pending: at most 1.12x`, r(`sac-${HEAVY}-pino/setimmediate-log-${HEAVY}-pino`), 'x', 1.12),
+    check('instr-metrics', `metrics: instructions per request with the OpenTelemetry metrics SDK registered (in-memory reader) / none registered, ${LIGHT} pending, logger off: at most 1.25x`, r(`sac-metrics-${LIGHT}/sac-${LIGHT}`), 'x', 1.25),
+    check('instr-metrics-absent', `metrics: instructions per request with no meter provider registered / the plugin before metrics (\`--before\`), ${LIGHT} pending, logger off: 1.00x`, r(`sac-${LIGHT}/sac-before-${LIGHT}`), 'x', 1.005),
     check('instr-idle', 'instructions per request, plugin registered and route not deferring / plain, logger off: at most 1.02x', r('plugin-idle/plain'), 'x', 1.02),
     check('instr-idle-pino', 'the same with pino on: at most 1.02x', r('plugin-idle-pino/plain-pino'), 'x', 1.02),
     check('heap', 'heap per pending task beyond `send` + `setImmediate`, logger off: at most 400 B', heapBeyond('sac', 'setimmediate'), 'B', 400),

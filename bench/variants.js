@@ -193,7 +193,14 @@ const BASES = {
   // the logger off, compared with `sac` (tracing on by default, no tracer provider registered,
   // the diagnostics channels without subscribers).
   'sac-otel': { label: '`sendAndContinue` + task, OTel SDK registered (in-memory exporter): a span per task', handler: 'sac', plugin: true, deferring: true, tracing: 'otel' },
-  'sac-untraced': { label: '`sendAndContinue` + task, `tracing: false` (diagnostics channels without subscribers only)', handler: 'sac', plugin: true, deferring: true, tracing: 'off' }
+  'sac-untraced': { label: '`sendAndContinue` + task, `tracing: false` (diagnostics channels without subscribers only)', handler: 'sac', plugin: true, deferring: true, tracing: 'off' },
+  // The metrics rows (when the built plugin has metrics, see bench/metrics.js), 100 pending with the
+  // logger off, compared with `sac` (metrics on by default, no meter provider registered).
+  'sac-metrics': { label: '`sendAndContinue` + task, OTel metrics SDK registered (in-memory reader)', handler: 'sac', plugin: true, deferring: true, metrics: 'sdk' },
+  'sac-metrics-off': { label: '`sendAndContinue` + task, OTel metrics SDK registered, `metrics: false`', handler: 'sac', plugin: true, deferring: true, metrics: 'off' },
+  // `--before <ref>` (bench/before.js): the plugin built at that commit, the same row as `sac`:
+  // `sac` against it is what this tree's changes cost with nothing registered
+  'sac-before': { label: '`sendAndContinue` + task, the plugin built at the `--before` commit', handler: 'sac', plugin: true, deferring: true, before: true }
 }
 
 function instructionVariant (base, pending, logger) {
@@ -206,6 +213,8 @@ function instructionVariant (base, pending, logger) {
     handler: spec.handler,
     plugin: spec.plugin === true,
     tracing: spec.tracing,
+    metrics: spec.metrics,
+    before: spec.before === true,
     logger,
     // pino writes to /dev/null here: serialisation is the cost; the write is a syscall callgrind does not count
     loggerFile: logger ? '/dev/null' : undefined,
@@ -219,14 +228,17 @@ function instructionVariant (base, pending, logger) {
  * logger off and pino on. With pino the hand-written variant to compare with is `setimmediate-log`
  * (with the logger off it would be `setimmediate`), so `setimmediate` runs with the logger off only.
  */
-function instructionVariants ({ tracing = false } = {}) {
+function instructionVariants ({ tracing = false, metrics = false, before = false } = {}) {
   const list = []
   for (const logger of [false, true]) {
     for (const [base, spec] of Object.entries(BASES)) {
       if ((base === 'setimmediate-log' && !logger) || (base === 'setimmediate' && logger)) continue
       if (spec.tracing !== undefined && (!tracing || logger)) continue
+      if (spec.metrics !== undefined && (!metrics || logger)) continue
+      if (spec.before === true && (!before || logger)) continue
+      const extra = spec.tracing !== undefined || spec.metrics !== undefined || spec.before === true
       if (!spec.deferring) list.push(instructionVariant(base, null, logger))
-      else for (const pending of spec.tracing === undefined ? [LIGHT, HEAVY] : [LIGHT]) list.push(instructionVariant(base, pending, logger))
+      else for (const pending of extra ? [LIGHT] : [LIGHT, HEAVY]) list.push(instructionVariant(base, pending, logger))
     }
   }
   return list
@@ -235,7 +247,7 @@ function instructionVariants ({ tracing = false } = {}) {
 function byName (name) {
   const found = name === probe.name
     ? probe
-    : [...variants, ...enqueueVariants, ...engineVariants, ...sqliteEndToEndVariants].find((v) => v.name === name) ?? instructionVariants({ tracing: true }).find((v) => v.name === name)
+    : [...variants, ...enqueueVariants, ...engineVariants, ...sqliteEndToEndVariants].find((v) => v.name === name) ?? instructionVariants({ tracing: true, metrics: true, before: true }).find((v) => v.name === name)
   if (found === undefined) throw new Error(`unknown variant ${name}`)
   return found
 }

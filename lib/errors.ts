@@ -114,6 +114,12 @@ const errors = {
     "%s: the '%s' engine needs the package %s, which is not installed; install it with: %s",
     500
   ),
+  /** Metrics: serving Prometheus text needs the OpenTelemetry metrics SDK, not installed. Arguments: where, option, packages, install command. */
+  FST_SAC_MISSING_METRICS_SDK: createError<'FST_SAC_MISSING_METRICS_SDK', [string, string, string, string]>(
+    'FST_SAC_MISSING_METRICS_SDK',
+    '%s: %s needs the OpenTelemetry metrics SDK, which is not installed (missing: %s); install it with: %s',
+    500
+  ),
   /** SQLite engine: the database file cannot be created or opened. Arguments: where, path, error message. */
   FST_SAC_SQLITE_PATH: createError<'FST_SAC_SQLITE_PATH', [string, string, string]>(
     'FST_SAC_SQLITE_PATH',
@@ -150,6 +156,7 @@ export const {
   FST_SAC_CLUSTER_PREFIX,
   FST_SAC_ENGINE_OPTION,
   FST_SAC_MISSING_DRIVER,
+  FST_SAC_MISSING_METRICS_SDK,
   FST_SAC_SQLITE_PATH,
   FST_SAC_SQLITE_FOREIGN,
   FST_SAC_SQLITE_SCHEMA

@@ -33,6 +33,8 @@ import { Scheduler } from './scheduler'
 import { kWork } from './symbols'
 import { Task } from './task'
 import { enableTracing } from './tracing'
+import { lookUpMeters } from './metrics'
+import type { Meters } from './metrics'
 import type { TaskMessage } from './channels'
 import { OUTCOMES } from './types'
 import type {
@@ -122,10 +124,24 @@ const NOT_FOUND_ROUTE = '(not found)'
 async function fastifySendAndContinue (fastify: FastifyInstance, options: SendAndContinueOptions): Promise<void> {
   const plugin: PluginSettings = resolvePluginOptions(options)
   enableTracing(plugin.tracing) // TRACING: loads @opentelemetry/api when installed
+  // METRICS: the provider registered now, for good (the metrics API has no proxy); null: nothing records
+  const meters: Meters | null = plugin.metrics ? lookUpMeters() : null
   const scheduler = new Scheduler(plugin.concurrency, plugin.maxQueued, plugin.onDropped)
   const durable = options.queue === undefined
     ? null
-    : await DurableWeb.register(fastify, options.queue, plugin.retryAfter, runLocal, plugin.tracing, plugin)
+    : await DurableWeb.register(fastify, options.queue, plugin.retryAfter, runLocal, plugin.tracing, plugin, meters)
+  const inProcess = meters === null ? null : meters.engine('in-process')
+  // the current counts, read when the SDK collects
+  const unwatch = meters === null
+    ? null
+    : meters.watch((observe) => {
+      const stats = scheduler.stats()
+      observe('in-process', 'pending', stats.pending)
+      observe('in-process', 'queued', stats.queued)
+      observe('in-process', 'running', stats.running)
+      observe('in-process', 'retrying', stats.retrying)
+      if (durable !== null) durable.observe(observe)
+    })
   const routeSettings = new WeakMap<object, RouteWork>()
   // A route onResponse hook makes Fastify time and follow every response of the route, deferring
   // or not; with a logger it does that anyway. Without one, the response's 'close' event, which
@@ -154,6 +170,7 @@ async function fastifySendAndContinue (fastify: FastifyInstance, options: SendAn
     global: plugin.global,
     tracing: plugin.tracing,
     responseLogLevel: plugin.responseLogLevel,
+    metrics: meters !== null,
     queue: durable === null ? null : durable.settings.name
   })
   fastify.addHook('onClose', async function onClose (instance) {
@@ -162,6 +179,7 @@ async function fastifySendAndContinue (fastify: FastifyInstance, options: SendAn
     if (durable !== null) await durable.settle()
     if (durable === null) await scheduler.shutdown(plugin.drainTimeout, instance.log)
     else await scheduler.shutdown(plugin.drainTimeout, instance.log, { close: () => durable.close(), counts: () => durable.counts() })
+    if (unwatch !== null) unwatch()
   })
 
   function onRoute (routeOptions: RouteOptions): void {
@@ -280,7 +298,8 @@ async function fastifySendAndContinue (fastify: FastifyInstance, options: SendAn
         idBinding: { prefix: null, label: null },
         route: config.url ?? NOT_FOUND_ROUTE,
         routeUrl: config.url,
-        jobsOf: durable === null ? null : jobsOf
+        jobsOf: durable === null ? null : jobsOf,
+        metrics: inProcess === null ? null : inProcess.route(config.url)
       }
       routeSettings.set(config, settings)
     }

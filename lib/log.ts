@@ -103,6 +103,8 @@ export interface StartLine {
    * not be written: the report then cannot check finished responses for lost tasks.
    */
   responseLogLevel: string
+  /** Whether the plugin records metrics: the `metrics` option is on and a meter provider was registered before it. */
+  metrics: boolean
   /** The durable queue's name, `null` without the `queue` option. */
   queue: string | null
 }

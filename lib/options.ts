@@ -76,6 +76,12 @@ export interface SendAndContinueOptions {
    */
   tracing?: boolean
   /**
+   * Whether the plugin records OpenTelemetry metrics (when `@opentelemetry/api` is installed and
+   * a meter provider was registered before the plugin). `false` records nothing, at no cost.
+   * @default true
+   */
+  metrics?: boolean
+  /**
    * Level of the line a response that carried deferred work logs when it finished normally (its
    * close line); an aborted response's stays at `info`. Lowering it saves one line per deferring
    * response, and costs the report its check of finished responses' work (a crash's lost tasks).
@@ -154,6 +160,8 @@ export interface PluginSettings extends RouteSettings {
   concurrency: number
   maxQueued: number
   onDropped: ((info: DroppedTaskInfo) => void) | null
+  /** Metrics on or off (recorded only when a meter provider is registered too). */
+  metrics: boolean
 }
 
 export const defaults = {
@@ -168,6 +176,7 @@ export const defaults = {
   rejectWhenSaturated: false,
   retryAfter: 5,
   tracing: true,
+  metrics: true,
   responseLogLevel: 'info' as ResponseLogLevel
 }
 
@@ -208,6 +217,7 @@ const pluginRules: Record<keyof SendAndContinueOptions, Rule> = {
   },
   onDropped: { check: (v) => typeof v === 'function', expected: 'a function' },
   tracing: boolean,
+  metrics: boolean,
   responseLogLevel: {
     check: (v) => (RESPONSE_LOG_LEVELS as readonly unknown[]).includes(v),
     expected: RESPONSE_LOG_LEVELS.map((level) => `'${level}'`).join(', ').replace(/, ([^,]+)$/, ' or $1')
@@ -274,6 +284,7 @@ export function resolvePluginOptions (options: unknown): PluginSettings {
     rejectWhenSaturated: pick(given.rejectWhenSaturated, defaults.rejectWhenSaturated),
     retryAfter: pick(given.retryAfter, defaults.retryAfter),
     tracing: pick(given.tracing, defaults.tracing),
+    metrics: pick(given.metrics, defaults.metrics),
     responseLogLevel: pick(given.responseLogLevel, defaults.responseLogLevel)
   }
 }

@@ -157,6 +157,8 @@ export class Task extends AsyncResource implements TimedEntry {
     const fn = this.#slot as DeferredTask
     this.#slot = null
     const trace = traceStarted(this, queuedAt, now) // TRACING: started
+    const metrics = this.work.settings.metrics
+    if (metrics !== null) metrics.started(now - queuedAt) // METRICS: started
     // Everything the task controls, its return value included, is read inside the try: a
     // value whose `then` getter throws is a failed task, not an exception in the plugin.
     try {
@@ -227,6 +229,8 @@ export class Task extends AsyncResource implements TimedEntry {
       work.writeTask(line, timedOut === null ? err : undefined)
     }
     traceEnded(this, timedOut === null ? 'failed' : 'timeout', err, undefined, 0, started) // TRACING: the attempt ended
+    const metrics = work.settings.metrics
+    if (metrics !== null) metrics.retried(this.name, timedOut === null ? 'failed' : 'timeout', now - started) // METRICS: the attempt ended
     // the attempt's signal stays with its context; the next attempt starts from its function
     const controller = this.#slot
     attemptEnded(retry.ctx as AttemptContext, controller instanceof AbortController ? controller : timedOut)
@@ -270,6 +274,8 @@ export class Task extends AsyncResource implements TimedEntry {
     const queuedAt = started === 0 ? this.#queued ?? 0 : 0
     if (work.logs(TASK_LEVELS[outcome])) this.writeLine(outcome, error, reason, queuedAt)
     traceEnded(this, outcome, error, reason, queuedAt, started) // TRACING: ended
+    const metrics = work.settings.metrics
+    if (metrics !== null) metrics.ended(this.name, outcome, started === 0 ? -1 : performance.now() - started) // METRICS: ended
     if (outcome !== 'dropped' && typeof this.#slot === 'function') this.#slot = null
     work.taskEnded(this, outcome, error, state)
     work.scheduler.taskEnded(outcome, state === TaskState.Running)

@@ -3,6 +3,7 @@ import type { RouteSettings } from './options'
 import type { Scheduler } from './scheduler'
 import { isLevelEnabled, logResponse, logTask, round } from './log'
 import type { Level, ResponseLine, TaskLine } from './log'
+import type { RouteMetrics } from './metrics'
 import type { IdBinding, PinoSymbols } from './request-log'
 import { TaskState } from './task'
 import type { Task } from './task'
@@ -22,6 +23,8 @@ export interface RouteWork extends RouteSettings {
   readonly routeUrl: string | undefined
   /** How many durable jobs a request registered (lib/jobs/web.ts); `null` without a `queue`. */
   readonly jobsOf: ((reply: FastifyReply) => number) | null
+  /** The route's in-process metrics (lib/metrics.ts); `null` when nothing records them. */
+  readonly metrics: RouteMetrics | null
 }
 
 /**
@@ -161,6 +164,8 @@ export class Work {
       if (jobs !== 0) line.jobs = jobs
       logResponse(this.lineLog, line, this.idLabel, this.id, level)
     }
+    const metrics = this.settings.metrics
+    if (metrics !== null) metrics.responded(connection) // METRICS: the response closed
     const held = this.#held
     this.#count = 0
     if (held === null) {

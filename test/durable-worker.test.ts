@@ -179,7 +179,7 @@ test('createWorker(): bad options, an unreachable Redis and an evicting one are 
   const connection = 'redis://127.0.0.1:1'
   const cases: Array<[unknown, string, string]> = [
     [null, 'FST_SAC_INVALID_OPTION', 'createWorker(): the options should be an object, instead got null'],
-    [{ connection, tasks, queue: 'x' }, 'FST_SAC_UNKNOWN_OPTION', "createWorker(): unknown option 'queue', expected one of engine, tasks, name, concurrency, logger, drainTimeout, lockDuration, connection, prefix, stalledInterval"],
+    [{ connection, tasks, queue: 'x' }, 'FST_SAC_UNKNOWN_OPTION', "createWorker(): unknown option 'queue', expected one of engine, tasks, name, concurrency, logger, drainTimeout, lockDuration, metrics, connection, prefix, stalledInterval"],
     [{ connection: 6379, tasks }, 'FST_SAC_INVALID_OPTION', 'createWorker(): connection should be a redis:// URL or an object of ioredis options, instead got 6379'],
     [{ connection, tasks: [] }, 'FST_SAC_INVALID_OPTION', 'createWorker(): tasks should be a non-empty array of tasks made by defineTask(), instead got []'],
     [{ connection, tasks, name: '' }, 'FST_SAC_INVALID_OPTION', "createWorker(): name should be a non-empty string without ':', instead got ''"],

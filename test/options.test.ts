@@ -34,7 +34,9 @@ const invalidPluginOptions: Array<[string, unknown, string]> = [
   ['onDropped', 'log', "onDropped should be a function, instead got 'log'"],
   ['rejectWhenSaturated', 'true', "rejectWhenSaturated should be a boolean, instead got 'true'"],
   ['retryAfter', 0, 'retryAfter should be a whole number of seconds from 1 to 2147483647, instead got 0'],
-  ['tracing', 'off', "tracing should be a boolean, instead got 'off'"]
+  ['tracing', 'off', "tracing should be a boolean, instead got 'off'"],
+  ['metrics', 'on', "fastify-send-and-continue: metrics should be a boolean, instead got 'on'"],
+  ['metrics', 0, 'metrics should be a boolean, instead got 0']
 ]
 
 for (const [name, value, message] of invalidPluginOptions) {

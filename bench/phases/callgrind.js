@@ -79,6 +79,8 @@ function summarizeOne (variant, measured) {
     name: variant.name,
     base: variant.base,
     tracing: variant.tracing,
+    metrics: variant.metrics,
+    before: variant.before,
     label: variant.label,
     logger: variant.logger,
     pending: variant.pending,

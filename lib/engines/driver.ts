@@ -5,9 +5,9 @@ import type { EngineName } from './types'
 // engine: it is looked for when the engine starts, and a missing one is a coded error that says
 // what to install, instead of a bare MODULE_NOT_FOUND from deep inside the plugin.
 
-/** Throws `FST_SAC_MISSING_DRIVER` unless every package of `packages` resolves from here. */
-export function assertDrivers (where: string, engine: EngineName, packages: readonly string[], resolve: (id: string) => string = require.resolve): void {
-  const missing = packages.filter((name) => {
+/** The packages of `packages` that do not resolve from here. */
+export function missingPackages (packages: readonly string[], resolve: (id: string) => string = require.resolve): string[] {
+  return packages.filter((name) => {
     try {
       resolve(name)
       return false
@@ -15,6 +15,11 @@ export function assertDrivers (where: string, engine: EngineName, packages: read
       return true
     }
   })
+}
+
+/** Throws `FST_SAC_MISSING_DRIVER` unless every package of `packages` resolves from here. */
+export function assertDrivers (where: string, engine: EngineName, packages: readonly string[], resolve: (id: string) => string = require.resolve): void {
+  const missing = missingPackages(packages, resolve)
   if (missing.length > 0) {
     throw new FST_SAC_MISSING_DRIVER(where, engine, missing.join(' and '), `npm install ${missing.join(' ')}`)
   }

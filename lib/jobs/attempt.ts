@@ -10,6 +10,7 @@ import { zeroOutcomes } from '../types'
 import type { Outcome, TaskContext } from '../types'
 import type { EngineName, LeasedJob } from '../engines/types'
 import type { DurableTask, DurableTaskContext, JobPayload } from './types'
+import type { EngineMetrics } from '../metrics'
 
 // One attempt of a durable job, the same on every engine: its time limit and signal, the
 // `retrying` and final lines, the span, the counts. Engines only lease jobs and apply the decision
@@ -50,6 +51,8 @@ export interface AttemptRunnerOptions {
   durable: boolean
   /** `false`: no spans (the plugin's `tracing: false` for the app's own worker). Default `true`. */
   tracing?: boolean
+  /** The engine's metrics (lib/metrics.ts); `null` or absent when nothing records them. */
+  metrics?: EngineMetrics | null
 }
 
 /** `worker.stats()`: jobs of this worker since it started. */
@@ -70,10 +73,12 @@ export class AttemptRunner {
   readonly #known: string
   // the attempts' spans are CONSUMER spans of this queue
   readonly #destination: Destination
+  readonly #metrics: EngineMetrics | null
   #retrying = 0
 
   constructor (options: AttemptRunnerOptions) {
     this.#options = options
+    this.#metrics = options.metrics ?? null
     this.#known = [...options.tasks.keys()].join(', ')
     this.#destination = { system: options.engine, name: options.queue }
   }
@@ -103,6 +108,8 @@ export class AttemptRunner {
     const startedAt = performance.now()
     const queuedMs = Math.max(0, Date.now() - payload.enqueuedAt - job.delay)
     const counts = this.counts
+    // METRICS: the job's route on this engine; null when nothing records them
+    const metrics = this.#metrics === null ? null : this.#metrics.route(payload.request.routeUrl)
     function line (outcome: TaskLine['outcome'], timeoutMs?: number): TaskLine {
       const result: TaskLine = {
         task: job.name,
@@ -120,18 +127,20 @@ export class AttemptRunner {
       if (timeoutMs !== undefined) result.timeoutMs = timeoutMs
       return result
     }
-    function final (outcome: Outcome, err?: unknown, timeoutMs?: number): void {
+    function final (outcome: Outcome, err?: unknown, timeoutMs?: number, ran = true): void {
       counts[outcome]++
+      if (metrics !== null) metrics.ended(job.name, outcome, ran ? performance.now() - startedAt : -1)
       if (isLevelEnabled(log, TASK_LEVELS[outcome])) logTask(log, line(outcome, timeoutMs), err)
     }
 
     const task = tasks.get(job.name)
     if (task === undefined) {
       const err = new FST_SAC_UNKNOWN_TASK(`worker of queue ${queue}`, this.#known, describe(job.name))
-      final('failed', err)
+      final('failed', err, undefined, false)
       return { kind: 'failed', outcome: 'failed', err, unrecoverable: true }
     }
 
+    if (metrics !== null) metrics.started(queuedMs)
     const settled = await this.#attempt(task, job, log, queuedMs)
     if (settled.kind === 'completed') {
       final('completed')
@@ -143,6 +152,8 @@ export class AttemptRunner {
         return { kind: 'cancelled' }
       }
       counts.cancelled++
+      // given back to the queue: it runs again, so it is a retry, not a task that ended
+      if (metrics !== null) metrics.retried(job.name, 'cancelled', performance.now() - startedAt)
       if (isLevelEnabled(log, TASK_LEVELS.retrying)) {
         const shutdownLine = line('retrying')
         shutdownLine.reason = 'worker-closing'
@@ -157,6 +168,7 @@ export class AttemptRunner {
       : settled.err instanceof Error ? settled.err : new Error(describe(settled.err))
     if (attempt < job.attempts) {
       this.#retrying++
+      if (metrics !== null) metrics.retried(job.name, settled.kind, performance.now() - startedAt)
       const delayMs = backoffDelay(job.backoff, attempt)
       if (isLevelEnabled(log, TASK_LEVELS.retrying)) {
         const retryLine = line('retrying', settled.kind === 'timeout' ? task.timeout : undefined)
@@ -183,6 +195,8 @@ export class AttemptRunner {
     this.counts.failed++
     try {
       const payload = job.payload
+      // a final outcome whose runs died with their processes: nothing ran here
+      if (this.#metrics !== null) this.#metrics.route(payload.request.routeUrl).ended(job.name, 'failed', -1)
       // from the enqueue to now: nothing ran here, and the lost runs are unknown
       const queuedMs = Math.max(0, Date.now() - payload.enqueuedAt - job.delay)
       const line: TaskLine = {
@@ -241,6 +255,7 @@ export class AttemptRunner {
     const { queue, logger } = this.#options
     this.counts[outcome]++
     const payload = job.payload
+    if (this.#metrics !== null) this.#metrics.route(payload.request.routeUrl).ended(job.name, outcome, -1)
     const log = logger.child({ reqId: payload.request.id })
     if (!isLevelEnabled(log, TASK_LEVELS[outcome])) return
     const line: TaskLine = {

@@ -4,6 +4,9 @@ import { pathToFileURL } from 'node:url'
 import { parseArgs } from 'node:util'
 import type { Writable } from 'node:stream'
 import pino from 'pino'
+import { describe, FST_SAC_INVALID_OPTION, isSendAndContinueError } from '../errors'
+import { METRICS_PATH, serveMetrics } from './prometheus'
+import type { MetricsServer } from './prometheus'
 import { isDurableTask } from './tasks'
 import type { DurableTask } from './types'
 import { createWorker } from './worker'
@@ -32,6 +35,10 @@ Options:
   --prefix <prefix>          Redis: BullMQ's key prefix (default bull; on a cluster {bull}, and
                              any prefix needs a hash tag {...})
   --stalled-interval <ms>    Redis: between checks for jobs of crashed workers (default 30000)
+  --metrics-port <port>      serve the worker's OpenTelemetry metrics as Prometheus text on
+                             http://<host>:<port>/metrics (0: a free port, logged); needs
+                             @opentelemetry/api, @opentelemetry/sdk-metrics and
+                             @opentelemetry/exporter-prometheus
   -h, --help                 show this help
 
 Exit status: 0 after a graceful close, 1 when the worker could not start, 2 on a usage error.
@@ -54,10 +61,23 @@ export function clusterNode (value: string): { host: string, port: number } {
   return { host: match[1].replace(/^\[(.*)\]$/, '$1'), port }
 }
 
+const WHERE = 'fastify-send-and-continue worker'
+
 function whole (option: string, value: string | undefined): number | undefined {
   if (value === undefined) return undefined
   if (!/^\d+$/.test(value)) throw new UsageError(`${option} should be a whole number, instead got '${value}'`)
   return Number(value)
+}
+
+// usage errors that are coded, as the plugin's options are (a coded error from the tasks module is not one)
+const codedUsage = new WeakSet<Error>()
+
+function port (option: string, value: string | undefined): number | undefined {
+  if (value === undefined) return undefined
+  if (/^\d{1,5}$/.test(value) && Number(value) <= 65535) return Number(value)
+  const err = new FST_SAC_INVALID_OPTION(WHERE, option, 'a whole number from 0 to 65535', describe(value))
+  codedUsage.add(err)
+  throw err
 }
 
 /** The durable tasks a module exports: its named exports and its default export (a task, an array or an object of them). */
@@ -78,6 +98,7 @@ export function tasksOf (namespace: Record<string, unknown>): DurableTask[] {
 /** `fastify-send-and-continue worker ...`; resolves to the exit status once the worker closed. */
 export async function runWorker (args: string[], io: WorkerIo): Promise<number> {
   let options: WorkerOptions
+  let metricsPort: number | undefined
   try {
     const { values, positionals } = parseArgs({
       args,
@@ -93,6 +114,7 @@ export async function runWorker (args: string[], io: WorkerIo): Promise<number> 
         'drain-timeout': { type: 'string' },
         'lock-duration': { type: 'string' },
         'stalled-interval': { type: 'string' },
+        'metrics-port': { type: 'string' },
         help: { type: 'boolean', short: 'h' }
       }
     })
@@ -117,6 +139,7 @@ export async function runWorker (args: string[], io: WorkerIo): Promise<number> 
     const lockDuration = whole('--lock-duration', values['lock-duration'])
     const stalledInterval = whole('--stalled-interval', values['stalled-interval'])
     const concurrency = whole('--concurrency', values.concurrency)
+    metricsPort = port('--metrics-port', values['metrics-port'])
     const common = {
       tasks,
       logger: pino({}, io.stdout),
@@ -142,9 +165,23 @@ export async function runWorker (args: string[], io: WorkerIo): Promise<number> 
         }
   } catch (err) {
     const error = err as NodeJS.ErrnoException
-    const usage = err instanceof UsageError || error.code?.startsWith('ERR_PARSE_ARGS_') === true
-    io.stderr.write(`fastify-send-and-continue worker: ${error.message}\n${usage ? 'Run "fastify-send-and-continue worker --help" for the options.\n' : ''}`)
+    const coded = codedUsage.has(error)
+    const usage = coded || err instanceof UsageError || error.code?.startsWith('ERR_PARSE_ARGS_') === true
+    // a coded usage error's message names where it comes from already
+    io.stderr.write(`${coded ? '' : `${WHERE}: `}${error.message}\n${usage ? 'Run "fastify-send-and-continue worker --help" for the options.\n' : ''}`)
     return usage ? 2 : 1
+  }
+
+  // registered before the worker starts: it looks the meter provider up then
+  let served: MetricsServer | null = null
+  if (metricsPort !== undefined) {
+    try {
+      served = await serveMetrics(WHERE, '--metrics-port', metricsPort)
+    } catch (err) {
+      const coded = isSendAndContinueError(err)
+      io.stderr.write(`${coded ? '' : `${WHERE}: `}${(err as Error).message}\n`)
+      return 1
+    }
   }
 
   // listening before the worker starts: it may take (and finish) jobs before createWorker() resolves,
@@ -162,12 +199,16 @@ export async function runWorker (args: string[], io: WorkerIo): Promise<number> 
     worker = await createWorker(options)
   } catch (err) {
     unlisten()
+    await served?.close()
     io.stderr.write(`fastify-send-and-continue worker: ${(err as Error).message}\n`)
     return 1
   }
-  options.logger?.info({ queue: worker.queue, engine: options.engine ?? 'bullmq', tasks: options.tasks.map((task) => task.name) }, 'durable worker started')
+  const started: Record<string, unknown> = { queue: worker.queue, engine: options.engine ?? 'bullmq', tasks: options.tasks.map((task) => task.name) }
+  if (served !== null) started.metrics = { port: served.port, path: METRICS_PATH }
+  options.logger?.info(started, 'durable worker started')
   await stopped
   unlisten()
   await worker.close()
+  await served?.close()
   return 0
 }

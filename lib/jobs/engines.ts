@@ -7,6 +7,7 @@ import type { Outcome } from '../types'
 import { AttemptRunner } from './attempt'
 import { LeaseLoop } from './lease-loop'
 import type { QueueSettings } from './options'
+import type { EngineMetrics } from '../metrics'
 
 // Starts the engine the `queue` option names, and the worker of the app's own process where the
 // engine runs jobs there (memory; sqlite with `work: true`).
@@ -29,6 +30,8 @@ export interface AppWorker {
   whenIdle (): Promise<void>
   counts (): Record<Outcome, number>
   running (): number
+  /** Jobs held in this process's memory and not running (due, delayed or waiting out a backoff): the memory engine only. */
+  waiting?: () => number
   /** Waits up to `drainTimeout`, then gives the rest up; resolves with whether all ended in time. */
   close (): Promise<boolean>
 }
@@ -41,12 +44,12 @@ export interface StartedEngine {
 // The memory engine's loop wakes on every enqueue and on its own timers: it never polls
 const NEVER = MAX_TIMEOUT
 
-export async function startEngine (settings: QueueSettings, bounds: AppBounds, logger: FastifyBaseLogger, tracing: boolean): Promise<StartedEngine> {
+export async function startEngine (settings: QueueSettings, bounds: AppBounds, logger: FastifyBaseLogger, tracing: boolean, metrics: EngineMetrics | null = null): Promise<StartedEngine> {
   const { name: queue, tasks } = settings
   if (settings.engine === 'memory') {
     const { MemoryStore } = require('../engines/memory/store') as typeof import('../engines/memory/store')
     const store = new MemoryStore(queue)
-    const runner = new AttemptRunner({ tasks, queue, engine: 'memory', logger, durable: false, tracing })
+    const runner = new AttemptRunner({ tasks, queue, engine: 'memory', logger, durable: false, tracing, metrics })
     const loop = new LeaseLoop({
       store,
       runner,
@@ -68,6 +71,7 @@ export async function startEngine (settings: QueueSettings, bounds: AppBounds, l
       whenIdle: () => loop.whenIdle(),
       counts: () => runner.counts,
       running: () => loop.running,
+      waiting: () => store.unfinished - loop.running,
       async close () {
         // delayed jobs and backoffs count: the drain waits for every job added
         const idle = loop.whenIdle()
@@ -93,7 +97,7 @@ export async function startEngine (settings: QueueSettings, bounds: AppBounds, l
     const store = new SqliteStore({ where: WHERE, path: settings.path, queue, synchronous: settings.synchronous, busyTimeout: settings.enqueueTimeout })
     await store.check(settings.enqueueTimeout)
     if (!settings.work) return { engine: store, worker: null }
-    const runner = new AttemptRunner({ tasks, queue, engine: 'sqlite', logger, durable: true, tracing })
+    const runner = new AttemptRunner({ tasks, queue, engine: 'sqlite', logger, durable: true, tracing, metrics })
     const loop = new LeaseLoop({
       store,
       runner,

@@ -6,6 +6,7 @@ import { isLevelEnabled, logFallback, logTask, round, TASK_LEVELS } from '../log
 import type { TaskLine } from '../log'
 import { injectTraceContext, traceSendEnded, traceSendStarted } from '../tracing'
 import type { Destination } from '../tracing'
+import type { EngineMetrics, Meters, Observe } from '../metrics'
 import type { ConnectionStatus, DeferredTask, RequestSnapshot, TaskContext } from '../types'
 import type { Engine, JobRecord } from '../engines/types'
 import { zeroOutcomes } from '../types'
@@ -97,6 +98,8 @@ export class DurableWeb {
   readonly #tracing: boolean
   // the enqueue spans' messaging.system and messaging.destination.name
   readonly #destination: Destination
+  /** The engine's metrics (lib/metrics.ts); `null` when nothing records them. */
+  readonly #metrics: EngineMetrics | null
   readonly #inFlight = new Set<Promise<unknown>>()
   #enqueued = 0
   #enqueueing = 0
@@ -108,7 +111,7 @@ export class DurableWeb {
   readonly #uncertain = new Map<string, { jobs: number, statusCode: number }>()
   #retryTimer: NodeJS.Timeout | null = null
 
-  constructor (settings: QueueSettings, engine: Engine, worker: AppWorker | null, retryAfter: number, runLocal: RunLocal, tracing: boolean) {
+  constructor (settings: QueueSettings, engine: Engine, worker: AppWorker | null, retryAfter: number, runLocal: RunLocal, tracing: boolean, metrics: EngineMetrics | null = null) {
     this.settings = settings
     this.#engine = engine
     this.worker = worker
@@ -116,13 +119,15 @@ export class DurableWeb {
     this.#runLocal = runLocal
     this.#tracing = tracing
     this.#destination = { system: engine.name, name: engine.queue }
+    this.#metrics = metrics
   }
 
   /** Validates the `queue` option, starts its engine (checks the store), and adds the onSend hook that enqueues. */
-  static async register (fastify: FastifyInstance, options: object, retryAfter: number, runLocal: RunLocal, tracing: boolean, bounds: AppBounds): Promise<DurableWeb> {
+  static async register (fastify: FastifyInstance, options: object, retryAfter: number, runLocal: RunLocal, tracing: boolean, bounds: AppBounds, meters: Meters | null): Promise<DurableWeb> {
     const settings = resolveQueueOptions(options)
-    const { engine, worker } = await startEngine(settings, bounds, fastify.log, tracing)
-    const durable = new DurableWeb(settings, engine, worker, retryAfter, runLocal, tracing)
+    const metrics = meters === null ? null : meters.engine(settings.engine)
+    const { engine, worker } = await startEngine(settings, bounds, fastify.log, tracing, metrics)
+    const durable = new DurableWeb(settings, engine, worker, retryAfter, runLocal, tracing, metrics)
     fastify.decorateReply(kPending, null)
     // Returns the enqueue's promise when the response waits for one (Fastify takes the payload it
     // resolves to), so a tracing instrumentation's span of this hook lasts as long as the wait.
@@ -196,7 +201,10 @@ export class DurableWeb {
   #flush (reply: FastifyReply, pending: Pending, payload: unknown): Promise<unknown> {
     pending.flushed = true
     const records = this.#records(reply, pending.info, pending.jobs)
+    const started = this.#metrics === null ? 0 : performance.now()
     return this.#track(this.#enqueue(pending.info, records, true).then((err) => {
+      // METRICS: how long the enqueue held the response, taken or not
+      if (this.#metrics !== null) this.#metrics.route(pending.info.request.routeUrl).enqueueHeld(performance.now() - started)
       if (err === null) return payload
       this.#giveUp(records, this.settings.onEnqueueError === 'run-local' ? reply.statusCode : 503)
       if (this.settings.onEnqueueError === 'run-local') {
@@ -280,17 +288,26 @@ export class DurableWeb {
       this.#enqueueing -= count
       this.#enqueueFailed += count
       if (span !== null) traceSendEnded(span, true, err)
+      this.#countEnqueued(info, records, false)
       return err
     }
     if (span !== null) traceSendEnded(span, false)
     this.#enqueueing -= count
     this.#enqueued += count
+    this.#countEnqueued(info, records, true)
     this.worker?.wake()
     if (isLevelEnabled(info.log, TASK_LEVELS.enqueued)) {
       const durationMs = round(performance.now() - started)
       for (const record of records) logTask(info.log, this.#line(info, record, 'enqueued', durationMs))
     }
     return null
+  }
+
+  // METRICS: jobs enqueued or not, counted as stats().durable counts them
+  #countEnqueued (info: RequestInfo, records: JobRecord[], taken: boolean): void {
+    if (this.#metrics === null) return
+    const route = this.#metrics.route(info.request.routeUrl)
+    for (const record of records) route.enqueued(record.task, taken)
   }
 
   #line (info: RequestInfo, record: JobRecord, outcome: 'enqueued' | 'dropped', durationMs: number): TaskLine {
@@ -310,6 +327,10 @@ export class DurableWeb {
 
   #drop (info: RequestInfo, records: JobRecord[], reason: 'enqueue-failed' | 'queue-full', err?: unknown, statusCode?: number): void {
     this.#dropped += records.length
+    if (this.#metrics !== null) {
+      const route = this.#metrics.route(info.request.routeUrl)
+      for (const record of records) route.ended(record.task, 'dropped', -1)
+    }
     if (!isLevelEnabled(info.log, TASK_LEVELS.dropped)) return
     for (const record of records) {
       const line = this.#line(info, record, 'dropped', 0)
@@ -340,6 +361,16 @@ export class DurableWeb {
 
   /** Jobs this process runs, running now. */
   get running (): number { return this.worker === null ? 0 : this.worker.running() }
+
+  /** METRICS: the engine's current counts: jobs being enqueued, and those this process runs or holds. */
+  observe (observe: Observe): void {
+    const engine = this.settings.engine
+    observe(engine, 'enqueueing', this.#enqueueing)
+    if (this.worker === null) return
+    observe(engine, 'running', this.worker.running())
+    const waiting = this.worker.waiting
+    if (waiting !== undefined) observe(engine, 'queued', waiting())
+  }
 
   /** Resolves once no enqueue is in flight. */
   async settle (): Promise<void> {

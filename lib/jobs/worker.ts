@@ -16,6 +16,8 @@ import {
 import type { RedisConnection, SqliteSynchronous } from './options'
 import type { WorkerStats } from './attempt'
 import { taskMap } from './tasks'
+import { lookUpMeters } from '../metrics'
+import type { EngineMetrics, Meters } from '../metrics'
 import { DEFAULT_QUEUE_NAME } from './types'
 import type { DurableTask } from './types'
 
@@ -46,6 +48,12 @@ interface CommonWorkerOptions {
    * @default 30000
    */
   lockDuration?: number
+  /**
+   * Whether the worker records OpenTelemetry metrics for the jobs it runs (when
+   * `@opentelemetry/api` is installed and a meter provider was registered before the worker started).
+   * @default true
+   */
+  metrics?: boolean
 }
 
 /** A worker of a BullMQ queue on Redis. */
@@ -86,7 +94,7 @@ export interface DurableWorker {
 }
 
 export const WHERE = 'createWorker()'
-const COMMON = ['engine', 'tasks', 'name', 'concurrency', 'logger', 'drainTimeout', 'lockDuration']
+const COMMON = ['engine', 'tasks', 'name', 'concurrency', 'logger', 'drainTimeout', 'lockDuration', 'metrics']
 const OWN: Readonly<Record<EngineName, readonly string[]>> = {
   memory: [],
   sqlite: ['path', 'synchronous'],
@@ -100,6 +108,8 @@ interface CommonWorkerSettings {
   logger: FastifyBaseLogger
   drainTimeout: number
   lockDuration: number
+  /** The engine's metrics; `null` when nothing records them. */
+  metrics: EngineMetrics | null
 }
 
 export interface BullWorkerSettings extends CommonWorkerSettings {
@@ -128,12 +138,18 @@ export async function createWorker (options: WorkerOptions): Promise<DurableWork
   // a memory queue lives in its app: there is nothing for another process to take
   const engine = checkEngine(WHERE, given.engine, ['sqlite', 'bullmq'])
   checkKeys(WHERE, given, engine, COMMON, OWN)
+  if (given.metrics !== undefined && typeof given.metrics !== 'boolean') {
+    throw new FST_SAC_INVALID_OPTION(WHERE, 'metrics', 'a boolean', describe(given.metrics))
+  }
+  // the provider registered now, for good, as for the plugin
+  const meters = given.metrics === false ? null : lookUpMeters()
   const common: Omit<CommonWorkerSettings, 'logger'> = {
     tasks: taskMap(WHERE, given.tasks),
     queue: given.name === undefined ? DEFAULT_QUEUE_NAME : checkName(WHERE, 'name', given.name),
     concurrency: checkCount(WHERE, 'concurrency', given.concurrency, 10),
     drainTimeout: checkMs(WHERE, 'drainTimeout', given.drainTimeout, 10_000, 0),
-    lockDuration: checkMs(WHERE, 'lockDuration', given.lockDuration, 30_000, 1)
+    lockDuration: checkMs(WHERE, 'lockDuration', given.lockDuration, 30_000, 1),
+    metrics: meters === null ? null : meters.engine(engine)
   }
   if (engine === 'sqlite') {
     const settings = {
@@ -142,7 +158,7 @@ export async function createWorker (options: WorkerOptions): Promise<DurableWork
       synchronous: checkSynchronous(WHERE, given.synchronous)
     }
     const { startSqliteWorker } = require('../engines/sqlite/worker') as typeof import('../engines/sqlite/worker')
-    return await startSqliteWorker({ ...settings, logger: loggerOf(options.logger) })
+    return watched(meters, engine, await startSqliteWorker({ ...settings, logger: loggerOf(options.logger) }))
   }
   const connection = checkConnection(WHERE, given.connection)
   const settings = {
@@ -154,7 +170,18 @@ export async function createWorker (options: WorkerOptions): Promise<DurableWork
   assertDrivers(WHERE, 'bullmq', BULLMQ_DRIVERS)
   // BullMQ and ioredis load with the first worker: the web process may never need them
   const { startBullWorker } = require('../engines/bullmq/worker') as typeof import('../engines/bullmq/worker')
-  return await startBullWorker({ ...settings, logger: loggerOf(options.logger) })
+  return watched(meters, engine, await startBullWorker({ ...settings, logger: loggerOf(options.logger) }))
+}
+
+// METRICS: the worker's running jobs, read when the SDK collects, until it closed
+function watched (meters: Meters | null, engine: EngineName, worker: DurableWorker): DurableWorker {
+  if (meters === null) return worker
+  const unwatch = meters.watch((observe) => { observe(engine, 'running', worker.stats().running) })
+  return {
+    queue: worker.queue,
+    close: () => worker.close().finally(unwatch),
+    stats: () => worker.stats()
+  }
 }
 
 function loggerOf (logger: FastifyBaseLogger | undefined): FastifyBaseLogger {

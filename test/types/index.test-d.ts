@@ -84,12 +84,15 @@ const err: unknown = new Error('x')
 if (isSendAndContinueError(err)) {
   expectType<'FST_SAC_INVALID_OPTION' | 'FST_SAC_UNKNOWN_OPTION' | 'FST_SAC_INVALID_TASK' | 'FST_SAC_NOT_ENABLED' | 'FST_SAC_ALREADY_SENT' | 'FST_SAC_HIJACKED' |
   'FST_SAC_INVALID_JOB_DATA' | 'FST_SAC_DUPLICATE_TASK' | 'FST_SAC_UNKNOWN_TASK' | 'FST_SAC_NO_QUEUE' | 'FST_SAC_REDIS_UNREACHABLE' | 'FST_SAC_REDIS_EVICTION' |
-  'FST_SAC_CLUSTER_PREFIX' | 'FST_SAC_ENGINE_OPTION' | 'FST_SAC_MISSING_DRIVER' | 'FST_SAC_SQLITE_PATH' | 'FST_SAC_SQLITE_FOREIGN' | 'FST_SAC_SQLITE_SCHEMA'>(err.code)
+  'FST_SAC_CLUSTER_PREFIX' | 'FST_SAC_ENGINE_OPTION' | 'FST_SAC_MISSING_DRIVER' | 'FST_SAC_MISSING_METRICS_SDK' | 'FST_SAC_SQLITE_PATH' | 'FST_SAC_SQLITE_FOREIGN' | 'FST_SAC_SQLITE_SCHEMA'>(err.code)
 }
 
 // tracing
 expectAssignable<SendAndContinueOptions>({ tracing: false })
 expectNotAssignable<SendAndContinueOptions>({ tracing: 'off' })
+// metrics
+expectAssignable<SendAndContinueOptions>({ metrics: false })
+expectNotAssignable<SendAndContinueOptions>({ metrics: 'off' })
 declare const message: import('../..').TaskMessage
 expectType<Outcome | null>(message.outcome)
 expectType<ConnectionStatus | null>(message.connection)
@@ -142,6 +145,8 @@ createWorker({ engine: 'sqlite', path: 'var/deferred.db', tasks: [sendWelcome], 
   .then((worker) => { expectType<WorkerStats>(worker.stats()) })
 expectError(createWorker({ engine: 'sqlite', path: 'x.db', tasks: [sendWelcome], stalledInterval: 100 }))
 expectError(createWorker({ engine: 'memory', tasks: [sendWelcome] }))
+createWorker({ engine: 'sqlite', path: 'x.db', tasks: [sendWelcome], metrics: false })
+expectError(createWorker({ engine: 'sqlite', path: 'x.db', tasks: [sendWelcome], metrics: 'off' }))
 
 // a Redis Cluster: its nodes, ioredis cluster options beside them, each node's options under redisOptions
 app.register(fastifySendAndContinue, {

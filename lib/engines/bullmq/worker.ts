@@ -27,7 +27,7 @@ export async function startBullWorker (settings: BullWorkerSettings): Promise<Du
     client.disconnect()
     throw err
   }
-  const runner = new AttemptRunner({ tasks: settings.tasks, queue, engine: 'bullmq', logger, durable: true })
+  const runner = new AttemptRunner({ tasks: settings.tasks, queue, engine: 'bullmq', logger, durable: true, metrics: settings.metrics })
 
   async function processJob (job: Job<JobPayload>, token?: string): Promise<void> {
     // an enqueue the web process gave up on may still have reached Redis: its mark says so

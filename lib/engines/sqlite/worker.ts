@@ -15,7 +15,7 @@ export async function startSqliteWorker (settings: SqliteWorkerSettings): Promis
   const { queue, logger, drainTimeout } = settings
   const store = new SqliteStore({ where: 'createWorker()', path: settings.path, queue, synchronous: settings.synchronous, busyTimeout: 5000 })
   await store.check(5000)
-  const runner = new AttemptRunner({ tasks: settings.tasks, queue, engine: 'sqlite', logger, durable: true })
+  const runner = new AttemptRunner({ tasks: settings.tasks, queue, engine: 'sqlite', logger, durable: true, metrics: settings.metrics })
   const loop = new LeaseLoop({
     store,
     runner,
