@@ -81,6 +81,44 @@ test('memory store: finished jobs are kept for their keys, up to 10,000 complete
   t.same((await store.take('me', 10)).map((job) => job.id), ['t~2'], 'older than an hour: pruned at the next finish')
 })
 
+test('memory store: due jobs are taken oldest first, delayed ones once due among them, without looking at every job', async (t) => {
+  const realNow = Date.now
+  t.teardown(() => { Date.now = realNow })
+  let now = 1_000_000
+  Date.now = () => now
+  const store = new MemoryStore('q')
+  await store.enqueue([record('d30', 30), record('d10', 10), record('d20', 20)])
+  t.equal(await store.nextDue(), 10, 'the first delayed job is due in 10 ms')
+  await store.enqueue([record('a')])
+  now += 10
+  await store.enqueue([record('b')])
+  t.equal(await store.nextDue(), 0)
+  t.same((await store.take('me', 2)).map((job) => job.id), ['a', 'd10'], 'by due time, then by arrival')
+  now += 15
+  t.same((await store.take('me', 10)).map((job) => job.id), ['b', 'd20'], 'a due job added before a delayed one became due goes first')
+  t.equal(await store.nextDue(), 5)
+  now += 5
+  await store.enqueue([record('c')])
+  t.same((await store.take('me', 10)).map((job) => job.id), ['d30', 'c'], 'the delayed job due at the same time was added first')
+  t.equal(await store.nextDue(), null, 'nothing waits')
+  t.equal(await store.retry('me', 'a', 50), true)
+  t.equal(await store.retry('me', 'b', 0), true)
+  t.same((await store.take('me', 10)).map((job) => job.id), ['b'], 'a retry without backoff is due at once, one in backoff later')
+  now += 50
+  t.same((await store.take('me', 10)).map((job) => job.id), ['a'])
+  const delays = [70, 10, 50, 30, 60, 20, 40, 80, 90]
+  await store.enqueue(delays.map((delay) => record(`e${delay}`, delay)))
+  now += 100
+  t.same((await store.take('me', 10)).map((job) => job.id), [...delays].sort((x, y) => x - y).map((delay) => `e${delay}`), 'delayed jobs by due time')
+
+  const many = Array.from({ length: 3000 }, (_, i) => `m~${i}`)
+  await store.enqueue(many.map((id) => record(id)))
+  const taken: string[] = []
+  for (let i = 0; i < 6; i++) taken.push(...(await store.take('me', 400)).map((job) => job.id))
+  t.same(taken, many.slice(0, 2400), 'taken in order while the front of the list is dropped')
+  t.same(store.takeWaiting().map((job) => job.id), many.slice(2400), 'the rest, in order')
+})
+
 /** A store whose every call fails: the loop logs and goes on. */
 class BrokenStore extends MemoryStore implements JobStore {
   failing = true

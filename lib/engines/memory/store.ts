@@ -30,6 +30,11 @@ export class MemoryStore implements Engine, JobStore {
   // finished jobs in the order they finished, per retention class; pruned from the front
   readonly #completed: Kept[] = []
   readonly #failed: Kept[] = []
+  // the waiting jobs: those due when they began waiting, in that order (taken from #dueHead on),
+  // and the delayed ones by due time
+  #due: Row[] = []
+  #dueHead = 0
+  readonly #delayed = new RowHeap()
   #seq = 0
   #unfinished = 0
   /** Called after jobs were added: the app's loop looks at once. */
@@ -49,7 +54,9 @@ export class MemoryStore implements Engine, JobStore {
     for (const record of jobs) {
       // a job with this key pending, or finished within the retention, is the same job
       if (this.#rows.has(record.jobId)) continue
-      this.#rows.set(record.jobId, { record, state: 'waiting', attemptsMade: 0, runAt: now + record.delay, owner: null, seq: this.#seq++ })
+      const row: Row = { record, state: 'waiting', attemptsMade: 0, runAt: now + record.delay, owner: null, seq: this.#seq++ }
+      this.#rows.set(record.jobId, row)
+      this.#wait(row, now)
       this.#unfinished++
     }
     this.onAdded()
@@ -57,16 +64,15 @@ export class MemoryStore implements Engine, JobStore {
 
   async take (owner: string, max: number): Promise<LeasedJob[]> {
     const now = Date.now()
-    const due: Row[] = []
-    for (const row of this.#rows.values()) {
-      if (row.state === 'waiting' && row.runAt <= now) due.push(row)
-    }
-    due.sort((a, b) => a.runAt - b.runAt || a.seq - b.seq)
-    return due.slice(0, max).map((row) => {
+    const taken: LeasedJob[] = []
+    while (taken.length < max) {
+      const row = this.#nextWaiting(now)
+      if (row === null) break
       row.state = 'active'
       row.owner = owner
-      return leased(row)
-    })
+      taken.push(leased(row))
+    }
+    return taken
   }
 
   // one process holds every lease: nothing to renew, nothing expires
@@ -89,19 +95,23 @@ export class MemoryStore implements Engine, JobStore {
   async retry (owner: string, id: string, delayMs: number): Promise<boolean> {
     const row = this.#held(owner, id)
     if (row === null) return false
+    const now = Date.now()
     row.attemptsMade++
     row.state = 'waiting'
     row.owner = null
-    row.runAt = Date.now() + delayMs
+    row.runAt = now + delayMs
+    this.#wait(row, now)
     return true
   }
 
   async release (owner: string, id: string): Promise<boolean> {
     const row = this.#held(owner, id)
     if (row === null) return false
+    const now = Date.now()
     row.state = 'waiting'
     row.owner = null
-    row.runAt = Date.now()
+    row.runAt = now
+    this.#wait(row, now)
     return true
   }
 
@@ -111,16 +121,15 @@ export class MemoryStore implements Engine, JobStore {
   }
 
   async nextDue (): Promise<number | null> {
-    let next = Infinity
-    for (const row of this.#rows.values()) if (row.state === 'waiting' && row.runAt < next) next = row.runAt
+    const first = this.#due.length > this.#dueHead ? this.#due[this.#dueHead].runAt : Infinity
+    const next = Math.min(first, this.#delayed.peek()?.runAt ?? Infinity)
     return next === Infinity ? null : Math.max(0, next - Date.now())
   }
 
   /** The app closes and its drain ran out: every job still waiting is taken out, for its `cancelled` line. */
   takeWaiting (): LeasedJob[] {
     const taken: LeasedJob[] = []
-    for (const row of this.#rows.values()) {
-      if (row.state !== 'waiting') continue
+    for (let row = this.#nextWaiting(Infinity); row !== null; row = this.#nextWaiting(Infinity)) {
       row.state = 'finished'
       this.#unfinished--
       taken.push(leased(row))
@@ -129,6 +138,31 @@ export class MemoryStore implements Engine, JobStore {
   }
 
   async close (): Promise<void> {}
+
+  // A waiting job goes to the due list when it is due already (the usual case: no delay), else to
+  // the heap of delayed ones: a take or nextDue() looks at the front of each, never at every job.
+  #wait (row: Row, now: number): void {
+    if (row.runAt <= now) this.#due.push(row)
+    else this.#delayed.push(row)
+  }
+
+  // The waiting job due first by `now`, out of the due list or the heap, oldest first; `null` when none is.
+  #nextWaiting (now: number): Row | null {
+    const head = this.#due.length > this.#dueHead ? this.#due[this.#dueHead] : undefined
+    const delayed = this.#delayed.peek()
+    if (delayed !== undefined && delayed.runAt <= now && (head === undefined || before(delayed, head))) return this.#delayed.pop() as Row
+    if (head === undefined) return null
+    this.#dueHead++
+    // drop the taken front now and then, not on every take
+    if (this.#dueHead === this.#due.length) {
+      this.#due = []
+      this.#dueHead = 0
+    } else if (this.#dueHead >= 1024 && this.#dueHead * 2 >= this.#due.length) {
+      this.#due = this.#due.slice(this.#dueHead)
+      this.#dueHead = 0
+    }
+    return head
+  }
 
   #held (owner: string, id: string): Row | null {
     const row = this.#rows.get(id)
@@ -143,6 +177,51 @@ export class MemoryStore implements Engine, JobStore {
       drop++
     }
     if (drop > 0) list.splice(0, drop)
+  }
+}
+
+/** Whether `a` is taken before `b`: due first, then added first. */
+function before (a: Row, b: Row): boolean {
+  return a.runAt < b.runAt || (a.runAt === b.runAt && a.seq < b.seq)
+}
+
+/** A binary min-heap of rows, first due at the top. */
+class RowHeap {
+  readonly #rows: Row[] = []
+
+  peek (): Row | undefined {
+    return this.#rows[0]
+  }
+
+  push (row: Row): void {
+    const rows = this.#rows
+    let at = rows.push(row) - 1
+    while (at > 0) {
+      const parent = (at - 1) >> 1
+      if (!before(row, rows[parent])) break
+      rows[at] = rows[parent]
+      at = parent
+    }
+    rows[at] = row
+  }
+
+  pop (): Row | undefined {
+    const rows = this.#rows
+    const top = rows[0]
+    // never called on an empty heap: `last` is a row
+    const last = rows.pop() as Row
+    if (rows.length === 0) return top
+    let at = 0
+    for (;;) {
+      let child = 2 * at + 1
+      if (child >= rows.length) break
+      if (child + 1 < rows.length && before(rows[child + 1], rows[child])) child++
+      if (!before(rows[child], last)) break
+      rows[at] = rows[child]
+      at = child
+    }
+    rows[at] = last
+    return top
   }
 }
 
