@@ -9,6 +9,7 @@ const { instructionRatios } = require('./targets')
 const { costCentres } = require('./phases/callgrind')
 const { enqueueSection, keptSection, updateBenchmarks } = require('./enqueue-report')
 const { keptEnginesSection } = require('./engines-report')
+const { keptMetricsSection } = require('./metrics-report')
 
 const root = path.join(__dirname, '..')
 const START = '<!-- bench:start -->'
@@ -362,9 +363,10 @@ timeout keeps the per-task timer without letting it fire during the measurement)
 
 /**
  * `kept`: the enqueue section of the BENCHMARKS.md being replaced, when this run did not measure
- * it; `keptEngines`: its engines section (written by the engines phase itself).
+ * it; `keptEngines`: its engines section (written by the engines phase itself); `keptMetrics`:
+ * its metrics section (written by bench/metrics-report.js from several runs).
  */
-function markdown (results, kept = '', keptEngines = '') {
+function markdown (results, kept = '', keptEngines = '', keptMetrics = '') {
   const env = results.environment
   const plan = results.plan
   const libNote = env.libChanged ? ', built from a working tree with uncommitted changes in `lib/`' : ''
@@ -413,7 +415,7 @@ ${wallRows}| Load average (1, 5, 15 min) | ${loadAverage(env.loadAverageStart)} 
 
 ${targetTable(results)}
 ${baselineSection(results)}${instructionSection(results)}${heapSection(results)}${wallclockSections(results)}
-${results.enqueue?.summary === undefined ? kept : `${enqueueSection(results)}\n`}${keptEngines}## How it is measured
+${results.enqueue?.summary === undefined ? kept : `${enqueueSection(results)}\n`}${keptMetrics}${keptEngines}## How it is measured
 
 - Every variant runs in its own child process (\`bench/server.js\`) on 127.0.0.1. In the wall-clock phase all are
   started at once and idle while another one is loaded; rounds interleave the variants (A B C … then B C … A).
@@ -487,7 +489,7 @@ function writeReports (results) {
   written.push(path.relative(root, json))
   const md = out === null ? path.join(root, 'BENCHMARKS.md') : path.join(out, 'BENCHMARKS.md')
   const main = path.join(root, 'BENCHMARKS.md')
-  fs.writeFileSync(md, markdown(results, keptSection(main), keptEnginesSection(main)))
+  fs.writeFileSync(md, markdown(results, keptSection(main), keptEnginesSection(main), keptMetricsSection(main)))
   written.push(path.relative(root, md))
   // the enqueue phase runs on its own: its section goes into BENCHMARKS.md in place
   if (out !== null && results.enqueue?.summary !== undefined) {
