@@ -277,7 +277,17 @@ export class AttemptRunner {
   // One attempt: the handler's settlement, its time limit or the shutdown, whichever comes first.
   #attempt (task: DurableTask, job: LeasedJob, log: FastifyBaseLogger, queuedMs: number): Promise<Settled> {
     const payload = job.payload
-    const controller = new AbortController()
+    // The AbortController is made on first use: most tasks never look at their signal (making one
+    // costs more than the rest of a no-op attempt). An attempt ended before that keeps its reason.
+    let controller: AbortController | null = null
+    let abortedWith: DOMException | null = null
+    function signal (): AbortSignal {
+      if (controller === null) {
+        controller = new AbortController()
+        if (abortedWith !== null) controller.abort(abortedWith)
+      }
+      return controller.signal
+    }
     const runs = this.#runs
     // each attempt gets its own span, child of the context the job carries from its request
     const traced: TracedTask = {
@@ -297,9 +307,11 @@ export class AttemptRunner {
       const run: Run = {
         interrupt (reason) {
           finish(reason === 'timeout' ? { kind: 'timeout' } : { kind: 'shutdown' })
-          controller.abort(reason === 'timeout'
+          const err = reason === 'timeout'
             ? new DOMException(`durable task "${task.name}" timed out after ${task.timeout} ms`, 'TimeoutError')
-            : new DOMException(`durable task "${task.name}" aborted: the worker is closing`, 'AbortError'))
+            : new DOMException(`durable task "${task.name}" aborted: the worker is closing`, 'AbortError')
+          if (controller !== null) controller.abort(err)
+          else abortedWith = err
         }
       }
       function finish (settled: Settled): void {
@@ -314,7 +326,7 @@ export class AttemptRunner {
       runs.add(run)
       if (task.timeout > 0) timer = setTimeout(() => { run.interrupt('timeout') }, task.timeout)
       const ctx: DurableTaskContext = {
-        signal: controller.signal,
+        get signal () { return signal() },
         log,
         request: payload.request,
         name: task.name,

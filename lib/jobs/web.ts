@@ -163,8 +163,9 @@ export class DurableWeb {
       const created: Pending = { info, jobs, flushed: false, count: jobs.length }
       ;(reply as ReplyWithJobs)[kPending] = created
       // onSend never runs when the response is never sent (the client left, a hook hijacked it):
-      // the jobs are added when it closes, as if registered late
-      reply.raw.once('close', () => {
+      // the jobs are added when it closes, as if registered late (`on`, not `once`: it runs once
+      // anyway, and the response is gone soon after)
+      reply.raw.on('close', () => {
         if (created.flushed) return
         created.flushed = true
         this.#enqueueNow(reply, info, created.jobs)

@@ -10,6 +10,7 @@ import pino from 'pino'
 import sendAndContinue, { createWorker, defineTask } from '../../lib/index'
 import { MemoryStore } from '../../lib/engines/memory/store'
 import type { JobRecord, JobStore, LeasedJob } from '../../lib/engines/types'
+import type { DurableTaskContext } from '../../lib/jobs/types'
 import { AttemptRunner } from '../../lib/jobs/attempt'
 import { LeaseLoop } from '../../lib/jobs/lease-loop'
 import { runWorker } from '../../lib/jobs/cli'
@@ -290,6 +291,27 @@ test('attempt runner: a cancelled job below the logger\'s level is counted witho
   t.same(logs.lines, [])
 })
 
+test('attempt runner: a signal first read after its attempt timed out or was interrupted reads aborted, with the reason', async (t) => {
+  const contexts: DurableTaskContext[] = []
+  const never = defineTask('never', (data, ctx) => {
+    contexts.push(ctx)
+    return new Promise(() => {})
+  }, { timeout: 20 })
+  const runner = new AttemptRunner({ tasks: new Map([['never', never]]), queue: 'q', engine: 'memory', logger: pino({ level: 'silent' }), durable: true })
+  const store = new MemoryStore('q')
+  await store.enqueue([{ ...record('a'), task: 'never' }, { ...record('b'), task: 'never' }])
+  const [a, b] = await store.take('me', 2)
+  const timedOut = runner.run(a)
+  const interrupted = runner.run(b)
+  t.match(await timedOut, { kind: 'failed', outcome: 'timeout' })
+  runner.interruptAll()
+  t.match(await interrupted, { kind: 'shutdown' })
+  t.equal(contexts[0].signal.aborted, true)
+  t.equal(contexts[0].signal.reason.name, 'TimeoutError')
+  t.equal(contexts[0].signal, contexts[0].signal, 'the same signal on every read')
+  t.equal(contexts[1].signal.reason.name, 'AbortError')
+  t.match(contexts[1].signal.reason.message, 'the worker is closing')
+})
 test('createWorker({ engine: \'sqlite\' }) in this process: runs the file\'s jobs, gives an unfinished one back at close', async (t) => {
   const path = await tempFile(t)
   const started = deferred()

@@ -26,14 +26,13 @@ interface Kept { readonly id: string, readonly at: number }
 export class MemoryStore implements Engine, JobStore {
   readonly name = 'memory'
   readonly queue: string
-  readonly #rows = new Map<string, Row>()
+  // every job by id; a finished one only keeps its id here (null), for its key, not its data
+  readonly #rows = new Map<string, Row | null>()
   // finished jobs in the order they finished, per retention class; pruned from the front
-  readonly #completed: Kept[] = []
-  readonly #failed: Kept[] = []
-  // the waiting jobs: those due when they began waiting, in that order (taken from #dueHead on),
-  // and the delayed ones by due time
-  #due: Row[] = []
-  #dueHead = 0
+  readonly #completed = new Fifo<Kept>()
+  readonly #failed = new Fifo<Kept>()
+  // the waiting jobs: those due when they began waiting, in that order, and the delayed ones by due time
+  readonly #due = new Fifo<Row>()
   readonly #delayed = new RowHeap()
   #seq = 0
   #unfinished = 0
@@ -85,6 +84,7 @@ export class MemoryStore implements Engine, JobStore {
     if (row === null) return false
     row.state = 'finished'
     row.owner = null
+    this.#rows.set(id, null)
     this.#unfinished--
     const now = Date.now()
     if (outcome === 'completed') this.#keep(this.#completed, KEEP_COMPLETED, id, now)
@@ -121,8 +121,7 @@ export class MemoryStore implements Engine, JobStore {
   }
 
   async nextDue (): Promise<number | null> {
-    const first = this.#due.length > this.#dueHead ? this.#due[this.#dueHead].runAt : Infinity
-    const next = Math.min(first, this.#delayed.peek()?.runAt ?? Infinity)
+    const next = Math.min(this.#due.peek()?.runAt ?? Infinity, this.#delayed.peek()?.runAt ?? Infinity)
     return next === Infinity ? null : Math.max(0, next - Date.now())
   }
 
@@ -148,35 +147,52 @@ export class MemoryStore implements Engine, JobStore {
 
   // The waiting job due first by `now`, out of the due list or the heap, oldest first; `null` when none is.
   #nextWaiting (now: number): Row | null {
-    const head = this.#due.length > this.#dueHead ? this.#due[this.#dueHead] : undefined
+    const head = this.#due.peek()
     const delayed = this.#delayed.peek()
     if (delayed !== undefined && delayed.runAt <= now && (head === undefined || before(delayed, head))) return this.#delayed.pop() as Row
-    if (head === undefined) return null
-    this.#dueHead++
-    // drop the taken front now and then, not on every take
-    if (this.#dueHead === this.#due.length) {
-      this.#due = []
-      this.#dueHead = 0
-    } else if (this.#dueHead >= 1024 && this.#dueHead * 2 >= this.#due.length) {
-      this.#due = this.#due.slice(this.#dueHead)
-      this.#dueHead = 0
-    }
-    return head
+    return this.#due.shift() ?? null
   }
 
   #held (owner: string, id: string): Row | null {
     const row = this.#rows.get(id)
-    return row !== undefined && row.state === 'active' && row.owner === owner ? row : null
+    return row?.state === 'active' && row.owner === owner ? row : null
   }
 
-  #keep (list: Kept[], bounds: { ageMs: number, count: number }, id: string, now: number): void {
+  #keep (list: Fifo<Kept>, bounds: { ageMs: number, count: number }, id: string, now: number): void {
     list.push({ id, at: now })
-    let drop = 0
-    while (drop < list.length && (list.length - drop > bounds.count || now - list[drop].at > bounds.ageMs)) {
-      this.#rows.delete(list[drop].id)
-      drop++
+    for (let oldest = list.peek(); oldest !== undefined && (list.size > bounds.count || now - oldest.at > bounds.ageMs); oldest = list.peek()) {
+      this.#rows.delete(oldest.id)
+      list.shift()
     }
-    if (drop > 0) list.splice(0, drop)
+  }
+}
+
+/** A first-in first-out list: an array read from a moving front, its taken part dropped now and then, not on every shift. */
+class Fifo<T> {
+  #items: T[] = []
+  #head = 0
+
+  get size (): number { return this.#items.length - this.#head }
+
+  peek (): T | undefined {
+    return this.#items[this.#head]
+  }
+
+  push (item: T): void {
+    this.#items.push(item)
+  }
+
+  shift (): T | undefined {
+    if (this.#head === this.#items.length) return undefined
+    const item = this.#items[this.#head++]
+    if (this.#head === this.#items.length) {
+      this.#items = []
+      this.#head = 0
+    } else if (this.#head >= 1024 && this.#head * 2 >= this.#items.length) {
+      this.#items = this.#items.slice(this.#head)
+      this.#head = 0
+    }
+    return item
   }
 }
 
