@@ -143,3 +143,18 @@ export function startChild (t: Test, args: string[]): SqliteChild {
     }
   }
 }
+
+/** A file of schema version 1, as the engine wrote it before failed jobs kept their error: one failed job, `id`, in `queue`. */
+export async function versionOne (t: Test, id: string, task = 'send', queue = QUEUE): Promise<string> {
+  const path = join(await tempDir(t), 'v1.db')
+  const store = makeStore(t, path, { queue })
+  await store.enqueue([job(id, { task })], 1000)
+  const [leased] = await store.take('me', 1, 60_000)
+  await store.finish('me', leased.id, 'failed')
+  await store.close()
+  const db = new Database(path)
+  db.exec('ALTER TABLE jobs DROP COLUMN error')
+  db.pragma('user_version = 1')
+  db.close()
+  return path
+}

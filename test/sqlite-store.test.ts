@@ -14,7 +14,7 @@ import { APPLICATION_ID, SCHEMA_VERSION } from '../lib/engines/sqlite/schema'
 import { KEEP_COMPLETED, KEEP_FAILED } from '../lib/engines/sqlite/store'
 import { STALLED_MESSAGE } from '../lib/jobs/lease-loop'
 import { envWithoutCoverage } from './child-env'
-import { counting, job, makeStore, peek, QUEUE, rowOf, startChild, tempDir } from './sqlite-helpers'
+import { counting, job, makeStore, peek, QUEUE, rowOf, startChild, tempDir, versionOne } from './sqlite-helpers'
 
 // child processes through the TypeScript loader take a second or more each to start
 t.setTimeout(120_000)
@@ -190,23 +190,8 @@ test('a file of ours without a schema version gets the schema', async (t) => {
   t.equal(peek(t, path).pragma('user_version', { simple: true }), SCHEMA_VERSION)
 })
 
-// a file of version 1, as the engine wrote it before failed jobs kept their error
-async function versionOne (t: Test): Promise<string> {
-  const path = join(await tempDir(t), 'v1.db')
-  const store = makeStore(t, path)
-  await store.enqueue([job('a')], 1000)
-  const [leased] = await store.take('me', 1, 60_000)
-  await store.finish('me', leased.id, 'failed')
-  await store.close()
-  const db = new Database(path)
-  db.exec('ALTER TABLE jobs DROP COLUMN error')
-  db.pragma('user_version = 1')
-  db.close()
-  return path
-}
-
 test('a file of schema version 1 gets the error column when opened to write, and keeps its jobs', async (t) => {
-  const path = await versionOne(t)
+  const path = await versionOne(t, 'a')
   const store = makeStore(t, path)
   await store.enqueue([job('b')], 1000)
   const [leased] = await store.take('me', 1, 60_000)

@@ -20,7 +20,7 @@ import type { StatusReport } from '../lib/jobs/status'
 import { VERSION } from '../lib/report/cli'
 import { inspect, workerLogger } from './durable-helpers'
 import { startRedis } from './redis'
-import { job, makeStore, peek, tempDir } from './sqlite-helpers'
+import { job, makeStore, peek, tempDir, versionOne } from './sqlite-helpers'
 
 // `fastify-send-and-continue status`: the real command line in child processes, on a real SQLite
 // file and a real redis-server holding jobs in every state; the store is left as it was.
@@ -165,16 +165,7 @@ test('status --sqlite: jobs per state and task, the oldest waiting job, the newe
 })
 
 test('status --sqlite reads a file of schema version 1 (no error column) without changing it', async (t) => {
-  const path = join(await tempDir(t), 'v1.db')
-  const store = makeStore(t, path, { queue: QUEUE })
-  await store.enqueue([job('sendWelcome~x', { task: 'sendWelcome' })], 1000)
-  const [leased] = await store.take('me', 1, 60_000)
-  await store.finish('me', leased.id, 'failed')
-  await store.close()
-  const db = new Database(path)
-  db.exec('ALTER TABLE jobs DROP COLUMN error')
-  db.pragma('user_version = 1')
-  db.close()
+  const path = await versionOne(t, 'sendWelcome~x', 'sendWelcome', QUEUE)
   const before = sha256(path)
   const ran = await inProcess(['--sqlite', path, '--json'])
   t.equal(ran.code, 0, ran.stderr)
