@@ -183,7 +183,8 @@ export class LeaseLoop {
     const { store, isDead, runner, logger } = this.#options
     store.recover(isDead).then((failed) => {
       for (const job of failed) runner.stalled(job, new Error(STALLED_MESSAGE))
-      if (!this.#closing) this.#look()
+      // after close() too: #look() itself takes nothing once closing
+      this.#look()
     }, (err: unknown) => { logger.error({ err }, 'durable worker error') })
   }
 
