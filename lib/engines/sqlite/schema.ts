@@ -11,6 +11,12 @@ export const SCHEMA_VERSION = 1
 // with their process. `outcome` keeps why a failed job failed ('failed', 'timeout', 'stalled').
 // A rowid table (not WITHOUT ROWID): rows carry a payload of any size, and the rowid breaks ties
 // between jobs due in the same millisecond in the order they were added.
+// One partial index per state, so a job changing state moves between two of them and an insert
+// touches one (the indexes of schema version 1 before 0.2, on (queue, state, ...), changed two
+// entries of each on every state change). Queries name their state as a literal: SQLite uses a
+// partial index only when the query's WHERE implies the index's. The layout of the rows is
+// unchanged, so the version stays 1: a file opened by an earlier version gets its two indexes
+// back beside these (its queries work with either), and loses them at the next open by this one.
 export const SCHEMA = `
 CREATE TABLE IF NOT EXISTS jobs (
   queue TEXT NOT NULL,
@@ -31,8 +37,12 @@ CREATE TABLE IF NOT EXISTS jobs (
   created_at INTEGER NOT NULL,
   PRIMARY KEY (queue, id)
 );
-CREATE INDEX IF NOT EXISTS jobs_due ON jobs (queue, state, run_at);
-CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (queue, state, finished_at);
+CREATE INDEX IF NOT EXISTS jobs_waiting ON jobs (queue, run_at) WHERE state = 'waiting';
+CREATE INDEX IF NOT EXISTS jobs_active ON jobs (queue) WHERE state = 'active';
+CREATE INDEX IF NOT EXISTS jobs_completed ON jobs (queue, finished_at) WHERE state = 'completed';
+CREATE INDEX IF NOT EXISTS jobs_failed ON jobs (queue, finished_at) WHERE state = 'failed';
+DROP INDEX IF EXISTS jobs_due;
+DROP INDEX IF EXISTS jobs_finished;
 PRAGMA application_id = ${APPLICATION_ID};
 PRAGMA user_version = ${SCHEMA_VERSION};
 `
