@@ -171,13 +171,15 @@ test('attempt runner: a cancelled job below the logger\'s level is counted witho
 
 test('attempt runner: a signal first read after its attempt timed out or was interrupted reads aborted, with the reason', async (t) => {
   const contexts: DurableTaskContext[] = []
-  const never = defineTask('never', (data, ctx) => {
+  function hang (data: unknown, ctx: DurableTaskContext): Promise<never> {
     contexts.push(ctx)
     return new Promise(() => {})
-  }, { timeout: 20 })
-  const runner = new AttemptRunner({ tasks: new Map([['never', never]]), queue: 'q', engine: 'memory', logger: pino({ level: 'silent' }), durable: true })
+  }
+  const never = defineTask('never', hang, { timeout: 20 })
+  const forever = defineTask('forever', hang, { timeout: 0 })
+  const runner = new AttemptRunner({ tasks: new Map([['never', never], ['forever', forever]]), queue: 'q', engine: 'memory', logger: pino({ level: 'silent' }), durable: true })
   const store = new MemoryStore('q')
-  await store.enqueue([{ ...record('a'), task: 'never' }, { ...record('b'), task: 'never' }])
+  await store.enqueue([{ ...record('a'), task: 'never' }, { ...record('b'), task: 'forever' }])
   const [a, b] = await store.take('me', 2)
   const timedOut = runner.run(a)
   const interrupted = runner.run(b)
