@@ -4,6 +4,7 @@
 // `count.handled`; `task` is the variant's deferred work (bench/tasks.js); `queue` a BullMQ
 // `Queue` for the hand-written enqueue variants.
 
+const { randomUUID } = require('node:crypto')
 const { performance } = require('node:perf_hooks')
 const { loggedRunner } = require('./tasks')
 
@@ -48,6 +49,22 @@ function routeFor (kind, task, count, dispatchMs, queue = null) {
     async 'handwritten-bullmq' (request, reply) {
       count.handled++
       await queue.add('bench-job', { n: count.handled }, JOB_OPTIONS)
+      return body
+    },
+    // the plugin's job, written by hand: its data (request snapshot, route, status, time, token)
+    // and a `<task>~<UUID>` id, so the rest of the difference is the plugin's own work
+    async 'handwritten-bullmq-job' (request, reply) {
+      count.handled++
+      const data = {
+        data: { n: count.handled },
+        request: { id: request.id, method: request.method, url: request.url, routeUrl: request.routeOptions.url },
+        route: request.routeOptions.url,
+        connection: null,
+        statusCode: reply.statusCode,
+        enqueuedAt: Date.now(),
+        token: randomUUID()
+      }
+      await queue.add('bench-job', data, { ...JOB_OPTIONS, jobId: `bench-job~${randomUUID()}` })
       return body
     },
     async 'handwritten-bullmq-log' (request, reply) {

@@ -170,6 +170,18 @@ const engineVariants = [
   { name: 'eng-bullmq-pino', label: '`sendAndContinue` + durable job, `bullmq` engine, pino', handler: 'sac-durable', method: 'POST', plugin: true, queue: BULL, redis: true, logger: true, pair: 'eng-handwritten-log-pino' }
 ]
 
+// Not in the phase: for bench/probes/engines-instructions.js, the floor of the BullMQ web side.
+const engineFloorVariants = [
+  {
+    name: 'eng-handwritten-job',
+    label: 'hand-written `await queue.add()` of the plugin\'s job (its data and a `<task>~<UUID>` id), then send',
+    handler: 'handwritten-bullmq-job',
+    method: 'POST',
+    redis: true,
+    pair: 'eng-handwritten'
+  }
+]
+
 // The engines phase's end-to-end rows: the app answers and runs its own jobs (`work: true`).
 const sqliteEndToEndVariants = [
   { name: 'e2e-sqlite-normal', label: '`sqlite` engine, `work: true`, `synchronous: \'normal\'` (default: survives a process crash)', handler: 'sac-durable', method: 'POST', plugin: true, queue: { engine: 'sqlite', work: true, synchronous: 'normal' } },
@@ -247,9 +259,9 @@ function instructionVariants ({ tracing = false, metrics = false, before = false
 function byName (name) {
   const found = name === probe.name
     ? probe
-    : [...variants, ...enqueueVariants, ...engineVariants, ...sqliteEndToEndVariants].find((v) => v.name === name) ?? instructionVariants({ tracing: true, metrics: true, before: true }).find((v) => v.name === name)
+    : [...variants, ...enqueueVariants, ...engineVariants, ...engineFloorVariants, ...sqliteEndToEndVariants].find((v) => v.name === name) ?? instructionVariants({ tracing: true, metrics: true, before: true }).find((v) => v.name === name)
   if (found === undefined) throw new Error(`unknown variant ${name}`)
   return found
 }
 
-module.exports = { variants, enqueueVariants, engineVariants, sqliteEndToEndVariants, probe, pluginOptions, byName, instructionVariants, BASES, LIGHT, HEAVY, TASK_MS }
+module.exports = { variants, enqueueVariants, engineVariants, engineFloorVariants, sqliteEndToEndVariants, probe, pluginOptions, byName, instructionVariants, BASES, LIGHT, HEAVY, TASK_MS }

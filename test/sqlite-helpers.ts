@@ -144,7 +144,7 @@ export function startChild (t: Test, args: string[]): SqliteChild {
   }
 }
 
-/** A file of schema version 1, as the engine wrote it before failed jobs kept their error: one failed job, `id`, in `queue`. */
+/** A file of schema version 1, as the engine wrote it (no error column, two indexes over (queue, state, ...)): one failed job, `id`, in `queue`. */
 export async function versionOne (t: Test, id: string, task = 'send', queue = QUEUE): Promise<string> {
   const path = join(await tempDir(t), 'v1.db')
   const store = makeStore(t, path, { queue })
@@ -153,7 +153,10 @@ export async function versionOne (t: Test, id: string, task = 'send', queue = QU
   await store.finish('me', leased.id, 'failed')
   await store.close()
   const db = new Database(path)
-  db.exec('ALTER TABLE jobs DROP COLUMN error')
+  db.exec(`ALTER TABLE jobs DROP COLUMN error;
+    DROP INDEX jobs_waiting; DROP INDEX jobs_active; DROP INDEX jobs_completed; DROP INDEX jobs_failed;
+    CREATE INDEX jobs_due ON jobs (queue, state, run_at);
+    CREATE INDEX jobs_finished ON jobs (queue, state, finished_at);`)
   db.pragma('user_version = 1')
   db.close()
   return path

@@ -234,6 +234,56 @@ test('several processes creating one new file at once', async (t) => {
   t.same(db.prepare("SELECT name FROM sqlite_master WHERE type = 'table'").all(), [{ name: 'jobs' }])
 })
 
+test('indexes: one partial index per state, replacing those of earlier versions; every statement finds its rows through one', async (t) => {
+  const path = join(await tempDir(t), 'jobs.db')
+  // a file as 0.1 left it: schema version 1 with its two indexes over (queue, state, ...)
+  const old = new Database(path)
+  old.pragma('journal_mode = WAL')
+  old.exec(`CREATE TABLE jobs (queue TEXT NOT NULL, id TEXT NOT NULL, task TEXT NOT NULL, payload TEXT NOT NULL, attempts INTEGER NOT NULL,
+    backoff TEXT, delay INTEGER NOT NULL, state TEXT NOT NULL CHECK (state IN ('waiting', 'active', 'completed', 'failed')),
+    attempts_made INTEGER NOT NULL DEFAULT 0, stalled INTEGER NOT NULL DEFAULT 0, run_at INTEGER NOT NULL, owner TEXT, lock_until INTEGER,
+    finished_at INTEGER, outcome TEXT, created_at INTEGER NOT NULL, PRIMARY KEY (queue, id));
+    CREATE INDEX jobs_due ON jobs (queue, state, run_at);
+    CREATE INDEX jobs_finished ON jobs (queue, state, finished_at);
+    PRAGMA application_id = ${APPLICATION_ID};
+    PRAGMA user_version = 1;`)
+  old.prepare("INSERT INTO jobs (queue, id, task, payload, attempts, delay, state, run_at, created_at) VALUES ('q', 'kept', 'send', ?, 1, 0, 'waiting', 0, 0)")
+    .run(JSON.stringify(job('kept').payload))
+  old.close()
+
+  const prepared = new Set<string>()
+  const store = makeStore(t, path, {
+    open: (file) => {
+      const db = new Database(file)
+      return { exec: (sql) => db.exec(sql), close: () => db.close(), prepare: (sql) => { prepared.add(sql); return db.prepare(sql) } }
+    }
+  })
+  await store.check(1000)
+  const db = peek(t, path)
+  t.same(db.prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND name NOT LIKE 'sqlite_%' ORDER BY name").all().map((row) => (row as { name: string }).name),
+    ['jobs_active', 'jobs_completed', 'jobs_failed', 'jobs_waiting'])
+  t.equal(db.pragma('user_version', { simple: true }), SCHEMA_VERSION, 'migrated to this version')
+  t.same((await store.take('me', 5, 1000)).map((leased) => leased.id), ['kept'], 'the job of the old file is taken')
+
+  // every statement the store prepares, run once
+  await store.finish('me', 'kept', 'completed')
+  await store.enqueue([job('a'), job('b')], 1000)
+  await store.take('me', 1, 1000)
+  await store.retry('me', 'a', 0)
+  await store.take('me', 1, 1000)
+  await store.release('me', 'a')
+  await store.renew('me', ['b'], 1000)
+  await store.recover(() => true)
+  await store.prune()
+  await store.nextDue()
+  for (const sql of prepared) {
+    if (!/\bjobs\b/.test(sql)) continue
+    const plan = db.prepare(`EXPLAIN QUERY PLAN ${sql}`).all(...Array((sql.match(/\?/g) ?? []).length).fill(null))
+      .map((row) => (row as { detail: string }).detail)
+    t.notOk(plan.some((step) => /^SCAN jobs\b/.test(step)), `${sql.replace(/\s+/g, ' ').slice(0, 80)}: ${plan.join('; ')}`)
+  }
+})
+
 test('a closed store refuses to work', async (t) => {
   const store = makeStore(t, join(await tempDir(t), 'jobs.db'))
   await store.close()
@@ -376,15 +426,17 @@ test('recover leaves a lease that changed after it was read', async (t) => {
   const other = makeStore(t, path)
   await store.enqueue([job('a')], 1000)
   await store.take('dying', 1, 60_000)
-  // the owner settles the job between recover's read and its write
-  let finished: Promise<boolean> | undefined
+  // the owner renews its lease between recover's read and its write (a renewal is written at
+  // once; a settlement joins the next group commit, after recover's)
+  let renewed: Promise<string[]> | undefined
   const failed = await store.recover((owner) => {
-    finished = other.finish(owner, 'a', 'completed')
+    renewed = other.renew(owner, ['a'], 120_000)
     return true
   })
-  t.equal(await finished, true)
+  t.same(await renewed, [], 'the lease was still held')
   t.same(failed, [])
-  t.match(rowOf(db, 'a'), { state: 'completed', stalled: 0 })
+  t.match(rowOf(db, 'a'), { state: 'active', owner: 'dying', stalled: 0 })
+  t.ok((rowOf(db, 'a')?.lock_until as number) > Date.now() + 60_000, 'with the renewed lease')
 })
 
 test('a job id already stored is not added again, until pruned', async (t) => {
@@ -472,6 +524,36 @@ test('group commit: the enqueue() calls of one event-loop turn share one transac
   t.same(peek(t, path).prepare("SELECT count(*) AS n FROM jobs WHERE id IN ('x', 'y', 'z')").get(), { n: 0 })
   await store.enqueue([job('x')], 1000)
   t.match(rowOf(peek(t, path), 'x'), { state: 'waiting' }, 'the next transaction works')
+})
+
+test('group commit: the takes and settlements of one turn join its enqueues\' transaction; a failed commit rejects them all', async (t) => {
+  const path = join(await tempDir(t), 'jobs.db')
+  const wrapped = counting()
+  const store = makeStore(t, path, { open: wrapped.open })
+  await store.check(1000)
+  await store.enqueue([job('a'), job('b'), job('c')], 1000)
+  const [a, b] = await store.take('me', 2, 10_000)
+  const opening = wrapped.commits
+  const [enqueued, finished, retried, taken] = await Promise.all([
+    store.enqueue([job('d')], 1000),
+    store.finish('me', a.id, 'completed'),
+    store.retry('me', b.id, 60_000),
+    store.take('me', 5, 10_000)
+  ])
+  t.equal(wrapped.commits - opening, 1, 'one transaction')
+  t.equal(enqueued, undefined)
+  t.equal(finished, true)
+  t.equal(retried, true)
+  t.same(taken.map((leased) => leased.id), ['c', 'd'], 'a job added in the same turn is taken in the same transaction')
+  const db = peek(t, path)
+  t.match(rowOf(db, 'a'), { state: 'completed' })
+
+  const failure = new Error('disk I/O error')
+  wrapped.failCommit = failure
+  const results = await Promise.allSettled([store.enqueue([job('e')], 1000), store.finish('me', 'c', 'completed'), store.take('me', 5, 10_000)])
+  t.same(results, [failure, failure, failure].map((reason) => ({ status: 'rejected', reason })))
+  t.notOk(rowOf(db, 'e'), 'nothing of the failed transaction was stored')
+  t.match(rowOf(db, 'c'), { state: 'active', owner: 'me' }, 'the job is still leased: its lease expires, and it runs again')
 })
 
 test('enqueue timeout: a locked file fails the batch after the time left, not the busy timeout', async (t) => {

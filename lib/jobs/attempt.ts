@@ -4,6 +4,8 @@ import { backoffDelay } from '../backoff'
 import { describe, FST_SAC_UNKNOWN_TASK } from '../errors'
 import { isLevelEnabled, logGivenUp, logTask, round, TASK_LEVELS } from '../log'
 import type { TaskLine } from '../log'
+import { Timers } from '../timers'
+import type { EntryList, TimedEntry } from '../timers'
 import { runTraced, traceEnded, traceJobRegistered, traceReturned, traceStarted } from '../tracing'
 import type { Destination, TracedTask } from '../tracing'
 import { zeroOutcomes } from '../types'
@@ -32,7 +34,7 @@ export type Decision =
   /** The worker is closing and the engine keeps nothing across processes: the job ended `cancelled`. */
   | { readonly kind: 'cancelled' }
 
-interface Run {
+interface Run extends TimedEntry {
   /** Ends the attempt early: its time limit ran out, or the worker is closing. */
   interrupt: (reason: 'timeout' | 'shutdown') => void
 }
@@ -69,6 +71,8 @@ function isThenable (value: unknown): boolean {
 export class AttemptRunner {
   readonly counts = zeroOutcomes()
   readonly #runs = new Set<Run>()
+  // the attempts' time limits, one Node timer per limit (as in-process tasks have theirs)
+  readonly #timers = new Timers()
   readonly #options: AttemptRunnerOptions
   readonly #known: string
   // the attempts' spans are CONSUMER spans of this queue
@@ -104,7 +108,10 @@ export class AttemptRunner {
     const { queue, tasks } = this.#options
     const payload = job.payload
     const attempt = job.attempt
-    const log = this.#options.logger.child({ reqId: payload.request.id })
+    // The lines go through the worker's logger with the request id first, as a child bound with
+    // it would write them; the child itself is made only for a task that reads ctx.log.
+    const log = this.#options.logger
+    const reqId = payload.request.id
     const startedAt = performance.now()
     const queuedMs = Math.max(0, Date.now() - payload.enqueuedAt - job.delay)
     const counts = this.counts
@@ -130,7 +137,7 @@ export class AttemptRunner {
     function final (outcome: Outcome, err?: unknown, timeoutMs?: number, ran = true): void {
       counts[outcome]++
       if (metrics !== null) metrics.ended(job.name, outcome, ran ? performance.now() - startedAt : -1)
-      if (isLevelEnabled(log, TASK_LEVELS[outcome])) logTask(log, line(outcome, timeoutMs), err)
+      if (isLevelEnabled(log, TASK_LEVELS[outcome])) logTask(log, line(outcome, timeoutMs), err, 'reqId', reqId)
     }
 
     const task = tasks.get(job.name)
@@ -158,7 +165,7 @@ export class AttemptRunner {
         const shutdownLine = line('retrying')
         shutdownLine.reason = 'worker-closing'
         shutdownLine.delayMs = 0
-        logTask(log, shutdownLine)
+        logTask(log, shutdownLine, undefined, 'reqId', reqId)
       }
       return settled
     }
@@ -173,7 +180,7 @@ export class AttemptRunner {
       if (isLevelEnabled(log, TASK_LEVELS.retrying)) {
         const retryLine = line('retrying', settled.kind === 'timeout' ? task.timeout : undefined)
         retryLine.delayMs = delayMs
-        logTask(log, retryLine, err)
+        logTask(log, retryLine, err, 'reqId', reqId)
       }
       return { kind: 'retry', err, delayMs }
     }
@@ -275,8 +282,9 @@ export class AttemptRunner {
   }
 
   // One attempt: the handler's settlement, its time limit or the shutdown, whichever comes first.
-  #attempt (task: DurableTask, job: LeasedJob, log: FastifyBaseLogger, queuedMs: number): Promise<Settled> {
+  #attempt (task: DurableTask, job: LeasedJob, logger: FastifyBaseLogger, queuedMs: number): Promise<Settled> {
     const payload = job.payload
+    let log: FastifyBaseLogger | null = null
     // The AbortController is made on first use: most tasks never look at their signal (making one
     // costs more than the rest of a no-op attempt). An attempt ended before that keeps its reason.
     let controller: AbortController | null = null
@@ -301,10 +309,15 @@ export class AttemptRunner {
     }
     const startedAt = performance.now()
     const queuedAt = startedAt - queuedMs
+    const timers = this.#timers
     return new Promise<Settled>((resolve) => {
-      let timer: NodeJS.Timeout | undefined
       let done = false
       const run: Run = {
+        startedAt,
+        timerPrev: null,
+        timerNext: null,
+        timerList: null,
+        onTimeout () { run.interrupt('timeout') },
         interrupt (reason) {
           finish(reason === 'timeout' ? { kind: 'timeout' } : { kind: 'shutdown' })
           const err = reason === 'timeout'
@@ -317,17 +330,17 @@ export class AttemptRunner {
       function finish (settled: Settled): void {
         if (done) return
         done = true
-        clearTimeout(timer)
+        ;(run.timerList as EntryList).remove(run)
         runs.delete(run)
         const outcome: Outcome = settled.kind === 'shutdown' ? 'cancelled' : settled.kind
         traceEnded(traced, outcome, settled.kind === 'failed' ? settled.err : undefined, undefined, queuedAt, startedAt)
         resolve(settled)
       }
       runs.add(run)
-      if (task.timeout > 0) timer = setTimeout(() => { run.interrupt('timeout') }, task.timeout)
+      timers.add(run, task.timeout)
       const ctx: DurableTaskContext = {
         get signal () { return signal() },
-        log,
+        get log () { return (log ??= logger.child({ reqId: payload.request.id })) },
         request: payload.request,
         name: task.name,
         jobId: job.id,

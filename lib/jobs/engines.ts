@@ -60,7 +60,7 @@ export async function startEngine (settings: QueueSettings, bounds: AppBounds, l
       isDead: () => false,
       concurrency: bounds.concurrency,
       lockDuration: NEVER,
-      pollInterval: NEVER,
+      pollInterval: null,
       recoverInterval: NEVER
     })
     store.onAdded = () => { loop.wake() }

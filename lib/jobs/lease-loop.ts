@@ -16,8 +16,11 @@ export interface LeaseLoopOptions {
   isDead: (owner: string) => boolean
   concurrency: number
   lockDuration: number
-  /** Milliseconds between looks for jobs another process added, while nothing is due here. */
-  pollInterval: number
+  /**
+   * Milliseconds between looks for jobs another process added, while nothing is due here; `null`
+   * when no other process adds any (the memory engine: every job added wakes the loop).
+   */
+  pollInterval: number | null
   /** Milliseconds between looks for jobs whose process died. */
   recoverInterval: number
 }
@@ -130,10 +133,14 @@ export class LeaseLoop {
     store.nextDue().then((due) => {
       if (this.#closing || this.#looking) return
       if (this.#lookTimer !== null) clearTimeout(this.#lookTimer)
-      this.#lookTimer = setTimeout(() => {
-        this.#lookTimer = null
-        this.#look()
-      }, due === null ? pollInterval : Math.min(due, pollInterval))
+      this.#lookTimer = null
+      const wait = pollInterval === null ? due : due === null ? pollInterval : Math.min(due, pollInterval)
+      if (wait !== null) {
+        this.#lookTimer = setTimeout(() => {
+          this.#lookTimer = null
+          this.#look()
+        }, wait)
+      }
       this.#checkIdle(due)
     }, (err: unknown) => { this.#options.logger.error({ err }, 'durable worker error') })
   }
@@ -141,12 +148,18 @@ export class LeaseLoop {
   #run (job: LeasedJob): void {
     this.#running.add(job.id)
     const settled = this.#options.runner.run(job)
-      .then((decision) => this.#apply(job, decision))
+      .then((decision) => {
+        // the task is over: its slot takes the next job while the store records this one (a
+        // store that commits in batches takes and settles in one transaction)
+        this.#running.delete(job.id)
+        this.#look()
+        return this.#apply(job, decision)
+      })
       .catch((err: unknown) => { this.#options.logger.error({ err }, 'durable worker error') })
       .finally(() => {
         this.#running.delete(job.id)
         this.#settled.delete(settled)
-        this.#look()
+        if (this.#settled.size === 0) this.#checkIdle()
       })
     this.#settled.add(settled)
   }
@@ -189,7 +202,8 @@ export class LeaseLoop {
   }
 
   #checkIdle (due?: number | null): void {
-    if (this.#idleWaiters.length === 0 || this.#running.size > 0 || this.#looking) return
+    // a job whose outcome the store has not recorded yet counts: idle means settled
+    if (this.#idleWaiters.length === 0 || this.#settled.size > 0 || this.#looking) return
     if (due === undefined) {
       this.#options.store.nextDue().then((next) => { this.#checkIdle(next) }, noop)
       return

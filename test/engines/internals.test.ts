@@ -12,7 +12,7 @@ import { MemoryStore } from '../../lib/engines/memory/store'
 import type { JobRecord, JobStore, LeasedJob } from '../../lib/engines/types'
 import type { DurableTaskContext } from '../../lib/jobs/types'
 import { AttemptRunner } from '../../lib/jobs/attempt'
-import { LeaseLoop } from '../../lib/jobs/lease-loop'
+import { LeaseLoop, STALLED_MESSAGE } from '../../lib/jobs/lease-loop'
 import { runWorker } from '../../lib/jobs/cli'
 import { deferred, LogCollector } from '../helpers'
 import { finals } from './conformance'
@@ -118,6 +118,34 @@ test('memory store: due jobs are taken oldest first, delayed ones once due among
   for (let i = 0; i < 6; i++) taken.push(...(await store.take('me', 400)).map((job) => job.id))
   t.same(taken, many.slice(0, 2400), 'taken in order while the front of the list is dropped')
   t.same(store.takeWaiting().map((job) => job.id), many.slice(2400), 'the rest, in order')
+})
+
+/** A store whose recovery hands over the jobs a dead owner left (the SQLite store's second lost run). */
+class StallingStore extends MemoryStore implements JobStore {
+  lost: LeasedJob[] = []
+  override async recover (): Promise<LeasedJob[]> { return this.lost.splice(0) }
+}
+
+test('lease loop: a job its store failed as stalled gets its failed line (reason stalled, nothing run here), then the loop takes the rest', async (t) => {
+  const logs = new LogCollector()
+  const logger = pino({}, logs)
+  const ran: string[] = []
+  const tasks = new Map([['t', defineTask('t', (data: unknown, ctx: DurableTaskContext) => { ran.push(ctx.jobId) })]])
+  const store = new StallingStore('q')
+  await store.enqueue([record('a'), record('b')])
+  store.lost = await store.take('dead', 1, 60_000)
+  const runner = new AttemptRunner({ tasks, queue: 'q', engine: 'memory', logger, durable: true })
+  const loop = new LeaseLoop({ store, runner, logger, owner: 'me', isDead: () => true, concurrency: 2, lockDuration: 60_000, pollInterval: 60_000, recoverInterval: 60_000 })
+  loop.start()
+  await logs.until(() => ran.length === 1)
+  await loop.whenIdle()
+  t.same(ran, ['b'], 'the lost job is not run here; the waiting one is taken after the recovery')
+  t.match(finals(logs.lines), [
+    { reqId: 'req-1', deferred: { jobId: 'a', outcome: 'failed', reason: 'stalled', durationMs: 0 }, err: { message: STALLED_MESSAGE } },
+    { reqId: 'req-1', deferred: { jobId: 'b', outcome: 'completed' } }
+  ])
+  t.same({ failed: runner.counts.failed, completed: runner.counts.completed }, { failed: 1, completed: 1 })
+  t.equal(await loop.close(0), true)
 })
 
 /** A store whose every call fails: the loop logs and goes on. */
@@ -293,13 +321,15 @@ test('attempt runner: a cancelled job below the logger\'s level is counted witho
 
 test('attempt runner: a signal first read after its attempt timed out or was interrupted reads aborted, with the reason', async (t) => {
   const contexts: DurableTaskContext[] = []
-  const never = defineTask('never', (data, ctx) => {
+  function hang (data: unknown, ctx: DurableTaskContext): Promise<never> {
     contexts.push(ctx)
     return new Promise(() => {})
-  }, { timeout: 20 })
-  const runner = new AttemptRunner({ tasks: new Map([['never', never]]), queue: 'q', engine: 'memory', logger: pino({ level: 'silent' }), durable: true })
+  }
+  const never = defineTask('never', hang, { timeout: 20 })
+  const forever = defineTask('forever', hang, { timeout: 0 })
+  const runner = new AttemptRunner({ tasks: new Map([['never', never], ['forever', forever]]), queue: 'q', engine: 'memory', logger: pino({ level: 'silent' }), durable: true })
   const store = new MemoryStore('q')
-  await store.enqueue([{ ...record('a'), task: 'never' }, { ...record('b'), task: 'never' }])
+  await store.enqueue([{ ...record('a'), task: 'never' }, { ...record('b'), task: 'forever' }])
   const [a, b] = await store.take('me', 2)
   const timedOut = runner.run(a)
   const interrupted = runner.run(b)

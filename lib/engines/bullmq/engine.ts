@@ -104,13 +104,14 @@ export class BullEngine implements Engine {
     this.#batch = []
     this.#flushing = null
     const queue = this.#queue as Queue
-    // BullMQ writes each add a few microtasks later: the socket holds them all until the next
-    // turn, then writes them in one go (one system call, one read for Redis). On a Redis Cluster
-    // the adds go through the connection of the queue's node, one of several: not corked there.
+    // BullMQ writes each add a few microtasks later: the socket holds them until those microtasks
+    // drained (a tick queued from a microtask runs then), then writes them in one go (one system
+    // call, one read for Redis). On a Redis Cluster the adds go through the connection of the
+    // queue's node, one of several: not corked there.
     if (this.#client instanceof Redis) {
       const socket = this.#client.stream
       socket.cork()
-      setImmediate(() => { socket.uncork() })
+      queueMicrotask(() => { process.nextTick(() => { socket.uncork() }) })
     }
     // the entries of one timeout (all of them: the web side gives one) share one timer
     const expiries = new Map<number, Expiry>()

@@ -7,6 +7,7 @@ import type { DurableWorker, BullWorkerSettings } from '../../jobs/worker'
 import type { JobPayload } from '../../jobs/types'
 import { leased } from './job'
 import { createClient } from './client'
+import type { RedisClient } from './client'
 import { cancelKey } from './engine'
 import { checkRedis } from './redis'
 import { stalledFailureListener } from './stalled'
@@ -28,12 +29,13 @@ export async function startBullWorker (settings: BullWorkerSettings): Promise<Du
     throw err
   }
   const runner = new AttemptRunner({ tasks: settings.tasks, queue, engine: 'bullmq', logger, durable: true, metrics: settings.metrics })
+  const marks = new MarkReader(client)
 
   async function processJob (job: Job<JobPayload>, token?: string): Promise<void> {
     // an enqueue the web process gave up on may still have reached Redis: its mark says so
     const given = job.data.token
     if (given !== undefined && job.attemptsMade === 0) {
-      const status = await client.get(cancelKey(prefix, queue, given))
+      const status = await marks.read(cancelKey(prefix, queue, given))
       if (status !== null) {
         runner.givenUp(leased(job), Number(status))
         return
@@ -120,6 +122,39 @@ function settledWithin (promise: Promise<void>, ms: number): Promise<boolean> {
   let timer: NodeJS.Timeout | undefined
   const late = new Promise<boolean>((resolve) => { timer = setTimeout(resolve, ms, false) })
   return Promise.race([promise.then(() => true), late]).finally(() => { clearTimeout(timer) })
+}
+
+/**
+ * Reads cancel marks, each after its job was taken (as a GET right there would), the reads of
+ * the jobs taken in one go (BullMQ hands several over in one chunk of replies) in one MGET: one
+ * command and one round trip for them instead of one each.
+ */
+class MarkReader {
+  readonly #client: RedisClient
+  #keys: string[] = []
+  #waiting: Array<(status: Promise<string | null>) => void> = []
+
+  constructor (client: RedisClient) {
+    this.#client = client
+  }
+
+  read (key: string): Promise<string | null> {
+    return new Promise((resolve) => {
+      // from a job's microtask: a tick queued now runs once the microtasks of its chunk drained
+      if (this.#keys.length === 0) process.nextTick(() => { this.#flush() })
+      this.#keys.push(key)
+      this.#waiting.push(resolve)
+    })
+  }
+
+  #flush (): void {
+    const waiting = this.#waiting
+    const read = this.#client.mget(this.#keys)
+    this.#keys = []
+    this.#waiting = []
+    // each reader gets its own status, or the error of the read
+    for (let i = 0; i < waiting.length; i++) waiting[i](read.then((statuses) => statuses[i]))
+  }
 }
 
 function noop (): void {}

@@ -8,8 +8,11 @@ export const SCHEMA_VERSION = 2
 
 /** What brings a file of an older version to this one, by the version it has: run before SCHEMA. */
 export const MIGRATIONS: Readonly<Record<number, string>> = {
-  // version 2 keeps a failed job's error message
-  1: 'ALTER TABLE jobs ADD COLUMN error TEXT;'
+  // version 2 keeps a failed job's error message and indexes each state apart (SCHEMA then
+  // creates the new indexes)
+  1: `ALTER TABLE jobs ADD COLUMN error TEXT;
+DROP INDEX IF EXISTS jobs_due;
+DROP INDEX IF EXISTS jobs_finished;`
 }
 
 // Several queues may share one file, hence the (queue, id) key. Times are epoch ms. `run_at`
@@ -18,6 +21,10 @@ export const MIGRATIONS: Readonly<Record<number, string>> = {
 // `error` the message of its last attempt's error, for the status command.
 // A rowid table (not WITHOUT ROWID): rows carry a payload of any size, and the rowid breaks ties
 // between jobs due in the same millisecond in the order they were added.
+// One partial index per state, so a job changing state moves between two of them and an insert
+// touches one (version 1's two indexes on (queue, state, ...) changed two entries of each on
+// every state change). Queries name their state as a literal: SQLite uses a partial index only
+// when the query's WHERE implies the index's.
 export const SCHEMA = `
 CREATE TABLE IF NOT EXISTS jobs (
   queue TEXT NOT NULL,
@@ -39,8 +46,10 @@ CREATE TABLE IF NOT EXISTS jobs (
   created_at INTEGER NOT NULL,
   PRIMARY KEY (queue, id)
 );
-CREATE INDEX IF NOT EXISTS jobs_due ON jobs (queue, state, run_at);
-CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (queue, state, finished_at);
+CREATE INDEX IF NOT EXISTS jobs_waiting ON jobs (queue, run_at) WHERE state = 'waiting';
+CREATE INDEX IF NOT EXISTS jobs_active ON jobs (queue) WHERE state = 'active';
+CREATE INDEX IF NOT EXISTS jobs_completed ON jobs (queue, finished_at) WHERE state = 'completed';
+CREATE INDEX IF NOT EXISTS jobs_failed ON jobs (queue, finished_at) WHERE state = 'failed';
 PRAGMA application_id = ${APPLICATION_ID};
 PRAGMA user_version = ${SCHEMA_VERSION};
 `
