@@ -52,6 +52,7 @@ async function main () {
   const app = Fastify({ logger: variant.logger ? { level: 'info', file: logFile } : false })
   const extra = variant.tracing === undefined ? {} : await tracing.setup(app, variant.tracing)
   if (variant.metrics !== undefined) Object.assign(extra, await metrics.setup(variant.metrics))
+  if (variant.responseLogLevel !== undefined) extra.responseLogLevel = variant.responseLogLevel
   if (variant.plugin) await app.register(fastifySendAndContinue, { ...pluginOptions, ...extra, ...queueOptions() })
   const route = routeFor(variant.handler, task, count, dispatchMs, handwrittenQueue(app))
   app.route({ method: variant.method ?? 'GET', url: '/', ...route.options, handler: route.handler })

@@ -16,6 +16,8 @@ function instructionRatios (callgrind) {
     ['sac', 'setimmediate', HEAVY, false],
     ['sac', 'setimmediate-log', LIGHT, true],
     ['sac', 'setimmediate-log', HEAVY, true],
+    ['sac-quiet', 'setimmediate-log', LIGHT, true],
+    ['sac-quiet', 'setimmediate-log', HEAVY, true],
     ['plugin-idle', 'plain', null, false],
     ['plugin-idle', 'plain', null, true],
     ['setimmediate-log', 'plain', LIGHT, true]
@@ -44,6 +46,8 @@ function targets ({ callgrind, heap, fixedRate }) {
     check('instr-heavy', `the same with ${HEAVY.toLocaleString('en-US')} pending: at most 1.12x`, r(`sac-${HEAVY}/setimmediate-${HEAVY}`), 'x', 1.12),
     check('instr-pino-light', `with pino on, against \`setImmediate\` logging one line per task through \`request.log\`, ${LIGHT} pending: at most 1.12x`, r(`sac-${LIGHT}-pino/setimmediate-log-${LIGHT}-pino`), 'x', 1.12),
     check('instr-pino-heavy', `the same with ${HEAVY.toLocaleString('en-US')} pending: at most 1.12x`, r(`sac-${HEAVY}-pino/setimmediate-log-${HEAVY}-pino`), 'x', 1.12),
+    check('instr-quiet-light', `with pino on and \`responseLogLevel: 'debug'\`, against \`setImmediate\` logging one line per task, ${LIGHT} pending: at most 1.12x`, r(`sac-quiet-${LIGHT}-pino/setimmediate-log-${LIGHT}-pino`), 'x', 1.12),
+    check('instr-quiet-heavy', `the same with ${HEAVY.toLocaleString('en-US')} pending: at most 1.20x`, r(`sac-quiet-${HEAVY}-pino/setimmediate-log-${HEAVY}-pino`), 'x', 1.20),
     check('instr-metrics', `metrics: instructions per request with the OpenTelemetry metrics SDK registered (in-memory reader) / none registered, ${LIGHT} pending, logger off: at most 1.25x`, r(`sac-metrics-${LIGHT}/sac-${LIGHT}`), 'x', 1.25),
     check('instr-metrics-absent', `metrics: instructions per request with no meter provider registered / the plugin before metrics (\`--before\`), ${LIGHT} pending, logger off: 1.00x`, r(`sac-${LIGHT}/sac-before-${LIGHT}`), 'x', 1.005),
     check('instr-idle', 'instructions per request, plugin registered and route not deferring / plain, logger off: at most 1.02x', r('plugin-idle/plain'), 'x', 1.02),

@@ -201,6 +201,8 @@ const BASES = {
   'setimmediate-log': { label: '`send` + `setImmediate(task)`, one `request.log` line per task', handler: 'setimmediate-log', deferring: true },
   'plugin-idle': { label: 'plugin registered, route does not defer', handler: 'send', plugin: true },
   sac: { label: '`sendAndContinue` + task', handler: 'sac', plugin: true, deferring: true },
+  // the close line of a finished response at debug (pino at info: not written), with pino on only
+  'sac-quiet': { label: '`sendAndContinue` + task, `responseLogLevel: \'debug\'`', handler: 'sac', plugin: true, deferring: true, responseLogLevel: 'debug' },
   // The tracing rows (when the built plugin has tracing, see bench/tracing.js), 100 pending with
   // the logger off, compared with `sac` (tracing on by default, no tracer provider registered,
   // the diagnostics channels without subscribers).
@@ -227,6 +229,7 @@ function instructionVariant (base, pending, logger) {
     tracing: spec.tracing,
     metrics: spec.metrics,
     before: spec.before === true,
+    responseLogLevel: spec.responseLogLevel,
     logger,
     // pino writes to /dev/null here: serialisation is the cost; the write is a syscall callgrind does not count
     loggerFile: logger ? '/dev/null' : undefined,
@@ -248,6 +251,7 @@ function instructionVariants ({ tracing = false, metrics = false, before = false
       if (spec.tracing !== undefined && (!tracing || logger)) continue
       if (spec.metrics !== undefined && (!metrics || logger)) continue
       if (spec.before === true && (!before || logger)) continue
+      if (spec.responseLogLevel !== undefined && !logger) continue
       const extra = spec.tracing !== undefined || spec.metrics !== undefined || spec.before === true
       if (!spec.deferring) list.push(instructionVariant(base, null, logger))
       else for (const pending of extra ? [LIGHT] : [LIGHT, HEAVY]) list.push(instructionVariant(base, pending, logger))

@@ -133,7 +133,7 @@ test('lease loop: a job its store failed as stalled gets its failed line (reason
   const tasks = new Map([['t', defineTask('t', (data: unknown, ctx: DurableTaskContext) => { ran.push(ctx.jobId) })]])
   const store = new StallingStore('q')
   await store.enqueue([record('a'), record('b')])
-  store.lost = await store.take('dead', 1, 60_000)
+  store.lost = await store.take('dead', 1)
   const runner = new AttemptRunner({ tasks, queue: 'q', engine: 'memory', logger, durable: true })
   const loop = new LeaseLoop({ store, runner, logger, owner: 'me', isDead: () => true, concurrency: 2, lockDuration: 60_000, pollInterval: 60_000, recoverInterval: 60_000 })
   loop.start()
