@@ -10,32 +10,15 @@
 const { performance } = require('node:perf_hooks')
 const { setTimeout: sleep } = require('node:timers/promises')
 const Redis = require('ioredis')
-const { Queue, Worker } = require('bullmq')
+const { Queue } = require('bullmq')
 const pino = require('pino')
-const { createWorker, defineTask } = require('..')
 const { redisCpuMicros } = require('./phases/enqueue')
+const { startWorker, QUEUES } = require('./workers')
 
 const [kind, concurrencyText, jobsText, socketPath, logFile] = process.argv.slice(2)
 const concurrency = Number(concurrencyText)
 const jobs = Number(jobsText)
-const QUEUE = { plugin: 'fastify-send-and-continue', handwritten: 'bench-handwritten' }[kind]
-
-function noop () {}
-
-async function start (logger) {
-  if (kind === 'plugin') {
-    const task = defineTask('bench-job', noop)
-    return createWorker({ engine: 'bullmq', connection: { path: socketPath }, tasks: [task], concurrency, logger })
-  }
-  const connection = new Redis({ path: socketPath, maxRetriesPerRequest: null })
-  const worker = new Worker(QUEUE, async function processJob (job) {
-    const started = performance.now()
-    noop(job.data)
-    logger.info({ task: job.name, jobId: job.id, attempt: job.attemptsMade + 1, durationMs: performance.now() - started }, 'job completed')
-  }, { connection, concurrency })
-  await worker.waitUntilReady()
-  return { close: async () => { await worker.close(); connection.disconnect() } }
-}
+const QUEUE = QUEUES[kind]
 
 async function main () {
   const logger = pino({ level: 'info' }, pino.destination({ dest: logFile, sync: false, mkdir: true }))
@@ -50,7 +33,7 @@ async function main () {
   const redisBefore = await redisCpuMicros(counter)
   const cpuBefore = process.cpuUsage()
   const startedAt = performance.now()
-  const worker = await start(logger)
+  const worker = await startWorker({ kind, concurrency, socketPath, logger })
   while (await left() > 0) await sleep(10)
   const elapsedMs = performance.now() - startedAt
   const cpu = process.cpuUsage(cpuBefore)
