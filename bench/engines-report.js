@@ -8,10 +8,9 @@
 
 const fs = require('node:fs')
 const path = require('node:path')
+const { keptBlock, markers, writeBlock } = require('./sections')
 
-const START = '<!-- engines:start -->'
-const END = '<!-- engines:end -->'
-const BEFORE = '## How it is measured'
+const { start: START, end: END } = markers('engines')
 const root = path.join(__dirname, '..')
 
 const FINDINGS = `
@@ -275,11 +274,7 @@ ${END}
 
 /** The engines block of an existing BENCHMARKS.md, or `''`. */
 function keptEnginesSection (file) {
-  if (!fs.existsSync(file)) return ''
-  const text = fs.readFileSync(file, 'utf8')
-  const start = text.indexOf(START)
-  const end = text.indexOf(END)
-  return start === -1 || end < start ? '' : `${text.slice(start, end + END.length)}\n\n`
+  return keptBlock(file, 'engines', '\n\n')
 }
 
 /** Writes bench/results/engines.json and the section into BENCHMARKS.md (a quick run: under bench/results/tmp/ only). */
@@ -291,19 +286,8 @@ function updateEngines (results) {
   fs.writeFileSync(json, `${JSON.stringify({ generatedBy, date, environment, targets: engineTargets(engines), engines }, null, 2)}\n`)
   const file = results.quick ? path.join(out, 'BENCHMARKS-engines.md') : path.join(root, 'BENCHMARKS.md')
   const block = enginesSection(results)
-  if (results.quick) {
-    fs.writeFileSync(file, block)
-  } else {
-    const text = fs.readFileSync(file, 'utf8')
-    const start = text.indexOf(START)
-    const end = text.indexOf(END)
-    if (start !== -1 && end > start) {
-      fs.writeFileSync(file, text.slice(0, start) + block + text.slice(end + END.length + 1))
-    } else {
-      const at = text.indexOf(BEFORE)
-      fs.writeFileSync(file, at === -1 ? `${text}\n${block}` : `${text.slice(0, at)}${block}\n${text.slice(at)}`)
-    }
-  }
+  if (results.quick) fs.writeFileSync(file, block)
+  else writeBlock(file, 'engines', block)
   return [path.relative(root, json), `${path.relative(root, file)}${results.quick ? '' : ' (engines section)'}`]
 }
 

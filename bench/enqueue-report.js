@@ -5,12 +5,10 @@
 // between markers: that run writes it into BENCHMARKS.md in place, and a full run, which does
 // not measure it, keeps the one already there.
 
-const fs = require('node:fs')
+const { keptBlock, markers, writeBlock } = require('./sections')
 
-const START = '<!-- enqueue:start -->'
-const END = '<!-- enqueue:end -->'
+const { start: START, end: END } = markers('enqueue')
 // where a first section goes
-const BEFORE = '## How it is measured'
 
 function num (value, digits) {
   return Number.isFinite(value) ? value.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits }) : '-'
@@ -55,25 +53,12 @@ ${END}
 
 /** The enqueue block of an existing BENCHMARKS.md, or `''`. */
 function keptSection (file) {
-  if (!fs.existsSync(file)) return ''
-  const text = fs.readFileSync(file, 'utf8')
-  const start = text.indexOf(START)
-  const end = text.indexOf(END)
-  return start === -1 || end < start ? '' : `${text.slice(start, end + END.length)}\n`
+  return keptBlock(file, 'enqueue')
 }
 
 /** Writes the enqueue block into BENCHMARKS.md: in place of the old one, or before `How it is measured`. */
 function updateBenchmarks (results, file) {
-  const text = fs.readFileSync(file, 'utf8')
-  const block = enqueueSection(results)
-  const start = text.indexOf(START)
-  const end = text.indexOf(END)
-  if (start !== -1 && end > start) {
-    fs.writeFileSync(file, text.slice(0, start) + block + text.slice(end + END.length + 1))
-  } else {
-    const at = text.indexOf(BEFORE)
-    fs.writeFileSync(file, at === -1 ? `${text}\n${block}` : `${text.slice(0, at)}${block}\n${text.slice(at)}`)
-  }
+  writeBlock(file, 'enqueue', enqueueSection(results))
 }
 
 module.exports = { enqueueSection, keptSection, updateBenchmarks }

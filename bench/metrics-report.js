@@ -13,12 +13,11 @@
 // re-renders the section from metrics.json. A full run keeps the section as it is.
 
 const fs = require('node:fs')
+const { keptBlock, markers, writeBlock } = require('./sections')
 const path = require('node:path')
 const { LIGHT } = require('./variants')
 
-const START = '<!-- metrics:start -->'
-const END = '<!-- metrics:end -->'
-const BEFORE = '## How it is measured'
+const { start: START, end: END } = markers('metrics')
 const root = path.join(__dirname, '..')
 const json = path.join(__dirname, 'results', 'metrics.json')
 
@@ -134,25 +133,12 @@ ${END}
 
 /** The metrics block of an existing BENCHMARKS.md, or `''`. */
 function keptMetricsSection (file) {
-  if (!fs.existsSync(file)) return ''
-  const text = fs.readFileSync(file, 'utf8')
-  const start = text.indexOf(START)
-  const end = text.indexOf(END)
-  return start === -1 || end < start ? '' : `${text.slice(start, end + END.length)}\n`
+  return keptBlock(file, 'metrics')
 }
 
 /** Writes the metrics block into `file`: in place of the old one, or before `How it is measured`. */
 function updateMetrics (data, file = path.join(root, 'BENCHMARKS.md')) {
-  const text = fs.readFileSync(file, 'utf8')
-  const block = metricsSection(data)
-  const start = text.indexOf(START)
-  const end = text.indexOf(END)
-  if (start !== -1 && end > start) {
-    fs.writeFileSync(file, text.slice(0, start) + block + text.slice(end + END.length + 1))
-  } else {
-    const at = text.indexOf(BEFORE)
-    fs.writeFileSync(file, at === -1 ? `${text}\n${block}` : `${text.slice(0, at)}${block}\n${text.slice(at)}`)
-  }
+  writeBlock(file, 'metrics', metricsSection(data))
 }
 
 module.exports = { metricsSection, keptMetricsSection, updateMetrics, runOf }
