@@ -21,6 +21,7 @@ import { VERSION } from '../lib/report/cli'
 import { inspect, workerLogger } from './durable-helpers'
 import { startRedis } from './redis'
 import { job, makeStore, peek, tempDir, versionOne } from './sqlite-helpers'
+import { SCHEMA_VERSION } from '../lib/engines/sqlite/schema'
 
 // `fastify-send-and-continue status`: the real command line in child processes, on a real SQLite
 // file and a real redis-server holding jobs in every state; the store is left as it was.
@@ -198,7 +199,7 @@ test('status --sqlite: an empty queue; files that cannot be read exit 1 with a c
 
   const newer = peek(t, join(dir, 'newer.db'))
   newer.exec(`PRAGMA application_id = ${0x46534143}; PRAGMA user_version = 99`)
-  t.match((await inProcess(['--sqlite', join(dir, 'newer.db')])).stderr, 'should have schema version 2 or older, instead got 99')
+  t.match((await inProcess(['--sqlite', join(dir, 'newer.db')])).stderr, `should have schema version ${SCHEMA_VERSION} or older, instead got 99`)
 
   // ours by its header, but no jobs table: an error of the query, prefixed with the command
   const broken = peek(t, join(dir, 'broken.db'))
