@@ -92,24 +92,12 @@ export async function startEngine (settings: QueueSettings, bounds: AppBounds, l
   }
   if (settings.engine === 'sqlite') {
     const { SqliteStore } = require('../engines/sqlite/store') as typeof import('../engines/sqlite/store')
-    const { isDeadOwner, ownerId } = require('../engines/owner') as typeof import('../engines/owner')
-    const { POLL_INTERVAL, RECOVER_INTERVAL } = require('../engines/sqlite/worker') as typeof import('../engines/sqlite/worker')
+    const { startSqliteLoop } = require('../engines/sqlite/worker') as typeof import('../engines/sqlite/worker')
     const store = new SqliteStore({ where: WHERE, path: settings.path, queue, synchronous: settings.synchronous, busyTimeout: settings.enqueueTimeout })
     await store.check(settings.enqueueTimeout)
     if (!settings.work) return { engine: store, worker: null }
     const runner = new AttemptRunner({ tasks, queue, engine: 'sqlite', logger, durable: true, tracing, metrics })
-    const loop = new LeaseLoop({
-      store,
-      runner,
-      logger,
-      owner: ownerId(),
-      isDead: isDeadOwner,
-      concurrency: settings.concurrency,
-      lockDuration: settings.lockDuration,
-      pollInterval: POLL_INTERVAL,
-      recoverInterval: RECOVER_INTERVAL
-    })
-    loop.start()
+    const loop = startSqliteLoop(store, runner, logger, settings.concurrency, settings.lockDuration)
     const worker: AppWorker = {
       room: () => Infinity,
       wake: () => { loop.wake() },

@@ -1,8 +1,7 @@
-import { performance } from 'node:perf_hooks'
 import type { Job } from 'bullmq'
 import { UnrecoverableError, WaitingError, Worker } from 'bullmq'
-import { logShutdown } from '../../log'
 import { AttemptRunner } from '../../jobs/attempt'
+import { durableWorker } from '../../jobs/durable-worker'
 import type { DurableWorker, BullWorkerSettings } from '../../jobs/worker'
 import type { JobPayload } from '../../jobs/types'
 import { leased } from './job'
@@ -73,36 +72,25 @@ export async function startBullWorker (settings: BullWorkerSettings): Promise<Du
   worker.on('failed', stalledFailureListener(runner))
   await worker.waitUntilReady()
 
-  let closing: Promise<void> | null = null
-  async function close (): Promise<void> {
-    const startedAt = performance.now()
-    const stopped = worker.close()
-    let drained = true
-    if (runner.running > 0) {
-      drained = await new Promise<boolean>((resolve) => {
-        const timer = setTimeout(resolve, drainTimeout, false)
-        stopped.then(() => {
-          clearTimeout(timer)
-          resolve(true)
-        }, noop)
-      })
-      if (!drained) runner.interruptAll()
-    }
-    await (client.isCluster ? clusterClosed(worker, stopped) : stopped)
-    logShutdown(logger, { drained, durationMs: Math.round(performance.now() - startedAt), drainTimeout, ...runner.counts })
-    client.disconnect()
-  }
-
-  return {
-    queue,
-    close () {
-      closing ??= close()
-      return closing
+  return durableWorker(queue, runner, logger, drainTimeout, {
+    async drain () {
+      const stopped = worker.close()
+      let drained = true
+      if (runner.running > 0) {
+        drained = await new Promise<boolean>((resolve) => {
+          const timer = setTimeout(resolve, drainTimeout, false)
+          stopped.then(() => {
+            clearTimeout(timer)
+            resolve(true)
+          }, noop)
+        })
+        if (!drained) runner.interruptAll()
+      }
+      await (client.isCluster ? clusterClosed(worker, stopped) : stopped)
+      return drained
     },
-    stats () {
-      return runner.stats()
-    }
-  }
+    release: () => { client.disconnect() }
+  })
 }
 
 /**
