@@ -264,14 +264,19 @@ the ${num(p.requests)} measured requests (${num(p.heavyRequests ?? p.requests)} 
 apart). "GC" is the inclusive cost of \`Heap::CollectGarbage\` and \`IncrementalMarking::Step\`. Each deferring variant
 runs the same task, which ends when the N-th later task starts (N = ${[...new Set(cg.variants.map((v) => v.pending).filter((n) => n !== null))].map((n) => num(n)).join(' or ')}), so exactly N are
 pending whatever the speed under valgrind (a 50 ms task leaves about 100 pending at 2,000 requests/s, a 1.7 s task about
-2,500 at 1,500 requests/s). Logger off, or Fastify's pino logger at \`info\` writing to \`/dev/null\`.
+2,500 at 1,500 requests/s). Logger off, or Fastify's pino logger at \`info\` writing to \`/dev/null\` through a synchronous
+destination (\`pino.destination({ dest, sync: true })\`). With pino's default, asynchronous one, sonic-boom measures the
+lines waiting for the write in flight again at every write (\`Buffer.byteLength\` of its whole pending chunk), a cost set
+by how long that write lasts; under valgrind, which runs one thread at a time, that moved the hand-written
+\`setimmediate-log-100-pino\` row from 124.6 to 135.0 kinstr/request between runs of the same code. The wall-clock rows
+keep the default destination.
 
 ${instructionTable(cg)}
 
 ${ratioTable(cg)}
 
 How far to trust a difference: in three runs on this machine the variants without the plugin (the same code
-each time) repeated within 2.5% with the logger off (1% without GC) and within 6.5% with pino (4.5% without GC). Garbage collection moves most (one
+each time) repeated within 2.5% with the logger off (1% without GC) and within 6.5% with pino (4.5% without GC; measured with the asynchronous destination). Garbage collection moves most (one
 young-generation collection more or less in a window), so compare the "without GC" column too, and repeat a run
 (\`npm run bench -- --only callgrind --variants …\`, \`--requests 24000\` for a longer window: a young-generation
 collection comes about every 1,600 requests) before trusting a change smaller than that.
@@ -306,9 +311,10 @@ ${costCentreTable(cg, heavy, heavyRef)}
 
 The plugin writes two lines per deferring response (the response's close line and the task's line) where the
 hand-written variant writes one short line, and a pino line is most of a request's cost here: that extra line, not the
-bookkeeping, is the gap. Under a backlog it grows: sonic-boom measures its whole pending chunk
-(\`Buffer.byteLength\`, up to 16 KB) on every write while one is in flight, so each line costs more the more lines
-wait, which is where \`v8::String::Utf8Length\` and \`memcpy\` come from below.
+bookkeeping, is the gap (\`JsonStringifier\` below: the task line's fields). With the default asynchronous destination
+it grows under a backlog: sonic-boom measures its whole pending chunk (\`Buffer.byteLength\`, up to 16 KB) on every
+write while one is in flight, so each line costs more the more lines wait; the synchronous destination of these
+counts leaves that out.
 
 ${costCentreTable(cg, pino, pinoRef)}
 `}`
@@ -386,8 +392,10 @@ Regenerate with \`npm run bench\` (about ${Math.ceil(results.durationSeconds / 6
 instruction counts alone (\`--variants sac-100,setimmediate-100\` for two of them), \`--quick\` a short trial; both write under
 \`bench/results/tmp/\` only. Two phases need a redis-server (started by the phase itself) and are not part of a full run:
 \`npm run bench -- --only enqueue\` (the enqueue cost of a durable job) and \`npm run bench -- --only engines\` (about
-12 minutes: every engine against what a user would write instead, see "Engines side by side"); each writes its own section
-here.
+10 minutes: every engine against what a user would write instead, see "Engines side by side"); each writes its own section
+here. Three instruction-count rows have no target and are left out of a full run, to keep it under 10 minutes: the tracing
+rows and metrics with \`metrics: false\` (\`npm run bench -- --only callgrind --variants
+sac-100,sac-otel-100,sac-untraced-100,sac-metrics-off-100\`, about 2 minutes; the last is also in "Metrics cost" below).
 
 | | |
 | --- | --- |

@@ -49,7 +49,12 @@ function handwrittenQueue (app) {
 }
 
 async function main () {
-  const app = Fastify({ logger: variant.logger ? { level: 'info', file: logFile } : false })
+  const logger = !variant.logger
+    ? false
+    : variant.loggerSync === true
+      ? { level: 'info', stream: require('pino').destination({ dest: logFile, sync: true }) }
+      : { level: 'info', file: logFile }
+  const app = Fastify({ logger })
   const extra = variant.tracing === undefined ? {} : await tracing.setup(app, variant.tracing)
   if (variant.metrics !== undefined) Object.assign(extra, await metrics.setup(variant.metrics))
   if (variant.responseLogLevel !== undefined) extra.responseLogLevel = variant.responseLogLevel

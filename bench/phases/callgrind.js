@@ -31,19 +31,27 @@ async function measureOne (variant, plan, dir) {
     }
   })
   try {
+    // where the phase's time goes (seconds): start, warm-up, counted warm-up, measured requests
+    const seconds = []
+    let at = Date.now()
+    const lap = () => { seconds.push(Math.round((Date.now() - at) / 1000)); at = Date.now() }
     await server.ready
+    lap()
     // the engines phase's variants answer POST with a small JSON body
     const post = variant.method === 'POST' ? { n: 1 } : undefined
     const load = (amount) => runAutocannon(server.port, { amount, connections: CONNECTIONS, post })
     await load(plan.warmup)
+    lap()
     await control(server.pid, '-i', 'on')
     await load(plan.countedWarmup)
+    lap()
     const before = await server.snapshot()
     await control(server.pid, '-z')
     const result = await load(requestsFor(variant, plan))
     await control(server.pid, '-d')
     const after = await server.snapshot()
-    return { before, after, errors: result.errors, files: dumps(dir, variant.name, server.pid), perfMap: plan.jsNames ? keepPerfMap(dir, variant.name, server.pid) : null }
+    lap()
+    return { before, after, seconds, errors: result.errors, files: dumps(dir, variant.name, server.pid), perfMap: plan.jsNames ? keepPerfMap(dir, variant.name, server.pid) : null }
   } finally {
     await server.kill()
   }
@@ -98,13 +106,17 @@ function summarizeOne (variant, measured) {
   }
 }
 
-/** Runs `worker` over `items`, `width` at a time. */
-async function pool (items, width, worker) {
+/**
+ * Runs `worker` over `items`, `width` at a time, the dearest first (by `cost`), so that no lane is
+ * left with a long variant once the others are done; the results keep the items' order.
+ */
+async function pool (items, width, cost, worker) {
   const results = new Array(items.length)
+  const order = items.map((_, at) => at).sort((a, b) => cost(items[b]) - cost(items[a]))
   let next = 0
   async function lane () {
-    while (next < items.length) {
-      const at = next++
+    while (next < order.length) {
+      const at = order[next++]
       results[at] = await worker(items[at], at)
     }
   }
@@ -142,9 +154,12 @@ async function runCallgrind ({ plan, log, variants }) {
   fs.mkdirSync(dir, { recursive: true })
   const startedAt = Date.now()
   log(`instruction counts: ${variants.length} variants under ${tool.version}, ${plan.parallel} at a time; per variant ${plan.warmup} requests warm-up, ${plan.countedWarmup} counted warm-up, ${plan.requests} measured (${plan.heavyRequests} with ${HEAVY} pending)`)
-  const rows = await pool(variants, plan.parallel, async (variant) => {
-    const row = summarizeOne(variant, await measureOne(variant, plan, dir))
-    log(`callgrind ${variant.name.padEnd(24)} ${row.kinstrPerRequest.toFixed(1).padStart(6)} kinstr/req (GC ${row.gcKinstrPerRequest.toFixed(1)}), ${row.pendingAtEnd} pending, ${row.tasksPerRequest.toFixed(2)} tasks/req`)
+  // a pino row takes about twice as long as its logger-off pair
+  const cost = (variant) => requestsFor(variant, plan) * (variant.logger ? 2 : 1)
+  const rows = await pool(variants, plan.parallel, cost, async (variant) => {
+    const measured = await measureOne(variant, plan, dir)
+    const row = summarizeOne(variant, measured)
+    log(`callgrind ${variant.name.padEnd(24)} ${row.kinstrPerRequest.toFixed(1).padStart(6)} kinstr/req (GC ${row.gcKinstrPerRequest.toFixed(1)}), ${row.pendingAtEnd} pending, ${row.tasksPerRequest.toFixed(2)} tasks/req; ${measured.seconds.join(' + ')} s (start, warm-up, counted warm-up, measured)`)
     return row
   })
   return {
