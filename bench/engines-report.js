@@ -17,7 +17,7 @@ const FINDINGS = `
 
 ### Where the targets are missed: floors from instruction counts
 
-Taken by hand on 2026-12-03 after the run above, same machine and build (commit 3f8af7e; commands given). Instruction
+Taken by hand on 2026-12-03 (commit 3f8af7e, the SQLite paragraph at 7aa33e2; commands given). Instruction
 counts do not move with the machine's load; garbage collection's share of them does (V8 schedules part of it by elapsed
 time, which valgrind stretches): the same \`eng-bullmq\` build counted 103.1 kinstr/request of GC in the run above and 5.7
 in the probe below, so read the columns without GC for the code's cost. They explain the rows above; they are not
@@ -54,16 +54,17 @@ per job and the larger jobs in Redis. Floor: with the 503 guarantee, a read of t
 process may write the mark after its add reached Redis, so nothing in the job itself can carry it); batched with the jobs
 taken in one go, but not removable without giving the guarantee up.
 
-**SQLite web CPU (1.71× the in-process task in wall clock: met; 2.06× in instructions).** Under callgrind the server answers
-about 1,000 requests/s, so each group-commit batch holds one response and every request pays a whole commit (BEGIN
-IMMEDIATE, the INSERT, COMMIT with its WAL page writes); at full speed batches hold several and share it. Floor: the WAL
-write of each commit, shared by its batch.
-
-**SQLite end to end (4,294 jobs/s with \`synchronous: 'normal'\`; target 5,000).** The app process answers the requests and
-runs their jobs on one thread: 4,294 jobs/s at 219 µs of CPU per request and job is 0.94 s of CPU a second, so the process
-is saturated, and 5,000 jobs/s needs at most 200 µs per request and job. Plain \`reply.send()\` alone took 90 µs per request
-in the same run. \`node bench/probes/engines-instructions.js e2e-sqlite-normal\` counts the request and its job together
-(355.5 kinstr when the worker-side group commit was added, against 593.9 before it).
+**SQLite (web CPU 1.71× → 1.41× the in-process task; end to end 4,294 → 5,527 jobs/s: both met since schema version 3,
+commit 7aa33e2).** The largest single cost of a job end to end was \`memset\` called from SQLite's \`getPageNormal\`: the
+\`state\` column's \`CHECK (state IN (...))\`, a list of four values, which SQLite evaluates through an ephemeral table it
+builds (a b-tree with a zeroed page) on every statement that writes \`state\`: each insert, lease and settlement. Version 3
+writes the CHECK as comparisons. \`node bench/probes/engines-instructions.js e2e-sqlite-normal eng-sqlite --js-names\`
+before → after: a request with its job end to end 362.5 → 307.2 kinstr (335.3 → 277.3 without GC), the web side alone
+(\`work: false\`) 183.2 → 170.1 (178.0 → 158.9 without GC). Under callgrind the server answers about 1,000 requests/s, so
+each group-commit batch holds one response and every request pays a whole commit (BEGIN IMMEDIATE, the INSERT, COMMIT with
+its WAL page writes); at full speed batches hold several and share it. Of the 307 kinstr end to end, about 120 are the
+group commit's transactions (the insert 27, the take and lease 44, the settlement 31, BEGIN and COMMIT 16), the rest the
+HTTP request and the job's run.
 
 **Memory engine (1.98× the in-process task in wall clock, 2.05× in instructions, 1.55× without GC).**
 \`node bench/probes/engines-instructions.js eng-in-process eng-memory --js-names\`: 170.4 kinstr/request (GC 33.1) against
