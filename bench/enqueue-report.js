@@ -8,7 +8,6 @@
 const { keptBlock, markers, writeBlock } = require('./sections')
 
 const { start: START, end: END } = markers('enqueue')
-// where a first section goes
 
 function num (value, digits) {
   return Number.isFinite(value) ? value.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits }) : '-'

@@ -13,8 +13,8 @@
 // re-renders the section from metrics.json. A full run keeps the section as it is.
 
 const fs = require('node:fs')
-const { keptBlock, markers, writeBlock } = require('./sections')
 const path = require('node:path')
+const { keptBlock, markers, writeBlock } = require('./sections')
 const { LIGHT } = require('./variants')
 
 const { start: START, end: END } = markers('metrics')

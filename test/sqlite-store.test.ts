@@ -202,15 +202,20 @@ test('a file of schema version 1 gets the error column when opened to write, and
   t.match(rowOf(db, 'b'), { state: 'failed', error: 'smtp refused' })
 })
 
+/** The jobs table as versions 1 (without `error`) and 2 (`error` given) created it: the state's CHECK an IN list. */
+function oldJobsTable (error: string): string {
+  return `CREATE TABLE jobs (queue TEXT NOT NULL, id TEXT NOT NULL, task TEXT NOT NULL, payload TEXT NOT NULL, attempts INTEGER NOT NULL,
+    backoff TEXT, delay INTEGER NOT NULL, state TEXT NOT NULL CHECK (state IN ('waiting', 'active', 'completed', 'failed')),
+    attempts_made INTEGER NOT NULL DEFAULT 0, stalled INTEGER NOT NULL DEFAULT 0, run_at INTEGER NOT NULL, owner TEXT, lock_until INTEGER,
+    finished_at INTEGER, outcome TEXT, ${error}created_at INTEGER NOT NULL, PRIMARY KEY (queue, id));`
+}
+
 test('a file of schema version 2 gets the state check as comparisons, and keeps its jobs, their order and their errors', async (t) => {
   const path = join(await tempDir(t), 'v2.db')
   // a file as version 2 wrote it: the state's CHECK an IN list
   const old = new Database(path)
   old.pragma('journal_mode = WAL')
-  old.exec(`CREATE TABLE jobs (queue TEXT NOT NULL, id TEXT NOT NULL, task TEXT NOT NULL, payload TEXT NOT NULL, attempts INTEGER NOT NULL,
-    backoff TEXT, delay INTEGER NOT NULL, state TEXT NOT NULL CHECK (state IN ('waiting', 'active', 'completed', 'failed')),
-    attempts_made INTEGER NOT NULL DEFAULT 0, stalled INTEGER NOT NULL DEFAULT 0, run_at INTEGER NOT NULL, owner TEXT, lock_until INTEGER,
-    finished_at INTEGER, outcome TEXT, error TEXT, created_at INTEGER NOT NULL, PRIMARY KEY (queue, id));
+  old.exec(`${oldJobsTable('error TEXT, ')}
     CREATE INDEX jobs_waiting ON jobs (queue, run_at) WHERE state = 'waiting';
     CREATE INDEX jobs_active ON jobs (queue) WHERE state = 'active';
     CREATE INDEX jobs_completed ON jobs (queue, finished_at) WHERE state = 'completed';
@@ -277,10 +282,7 @@ test('indexes: one partial index per state, replacing those of earlier versions;
   // a file as 0.1 left it: schema version 1 with its two indexes over (queue, state, ...)
   const old = new Database(path)
   old.pragma('journal_mode = WAL')
-  old.exec(`CREATE TABLE jobs (queue TEXT NOT NULL, id TEXT NOT NULL, task TEXT NOT NULL, payload TEXT NOT NULL, attempts INTEGER NOT NULL,
-    backoff TEXT, delay INTEGER NOT NULL, state TEXT NOT NULL CHECK (state IN ('waiting', 'active', 'completed', 'failed')),
-    attempts_made INTEGER NOT NULL DEFAULT 0, stalled INTEGER NOT NULL DEFAULT 0, run_at INTEGER NOT NULL, owner TEXT, lock_until INTEGER,
-    finished_at INTEGER, outcome TEXT, created_at INTEGER NOT NULL, PRIMARY KEY (queue, id));
+  old.exec(`${oldJobsTable('')}
     CREATE INDEX jobs_due ON jobs (queue, state, run_at);
     CREATE INDEX jobs_finished ON jobs (queue, state, finished_at);
     PRAGMA application_id = ${APPLICATION_ID};

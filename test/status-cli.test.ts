@@ -13,6 +13,7 @@ import Fastify from 'fastify'
 import { Redis } from 'ioredis'
 import sendAndContinue, { createWorker, defineTask } from '../lib/index'
 import { taskOfId } from '../lib/engines/bullmq/status'
+import { SCHEMA_VERSION } from '../lib/engines/sqlite/schema'
 import { readSqliteStatus } from '../lib/engines/sqlite/status'
 import { STALLED_MESSAGE } from '../lib/jobs/lease-loop'
 import { formatAge, parseStatusArgs, runStatus, STATUS_USAGE } from '../lib/jobs/status'
@@ -21,7 +22,6 @@ import { VERSION } from '../lib/report/cli'
 import { inspect, workerLogger } from './durable-helpers'
 import { startRedis } from './redis'
 import { job, makeStore, peek, tempDir, versionOne } from './sqlite-helpers'
-import { SCHEMA_VERSION } from '../lib/engines/sqlite/schema'
 
 // `fastify-send-and-continue status`: the real command line in child processes, on a real SQLite
 // file and a real redis-server holding jobs in every state; the store is left as it was.

@@ -295,4 +295,4 @@ async function runEngines ({ quick, tmpDir, log }) {
   }
 }
 
-module.exports = { runEngines, runEndToEnd, preload, NO_REDIS }
+module.exports = { runEngines, preload, NO_REDIS }
