@@ -91,6 +91,8 @@ test('three workers on one file share 300 jobs: each runs exactly once, none los
   const all = (): LogLine[] => workers.flatMap((worker) => completed(worker.lines))
   // whichever worker writes the last line sees the total reached
   await Promise.race(workers.map((worker) => worker.until(() => all().length >= total)))
+  // a worker still loading when the others finish has no SIGTERM handler yet: the signal would kill it
+  await Promise.all(workers.map((worker) => worker.until((lines) => lines.some((line) => line.msg === 'durable worker started'))))
   for (const worker of workers) worker.process.kill('SIGTERM')
   for (const worker of workers) t.same(await worker.exited, { code: 0, signal: null })
   const ids = all().map((line) => line.deferred?.jobId)
