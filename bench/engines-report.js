@@ -283,8 +283,8 @@ function updateEngines (results) {
   const out = results.quick ? path.join(__dirname, 'results', 'tmp') : path.join(__dirname, 'results')
   fs.mkdirSync(out, { recursive: true })
   const json = path.join(out, 'engines.json')
-  const { engines, date, generatedBy, environment } = results
-  fs.writeFileSync(json, `${JSON.stringify({ generatedBy, date, environment, targets: engineTargets(engines), engines }, null, 2)}\n`)
+  const { engines, date, generatedBy, durationSeconds, environment } = results
+  fs.writeFileSync(json, `${JSON.stringify({ generatedBy, date, durationSeconds, environment, targets: engineTargets(engines), engines }, null, 2)}\n`)
   const file = results.quick ? path.join(out, 'BENCHMARKS-engines.md') : path.join(root, 'BENCHMARKS.md')
   const block = enginesSection(results)
   if (results.quick) fs.writeFileSync(file, block)
