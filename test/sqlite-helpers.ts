@@ -31,6 +31,7 @@ export function job (jobId: string, extra: Partial<JobRecord> = {}): JobRecord {
   return {
     task: 'send',
     jobId,
+    keyed: true,
     payload: {
       data: { n: jobId },
       request: { id: 'req-1', method: 'POST', url: '/x', routeUrl: '/x' } as unknown as JobRecord['payload']['request'],

@@ -14,6 +14,8 @@ export interface JobRecord {
   task: string
   /** Unique per job, or `<task>~<key>` for a job with a key: a job whose id is already stored (pending, or finished within the retention) is not added again. */
   jobId: string
+  /** Whether `jobId` comes from a key: only then can the same id be enqueued again. */
+  keyed: boolean
   payload: JobPayload
   /** Runs before the job is `failed`, the first included. */
   attempts: number

@@ -80,6 +80,7 @@ function describeJob<Data extends JsonValue> (task: DurableTask<Data>, data: Dat
     task,
     data,
     jobId: key === undefined ? uniqueJobId(task.name) : keyedJobId(task.name, key),
+    keyed: key !== undefined,
     delay
   }
 }

@@ -69,6 +69,8 @@ export interface DurableJob<Data extends JsonValue = JsonValue> {
   readonly data: Data
   /** Safe for BullMQ: no `:`, not all digits. */
   readonly jobId: string
+  /** Whether `jobId` comes from the `key` option (otherwise it is unique). */
+  readonly keyed: boolean
   readonly delay: number
 }
 

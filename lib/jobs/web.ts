@@ -194,7 +194,7 @@ export class DurableWeb {
       const payload: JobPayload = { data: job.data, request: info.request, route: info.route, connection, statusCode, enqueuedAt }
       if (token !== undefined) payload.token = token
       if (trace !== undefined) payload.trace = trace
-      return { task: job.task.name, jobId: job.jobId, attempts: job.task.attempts, backoff: job.task.backoff, delay: job.delay, payload }
+      return { task: job.task.name, jobId: job.jobId, keyed: job.keyed, attempts: job.task.attempts, backoff: job.task.backoff, delay: job.delay, payload }
     })
   }
 

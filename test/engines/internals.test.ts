@@ -24,6 +24,7 @@ function record (jobId: string, delay = 0): JobRecord {
   return {
     task: 't',
     jobId,
+    keyed: true,
     attempts: 1,
     backoff: undefined,
     delay,
@@ -80,6 +81,26 @@ test('memory store: finished jobs are kept for their keys, up to 10,000 complete
   Date.now = realNow
   await store.enqueue([record('t~2')])
   t.same((await store.take('me', 10)).map((job) => job.id), ['t~2'], 'older than an hour: pruned at the next finish')
+})
+
+test('memory store: a finished job without a key keeps nothing, yet takes its place among the 10,000 kept', async (t) => {
+  const store = new MemoryStore('q')
+  await store.enqueue([record('keyed')])
+  for (const job of await store.take('me', 1)) await store.finish('me', job.id, 'completed')
+  const once = { ...record('unique'), keyed: false }
+  await store.enqueue([once])
+  for (const job of await store.take('me', 1)) await store.finish('me', job.id, 'failed')
+  await store.enqueue([once, record('keyed')])
+  t.same((await store.take('me', 10)).map((job) => job.id), ['unique'], 'its id is forgotten once it finished; the keyed one is kept')
+  await store.finish('me', 'unique', 'completed')
+
+  // 20,000 more without a key: the keyed job is pruned past 10,000 (and the list compacted on the way)
+  for (let i = 0; i < 20_000; i++) {
+    await store.enqueue([{ ...record(`u${i}`), keyed: false }])
+    for (const job of await store.take('me', 1)) await store.finish('me', job.id, 'completed')
+  }
+  await store.enqueue([record('keyed')])
+  t.same((await store.take('me', 10)).map((job) => job.id), ['keyed'], 'its key is new again')
 })
 
 test('memory store: due jobs are taken oldest first, delayed ones once due among them, without looking at every job', async (t) => {

@@ -21,16 +21,14 @@ interface Row {
 const KEEP_COMPLETED = { ageMs: 3600_000, count: 10_000 }
 const KEEP_FAILED = { ageMs: 7 * 24 * 3600_000, count: 100_000 }
 
-interface Kept { readonly id: string, readonly at: number }
-
 export class MemoryStore implements Engine, JobStore {
   readonly name = 'memory'
   readonly queue: string
-  // every job by id; a finished one only keeps its id here (null), for its key, not its data
+  // every job by id; a finished job with a key only keeps its id here (null), for its key, not its data
   readonly #rows = new Map<string, Row | null>()
   // finished jobs in the order they finished, per retention class; pruned from the front
-  readonly #completed = new Fifo<Kept>()
-  readonly #failed = new Fifo<Kept>()
+  readonly #completed = new Finished()
+  readonly #failed = new Finished()
   // the waiting jobs: those due when they began waiting, in that order, and the delayed ones by due time
   readonly #due = new Fifo<Row>()
   readonly #delayed = new RowHeap()
@@ -84,11 +82,15 @@ export class MemoryStore implements Engine, JobStore {
     if (row === null) return false
     row.state = 'finished'
     row.owner = null
-    this.#rows.set(id, null)
+    // a job without a key has a unique id: nothing can be enqueued under it again, so nothing is kept
+    const keyed = row.record.keyed
+    if (keyed) this.#rows.set(id, null)
+    else this.#rows.delete(id)
     this.#unfinished--
     const now = Date.now()
-    if (outcome === 'completed') this.#keep(this.#completed, KEEP_COMPLETED, id, now)
-    else this.#keep(this.#failed, KEEP_FAILED, id, now)
+    // it still takes its place in the count, as it does in BullMQ's
+    if (outcome === 'completed') this.#keep(this.#completed, KEEP_COMPLETED, keyed ? id : null, now)
+    else this.#keep(this.#failed, KEEP_FAILED, keyed ? id : null, now)
     return true
   }
 
@@ -158,12 +160,39 @@ export class MemoryStore implements Engine, JobStore {
     return row?.state === 'active' && row.owner === owner ? row : null
   }
 
-  #keep (list: Fifo<Kept>, bounds: { ageMs: number, count: number }, id: string, now: number): void {
-    list.push({ id, at: now })
-    for (let oldest = list.peek(); oldest !== undefined && (list.size > bounds.count || now - oldest.at > bounds.ageMs); oldest = list.peek()) {
-      this.#rows.delete(oldest.id)
-      list.shift()
+  #keep (list: Finished, bounds: { ageMs: number, count: number }, id: string | null, now: number): void {
+    list.push(id, now)
+    while (list.size > bounds.count || now - list.oldestAt() > bounds.ageMs) {
+      const oldest = list.shift()
+      if (oldest !== null) this.#rows.delete(oldest)
     }
+  }
+}
+
+/**
+ * Finished jobs, oldest first: their ids (`null` for a job without a key) and finish times in two
+ * lists, so a kept job costs no object of its own (10,000 of them would outlive every
+ * young-generation collection). Never read empty: the job just finished is in it.
+ */
+class Finished {
+  readonly #ids = new Fifo<string | null>()
+  readonly #at = new Fifo<number>()
+
+  get size (): number { return this.#ids.size }
+
+  oldestAt (): number {
+    return this.#at.peek() as number
+  }
+
+  push (id: string | null, at: number): void {
+    this.#ids.push(id)
+    this.#at.push(at)
+  }
+
+  /** Drops the oldest and returns its id. */
+  shift (): string | null {
+    this.#at.shift()
+    return this.#ids.shift() as string | null
   }
 }
 
