@@ -15,6 +15,7 @@ import { AttemptRunner } from '../../lib/jobs/attempt'
 import { LeaseLoop, STALLED_MESSAGE } from '../../lib/jobs/lease-loop'
 import { runWorker } from '../../lib/jobs/cli'
 import { deferred, LogCollector } from '../helpers'
+import { collectUntil, exposeGc } from '../reliability-helpers'
 import { finals } from './conformance'
 
 // The pieces under the engines, where the suites above do not reach: the memory store's leases
@@ -101,6 +102,23 @@ test('memory store: a finished job without a key keeps nothing, yet takes its pl
   }
   await store.enqueue([record('keyed')])
   t.same((await store.take('me', 10)).map((job) => job.id), ['keyed'], 'its key is new again')
+})
+
+// three jobs without a key enqueued, nothing of them kept here but a weak reference to the first one's payload
+async function enqueueThree (store: MemoryStore): Promise<WeakRef<object>> {
+  const jobs = ['a', 'b', 'c'].map((id) => ({ ...record(id), keyed: false }))
+  await store.enqueue(jobs)
+  return new WeakRef(jobs[0].payload)
+}
+
+test('memory store: a job taken from the waiting list is not held there: once finished, it can be collected', async (t) => {
+  const gc = exposeGc()
+  const store = new MemoryStore('q')
+  const first = await enqueueThree(store)
+  const [id] = (await store.take('me', 1)).map((job) => job.id)
+  t.equal(await store.finish('me', id, 'completed'), true)
+  t.ok(await collectUntil(gc, () => first.deref() === undefined), 'collected while the two after it still wait')
+  t.equal(store.unfinished, 2)
 })
 
 test('memory store: due jobs are taken oldest first, delayed ones once due among them, without looking at every job', async (t) => {

@@ -30,7 +30,7 @@ export class MemoryStore implements Engine, JobStore {
   readonly #completed = new Finished()
   readonly #failed = new Finished()
   // the waiting jobs: those due when they began waiting, in that order, and the delayed ones by due time
-  readonly #due = new Fifo<Row>()
+  readonly #due = new Fifo<Row | null>(null)
   readonly #delayed = new RowHeap()
   #seq = 0
   #unfinished = 0
@@ -149,9 +149,9 @@ export class MemoryStore implements Engine, JobStore {
 
   // The waiting job due first by `now`, out of the due list or the heap, oldest first; `null` when none is.
   #nextWaiting (now: number): Row | null {
-    const head = this.#due.peek()
+    const head = this.#due.peek() ?? null
     const delayed = this.#delayed.peek()
-    if (delayed !== undefined && delayed.runAt <= now && (head === undefined || before(delayed, head))) return this.#delayed.pop() as Row
+    if (delayed !== undefined && delayed.runAt <= now && (head === null || before(delayed, head))) return this.#delayed.pop() as Row
     return this.#due.shift() ?? null
   }
 
@@ -175,8 +175,8 @@ export class MemoryStore implements Engine, JobStore {
  * young-generation collection). Never read empty: the job just finished is in it.
  */
 class Finished {
-  readonly #ids = new Fifo<string | null>()
-  readonly #at = new Fifo<number>()
+  readonly #ids = new Fifo<string | null>(null)
+  readonly #at = new Fifo<number>(0)
 
   get size (): number { return this.#ids.size }
 
@@ -196,10 +196,20 @@ class Finished {
   }
 }
 
-/** A first-in first-out list: an array read from a moving front, its taken part dropped now and then, not on every shift. */
+/**
+ * A first-in first-out list: an array read from a moving front, its taken part dropped now and
+ * then, not on every shift. A taken slot is overwritten with `blank` (of the items' own kind, so
+ * an array of numbers stays one of unboxed numbers): the array must not keep a taken job alive
+ * until the next compaction, which would make every job outlive young-generation collections.
+ */
 class Fifo<T> {
   #items: T[] = []
   #head = 0
+  readonly #blank: T
+
+  constructor (blank: T) {
+    this.#blank = blank
+  }
 
   get size (): number { return this.#items.length - this.#head }
 
@@ -213,7 +223,8 @@ class Fifo<T> {
 
   shift (): T | undefined {
     if (this.#head === this.#items.length) return undefined
-    const item = this.#items[this.#head++]
+    const item = this.#items[this.#head]
+    this.#items[this.#head++] = this.#blank
     if (this.#head === this.#items.length) {
       this.#items = []
       this.#head = 0
