@@ -284,18 +284,7 @@ export class AttemptRunner {
   // One attempt: the handler's settlement, its time limit or the shutdown, whichever comes first.
   #attempt (task: DurableTask, job: LeasedJob, logger: FastifyBaseLogger, queuedMs: number): Promise<Settled> {
     const payload = job.payload
-    let log: FastifyBaseLogger | null = null
-    // The AbortController is made on first use: most tasks never look at their signal (making one
-    // costs more than the rest of a no-op attempt). An attempt ended before that keeps its reason.
-    let controller: AbortController | null = null
-    let abortedWith: DOMException | null = null
-    function signal (): AbortSignal {
-      if (controller === null) {
-        controller = new AbortController()
-        if (abortedWith !== null) controller.abort(abortedWith)
-      }
-      return controller.signal
-    }
+    const ctx = new DurableContext(job, task.name, logger)
     const runs = this.#runs
     // each attempt gets its own span, child of the context the job carries from its request
     const traced: TracedTask = {
@@ -323,8 +312,7 @@ export class AttemptRunner {
           const err = reason === 'timeout'
             ? new DOMException(`durable task "${task.name}" timed out after ${task.timeout} ms`, 'TimeoutError')
             : new DOMException(`durable task "${task.name}" aborted: the worker is closing`, 'AbortError')
-          if (controller !== null) controller.abort(err)
-          else abortedWith = err
+          abortContext(ctx, err)
         }
       }
       function finish (settled: Settled): void {
@@ -338,16 +326,6 @@ export class AttemptRunner {
       }
       runs.add(run)
       timers.add(run, task.timeout)
-      const ctx: DurableTaskContext = {
-        get signal () { return signal() },
-        get log () { return (log ??= logger.child({ reqId: payload.request.id })) },
-        request: payload.request,
-        name: task.name,
-        jobId: job.id,
-        attempt: job.attempt,
-        connection: payload.connection,
-        statusCode: payload.statusCode
-      }
       function runHandler (context: TaskContext): unknown {
         return task.handler(payload.data, context as unknown as DurableTaskContext)
       }
@@ -361,5 +339,61 @@ export class AttemptRunner {
       })
         .then(() => { finish({ kind: 'completed' }) }, (err: unknown) => { finish({ kind: 'failed', err }) })
     })
+  }
+}
+
+// Aborts a context's signal: a function of this module, not a method, so the task's code, which
+// holds the context, cannot call it.
+let abortContext: (ctx: DurableContext, reason: DOMException) => void
+
+/**
+ * What a durable task's handler receives. A class, as the in-process task's context is
+ * (lib/task.ts): every context has the same shape, its getters on the prototype. (An object
+ * literal with getters gives each context accessors of its own, which V8 keeps in a hidden class
+ * in the old generation: that kept every attempt's objects alive through young-generation
+ * collections, and had them promoted.)
+ */
+class DurableContext implements DurableTaskContext {
+  readonly request: DurableTaskContext['request']
+  readonly name: string
+  readonly jobId: string
+  readonly attempt: number
+  readonly connection: DurableTaskContext['connection']
+  readonly statusCode: number
+  readonly #logger: FastifyBaseLogger
+  #log: FastifyBaseLogger | null = null
+  // The AbortController is made on first use: most tasks never look at their signal (making one
+  // costs more than the rest of a no-op attempt). An attempt ended before that keeps its reason.
+  #controller: AbortController | null = null
+  #abortedWith: DOMException | null = null
+
+  constructor (job: LeasedJob, name: string, logger: FastifyBaseLogger) {
+    const payload = job.payload
+    this.request = payload.request
+    this.name = name
+    this.jobId = job.id
+    this.attempt = job.attempt
+    this.connection = payload.connection
+    this.statusCode = payload.statusCode
+    this.#logger = logger
+  }
+
+  get signal (): AbortSignal {
+    if (this.#controller === null) {
+      this.#controller = new AbortController()
+      if (this.#abortedWith !== null) this.#controller.abort(this.#abortedWith)
+    }
+    return this.#controller.signal
+  }
+
+  get log (): FastifyBaseLogger {
+    return (this.#log ??= this.#logger.child({ reqId: this.request.id }))
+  }
+
+  static {
+    abortContext = (ctx, reason) => {
+      if (ctx.#controller !== null) ctx.#controller.abort(reason)
+      else ctx.#abortedWith = reason
+    }
   }
 }
