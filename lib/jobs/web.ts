@@ -74,18 +74,32 @@ function connectionOf (reply: FastifyReply): ConnectionStatus | null {
 /** Runs a durable job's handler as an in-process task (`onEnqueueError: 'run-local'`). */
 function localTask (job: DurableJob): DeferredTask {
   return function runLocal (ctx: TaskContext): unknown {
-    const context: DurableTaskContext = {
-      get signal () { return ctx.signal },
-      log: ctx.log,
-      request: ctx.request,
-      name: job.task.name,
-      jobId: job.jobId,
-      attempt: 1,
-      connection: ctx.connection,
-      statusCode: ctx.statusCode
-    }
-    return job.task.handler(job.data, context)
+    return job.task.handler(job.data, new LocalContext(job, ctx))
   }
+}
+
+/** A durable job's context over the in-process task's: a class for one shape (see DurableContext, lib/jobs/attempt.ts). */
+class LocalContext implements DurableTaskContext {
+  readonly log: FastifyBaseLogger
+  readonly request: DurableTaskContext['request']
+  readonly name: string
+  readonly jobId: string
+  readonly attempt = 1
+  readonly connection: DurableTaskContext['connection']
+  readonly statusCode: number
+  readonly #ctx: TaskContext
+
+  constructor (job: DurableJob, ctx: TaskContext) {
+    this.log = ctx.log
+    this.request = ctx.request
+    this.name = job.task.name
+    this.jobId = job.jobId
+    this.connection = ctx.connection
+    this.statusCode = ctx.statusCode
+    this.#ctx = ctx
+  }
+
+  get signal (): AbortSignal { return this.#ctx.signal }
 }
 
 export class DurableWeb {
