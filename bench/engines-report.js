@@ -17,7 +17,8 @@ const FINDINGS = `
 
 ### Where the targets are missed: floors from instruction counts
 
-Taken by hand on 2026-12-03 (commit 3f8af7e, the SQLite paragraph at 7aa33e2; commands given). Instruction
+Taken by hand on 2026-12-03 (commit 3f8af7e, the SQLite paragraph at 7aa33e2) and 2026-12-04 (the \`ctx\` findings, commit
+224685b); commands given. Instruction
 counts do not move with the machine's load; garbage collection's share of them does (V8 schedules part of it by elapsed
 time, which valgrind stretches): the same \`eng-bullmq\` build counted 103.1 kinstr/request of GC in the run above and 5.7
 in the probe below, so read the columns without GC for the code's cost. They explain the rows above; they are not
@@ -52,7 +53,14 @@ measurement only), 4 interleaved rounds of 10,000 preloaded jobs against the han
 few jobs are taken together, so few marks share one \`MGET\`); without it the worker is still at 0.83×, its 1.19× instructions
 per job and the larger jobs in Redis. Floor: with the 503 guarantee, a read of the mark before each job runs (the web
 process may write the mark after its add reached Redis, so nothing in the job itself can carry it); batched with the jobs
-taken in one go, but not removable without giving the guarantee up.
+taken in one go, but not removable without giving the guarantee up. Where the instructions per job go, on 2026-12-04
+(\`node bench/probes/worker-instructions.js 10 500 2500 --functions\`, V8's perf map naming the JavaScript): 623.9 kinstr/job
+against 496.0 (1.258×) before the \`ctx\` class (commit 224685b, see the memory engine below), 568.2 against 492.3 (1.154×)
+after it, GC 92.1 → 62.9. Of the 76 kinstr/job left: garbage collection 18.4, \`JSON.parse\` of the larger job as Redis
+returns it 8.0, \`JSON.stringify\` of the line's nested \`deferred\` object 7.4 (pino writes nested objects that way; the
+hand-written line is flat), UTF-8 encoding and copies of the longer strings 4.4, named JavaScript 6.1 (the attempt runner,
+the mark read's batching), V8's builtins (property access, calls, promises) 17.3 and its runtime 14.3. The job's fields and
+the line's shape are what the report, the 503 guarantee and the public log format need.
 
 **SQLite (web CPU 1.71× → 1.41× the in-process task; end to end 4,294 → 5,527 jobs/s: both met since schema version 3,
 commit 7aa33e2).** The largest single cost of a job end to end was \`memset\` called from SQLite's \`getPageNormal\`: the
@@ -64,15 +72,24 @@ before → after: a request with its job end to end 362.5 → 307.2 kinstr (335.
 each group-commit batch holds one response and every request pays a whole commit (BEGIN IMMEDIATE, the INSERT, COMMIT with
 its WAL page writes); at full speed batches hold several and share it. Of the 307 kinstr end to end, about 120 are the
 group commit's transactions (the insert 27, the take and lease 44, the settlement 31, BEGIN and COMMIT 16), the rest the
-HTTP request and the job's run.
+HTTP request and the job's run. Since the task's \`ctx\` is a class (commit 224685b, see the memory engine below): 292.8
+kinstr end to end (GC 21.5), \`node bench/probes/engines-instructions.js eng-in-process eng-memory e2e-sqlite-normal
+--requests 8000\`.
 
-**Memory engine (1.98× the in-process task in wall clock, 2.05× in instructions, 1.55× without GC).**
-\`node bench/probes/engines-instructions.js eng-in-process eng-memory --js-names\`: 170.4 kinstr/request (GC 33.1) against
-94.0 (GC 5.8). Without GC, the 49 kinstr are the durable path the memory engine shares with the other engines so that a
-job behaves the same on each (the payload snapshot, the job id, the lease loop, the attempt runner). The GC's extra 27
-kinstr are scavenges that promote what outlives a request: each finished job's id is kept for the key retention
-(10,000 jobs or 1 h, as BullMQ's \`removeOnComplete\`), and the scavenger's top entries are the copying of those objects
-and of their strings. Floor: the durable path; not reached by a lighter path for the memory engine, which would make it
+**Memory engine (2.05× the in-process task in instructions → 1.56× since commit 224685b; target 1.1×: missed).**
+\`node bench/probes/engines-instructions.js eng-in-process eng-memory e2e-sqlite-normal --requests 8000\` on 2026-12-04:
+\`eng-memory\` 132.8 kinstr/request (GC 3.8) against 85.0 (GC 1.5) for \`eng-in-process\`; the same probe gave 178.0 (GC
+43.0) before commit 69623b6 and 171.6 (GC 37.2) after it. Most of the difference was garbage collection, and its cause was
+not the key retention this paragraph named before (69623b6 keeps nothing of a job without a key: 6 kinstr), but the
+durable task's \`ctx\`: an object literal with two getters, whose accessors V8 keeps in the object's hidden class, so each
+attempt's context made a hidden class of its own in the old generation, which held that attempt's objects through
+young-generation collections until they were promoted. Natively (\`node --trace-gc-nvp\`, the \`eng-memory\` server under
+autocannon, 20 connections) 1,846 promoted bytes per request before, 90 after, the in-process task 1; found by cutting
+the attempt down step by step in \`dist/\` (without \`#attempt\`: 86; the attempt with an empty \`ctx\`, no time limit, settled at once: 92). \`ctx\` is now
+a class, as the in-process task's context is. The 45 kinstr/request left (1.54× without GC) are the durable path the
+memory engine shares with the other engines so that a job behaves the same on each: the payload with its request
+snapshot, the job id (a random UUID), the group commit, the lease loop's take and settlement, the attempt with its time
+limit, span hooks and line. Not lowered further in this work; a lighter path only for the memory engine would make it
 behave differently from the engines it stands in for.`
 
 function num (value, digits = 0) {
