@@ -31,6 +31,7 @@ const GROUPS = [
   ['JavaScript, named (V8 perf map)', /^JS /],
   ['V8 builtins (property access, calls, promises)', /^Builtins_/]
 ]
+const REST = 'the rest (V8 runtime, libuv, the kernel interface)'
 
 async function commands (client) {
   const calls = {}
@@ -85,9 +86,9 @@ async function main () {
 
 /** kinstr per job of each group between the two runs' per-function costs. */
 function grouped (before, after, jobs) {
-  const sums = new Map([...GROUPS.map(([group]) => [group, 0]), ['the rest (V8 runtime, libuv, the kernel interface)', 0]])
+  const sums = new Map([...GROUPS.map(([group]) => [group, 0]), [REST, 0]])
   for (const fn of new Set([...before.keys(), ...after.keys()])) {
-    const group = GROUPS.find(([, pattern]) => pattern.test(fn))?.[0] ?? 'the rest (V8 runtime, libuv, the kernel interface)'
+    const group = GROUPS.find(([, pattern]) => pattern.test(fn))?.[0] ?? REST
     sums.set(group, sums.get(group) + ((after.get(fn) ?? 0) - (before.get(fn) ?? 0)) / jobs / 1000)
   }
   return sums
