@@ -38,6 +38,11 @@ export interface Engine {
    */
   enqueue (jobs: readonly JobRecord[], timeout: number): Promise<void>
   /**
+   * Only for an engine that stores in this process's memory: `enqueue()` done at once, so the
+   * response it holds goes on in the same turn, with no promise to wait for. Never fails.
+   */
+  enqueueNow?: (jobs: readonly JobRecord[]) => void
+  /**
    * Only for engines whose `enqueue()` may store jobs after it rejected (a timed-out round trip
    * that still reaches the store): makes sure no job of the enqueue `token` runs, whatever order
    * the two reach the store in; `statusCode` is what the client got, for the line of a worker

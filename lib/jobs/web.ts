@@ -5,7 +5,7 @@ import { describe, FST_SAC_INVALID_OPTION, FST_SAC_NO_QUEUE, FST_SAC_UNKNOWN_TAS
 import { isLevelEnabled, logFallback, logTask, round, TASK_LEVELS } from '../log'
 import type { TaskLine } from '../log'
 import { injectTraceContext, traceSendEnded, traceSendStarted } from '../tracing'
-import type { Destination } from '../tracing'
+import type { Destination, TaskSpan } from '../tracing'
 import type { EngineMetrics, Meters, Observe } from '../metrics'
 import type { ConnectionStatus, DeferredTask, RequestSnapshot, TaskContext } from '../types'
 import type { Engine, JobRecord } from '../engines/types'
@@ -148,7 +148,10 @@ export class DurableWeb {
     fastify.addHook('onSend', function enqueueDurableJobs (request: FastifyRequest, reply: FastifyReply, payload: unknown, done: OnSendDone) {
       const pending = (reply as ReplyWithJobs)[kPending]
       if (pending === null || pending.flushed) return done(null, payload)
-      return durable.#flush(reply, pending, payload)
+      const answer = durable.#flush(reply, pending, payload)
+      // the memory engine stored the jobs already: the response goes on in this turn
+      if (answer instanceof Promise) return answer
+      done(null, answer)
     })
     return durable
   }
@@ -212,12 +215,15 @@ export class DurableWeb {
     })
   }
 
-  /** Enqueues the jobs the response waits for; resolves to the payload to send. */
-  #flush (reply: FastifyReply, pending: Pending, payload: unknown): Promise<unknown> {
+  /**
+   * Enqueues the jobs the response waits for; gives the payload to send, or a promise of it when
+   * the store answers later.
+   */
+  #flush (reply: FastifyReply, pending: Pending, payload: unknown): unknown {
     pending.flushed = true
     const records = this.#records(reply, pending.info, pending.jobs)
     const started = this.#metrics === null ? 0 : performance.now()
-    return this.#track(this.#enqueue(pending.info, records, true).then((err) => {
+    const answer = (err: unknown): unknown => {
       // METRICS: how long the enqueue held the response, taken or not
       if (this.#metrics !== null) this.#metrics.route(pending.info.request.routeUrl).enqueueHeld(performance.now() - started)
       if (err === null) return payload
@@ -235,18 +241,23 @@ export class DurableWeb {
       reply.removeHeader('content-encoding')
       reply.code(503).header('retry-after', this.#retryAfter).header('content-type', 'application/json; charset=utf-8')
       return SERVICE_UNAVAILABLE
-    }))
+    }
+    const enqueued = this.#enqueue(pending.info, records, true)
+    return enqueued instanceof Promise ? this.#track(enqueued.then(answer)) : answer(enqueued)
   }
 
   // Registered after the headers went out: nothing waits for it, a failure is only logged.
   #enqueueNow (reply: FastifyReply, info: RequestInfo, jobs: Taken[]): void {
     const records = this.#records(reply, info, jobs)
-    this.#track(this.#enqueue(info, records, false).then((err) => {
+    const ended = (err: unknown): void => {
       if (err === null) return
       this.#giveUp(records, reply.statusCode)
       if (this.settings.onEnqueueError === 'run-local') this.#fallBack(reply, info, jobs, records, err)
       else this.#drop(info, records, 'enqueue-failed', err)
-    }))
+    }
+    const enqueued = this.#enqueue(info, records, false)
+    if (enqueued instanceof Promise) this.#track(enqueued.then(ended))
+    else ended(enqueued)
   }
 
   // The enqueue failed or timed out, and the client is told so (or its jobs run here): none of
@@ -278,10 +289,11 @@ export class DurableWeb {
   }
 
   /**
-   * Adds the jobs; resolves with the error instead of rejecting. `waited`: the response waits for
-   * it (it gets a span, child of the span active in the onSend hook).
+   * Adds the jobs; gives the error (`null`: stored) instead of throwing, or for an engine that
+   * answers later, a promise of it. `waited`: the response waits for it (it gets a span, child of
+   * the span active in the onSend hook).
    */
-  async #enqueue (info: RequestInfo, given: JobRecord[], waited: boolean): Promise<unknown> {
+  #enqueue (info: RequestInfo, given: JobRecord[], waited: boolean): Promise<unknown> | unknown {
     let records = given
     const room = this.worker === null ? Infinity : this.worker.room() - this.#enqueueing
     if (room < records.length) {
@@ -291,24 +303,25 @@ export class DurableWeb {
       this.#drop(info, over, 'queue-full')
       if (records.length === 0) return null
     }
-    const count = records.length
-    this.#enqueueing += count
+    this.#enqueueing += records.length
     const span = waited && this.#tracing ? traceSendStarted(this.#destination, records.map(jobIdOf)) : null
     const started = performance.now()
-    try {
-      // after app.close() closed the connection, a request still running has no queue
-      if (this.#closed) throw new Error('the queue is closed: the app is closing')
-      await this.#engine.enqueue(records, this.settings.enqueueTimeout)
-    } catch (err) {
-      this.#enqueueing -= count
-      this.#enqueueFailed += count
-      if (span !== null) traceSendEnded(span, true, err)
-      this.#countEnqueued(info, records, false)
-      return err
+    const engine = this.#engine
+    // after app.close() closed the connection, a request still running has no queue
+    if (this.#closed) return this.#failed(info, records, span, new Error('the queue is closed: the app is closing'))
+    if (engine.enqueueNow !== undefined) {
+      engine.enqueueNow(records)
+      return this.#stored(info, records, span, started)
     }
+    return engine.enqueue(records, this.settings.enqueueTimeout).then(
+      () => this.#stored(info, records, span, started),
+      (err: unknown) => this.#failed(info, records, span, err))
+  }
+
+  #stored (info: RequestInfo, records: JobRecord[], span: TaskSpan | null, started: number): null {
     if (span !== null) traceSendEnded(span, false)
-    this.#enqueueing -= count
-    this.#enqueued += count
+    this.#enqueueing -= records.length
+    this.#enqueued += records.length
     this.#countEnqueued(info, records, true)
     this.worker?.wake()
     if (isLevelEnabled(info.log, TASK_LEVELS.enqueued)) {
@@ -316,6 +329,14 @@ export class DurableWeb {
       for (const record of records) logTask(info.log, this.#line(info, record, 'enqueued', durationMs))
     }
     return null
+  }
+
+  #failed (info: RequestInfo, records: JobRecord[], span: TaskSpan | null, err: unknown): unknown {
+    this.#enqueueing -= records.length
+    this.#enqueueFailed += records.length
+    if (span !== null) traceSendEnded(span, true, err)
+    this.#countEnqueued(info, records, false)
+    return err
   }
 
   // METRICS: jobs enqueued or not, counted as stats().durable counts them

@@ -47,6 +47,10 @@ export class MemoryStore implements Engine, JobStore {
   async check (): Promise<void> {}
 
   async enqueue (jobs: readonly JobRecord[]): Promise<void> {
+    this.enqueueNow(jobs)
+  }
+
+  enqueueNow (jobs: readonly JobRecord[]): void {
     const now = Date.now()
     for (const record of jobs) {
       // a job with this key pending, or finished within the retention, is the same job
