@@ -1,11 +1,10 @@
 import type { FastifyBaseLogger } from 'fastify'
 import { assertDrivers, BULLMQ_DRIVERS } from '../engines/driver'
 import type { Engine } from '../engines/types'
-import { MAX_TIMEOUT } from '../limits'
 import { zeroOutcomes } from '../types'
 import type { Outcome } from '../types'
 import { AttemptRunner } from './attempt'
-import { LeaseLoop } from './lease-loop'
+import { MemoryLoop } from './memory-loop'
 import type { QueueSettings } from './options'
 import type { EngineMetrics } from '../metrics'
 
@@ -41,30 +40,14 @@ export interface StartedEngine {
   worker: AppWorker | null
 }
 
-// The memory engine's loop wakes on every enqueue and on its own timers: it never polls
-const NEVER = MAX_TIMEOUT
-
 export async function startEngine (settings: QueueSettings, bounds: AppBounds, logger: FastifyBaseLogger, tracing: boolean, metrics: EngineMetrics | null = null): Promise<StartedEngine> {
   const { name: queue, tasks } = settings
   if (settings.engine === 'memory') {
     const { MemoryStore } = require('../engines/memory/store') as typeof import('../engines/memory/store')
     const store = new MemoryStore(queue)
     const runner = new AttemptRunner({ tasks, queue, engine: 'memory', logger, durable: false, tracing, metrics })
-    const loop = new LeaseLoop({
-      store,
-      runner,
-      logger,
-      owner: 'this-process',
-      // the memory store never asks: its leases live and die with this process
-      /* c8 ignore next */
-      isDead: () => false,
-      concurrency: bounds.concurrency,
-      lockDuration: NEVER,
-      pollInterval: null,
-      recoverInterval: NEVER
-    })
+    const loop = new MemoryLoop(store, runner, bounds.concurrency)
     store.onAdded = () => { loop.wake() }
-    loop.start()
     const worker: AppWorker = {
       room: () => bounds.concurrency + bounds.maxQueued - store.unfinished,
       wake: noop,
@@ -84,7 +67,7 @@ export async function startEngine (settings: QueueSettings, bounds: AppBounds, l
         })
         // what never started is cancelled first, so nothing starts in the slots the running free
         if (!drained) for (const job of store.takeWaiting()) runner.cancelled(job)
-        await loop.close(0)
+        await loop.close()
         return drained
       }
     }

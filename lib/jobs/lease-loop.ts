@@ -2,7 +2,7 @@ import type { FastifyBaseLogger } from 'fastify'
 import type { JobStore, LeasedJob } from '../engines/types'
 import type { AttemptRunner, Decision } from './attempt'
 
-// The worker of the engines whose jobs are pulled (memory, sqlite): takes due jobs while slots
+// The worker of the engines whose jobs are pulled from a shared store (sqlite): takes due jobs while slots
 // are free, runs each through the attempt runner, applies its decision to the store, renews the
 // leases of running jobs, and recovers jobs whose process died. The store only stores and leases.
 
@@ -16,11 +16,8 @@ export interface LeaseLoopOptions {
   isDead: (owner: string) => boolean
   concurrency: number
   lockDuration: number
-  /**
-   * Milliseconds between looks for jobs another process added, while nothing is due here; `null`
-   * when no other process adds any (the memory engine: every job added wakes the loop).
-   */
-  pollInterval: number | null
+  /** Milliseconds between looks for jobs another process added, while nothing is due here. */
+  pollInterval: number
   /** Milliseconds between looks for jobs whose process died. */
   recoverInterval: number
 }
@@ -134,13 +131,10 @@ export class LeaseLoop {
       if (this.#closing || this.#looking) return
       if (this.#lookTimer !== null) clearTimeout(this.#lookTimer)
       this.#lookTimer = null
-      const wait = pollInterval === null ? due : due === null ? pollInterval : Math.min(due, pollInterval)
-      if (wait !== null) {
-        this.#lookTimer = setTimeout(() => {
-          this.#lookTimer = null
-          this.#look()
-        }, wait)
-      }
+      this.#lookTimer = setTimeout(() => {
+        this.#lookTimer = null
+        this.#look()
+      }, due === null ? pollInterval : Math.min(due, pollInterval))
       this.#checkIdle(due)
     }, (err: unknown) => { this.#options.logger.error({ err }, 'durable worker error') })
   }

@@ -64,6 +64,13 @@ export class MemoryStore implements Engine, JobStore {
   }
 
   async take (owner: string, max: number): Promise<LeasedJob[]> {
+    return this.takeNow(owner, max)
+  }
+
+  // The app's own loop (lib/jobs/memory-loop.ts) calls these directly: a store in this process's
+  // memory answers at once, and a promise per call would cost more than the call itself.
+
+  takeNow (owner: string, max: number): LeasedJob[] {
     const now = Date.now()
     const taken: LeasedJob[] = []
     while (taken.length < max) {
@@ -82,6 +89,10 @@ export class MemoryStore implements Engine, JobStore {
   }
 
   async finish (owner: string, id: string, outcome: 'completed' | 'failed' | 'timeout' | 'cancelled'): Promise<boolean> {
+    return this.finishNow(owner, id, outcome)
+  }
+
+  finishNow (owner: string, id: string, outcome: 'completed' | 'failed' | 'timeout' | 'cancelled'): boolean {
     const row = this.#held(owner, id)
     if (row === null) return false
     row.state = 'finished'
@@ -99,6 +110,10 @@ export class MemoryStore implements Engine, JobStore {
   }
 
   async retry (owner: string, id: string, delayMs: number): Promise<boolean> {
+    return this.retryNow(owner, id, delayMs)
+  }
+
+  retryNow (owner: string, id: string, delayMs: number): boolean {
     const row = this.#held(owner, id)
     if (row === null) return false
     const now = Date.now()
@@ -127,6 +142,11 @@ export class MemoryStore implements Engine, JobStore {
   }
 
   async nextDue (): Promise<number | null> {
+    return this.dueIn()
+  }
+
+  /** `nextDue()`, at once. */
+  dueIn (): number | null {
     const next = Math.min(this.#due.peek()?.runAt ?? Infinity, this.#delayed.peek()?.runAt ?? Infinity)
     return next === Infinity ? null : Math.max(0, next - Date.now())
   }

@@ -1,0 +1,137 @@
+import type { MemoryStore } from '../engines/memory/store'
+import type { LeasedJob } from '../engines/types'
+import type { AttemptRunner, Decision } from './attempt'
+
+// The memory engine's worker: the lease loop's rules (lib/jobs/lease-loop.ts) without what only a
+// shared store needs. One process holds every lease, so nothing is renewed, recovered or polled,
+// and the store answers at once: a job costs one promise, its attempt's, and no look at the store
+// waits on one.
+
+// the memory store's only lease holder
+const OWNER = 'this-process'
+
+export class MemoryLoop {
+  readonly #store: MemoryStore
+  readonly #runner: AttemptRunner
+  readonly #concurrency: number
+  #running = 0
+  #closing = false
+  // a look is queued (one per turn, whatever the number of enqueues)
+  #queued = false
+  // the look at the next delayed job's due time, and that time
+  #timer: NodeJS.Timeout | null = null
+  #timerAt = Infinity
+  #idleWaiters: Array<() => void> = []
+  #stoppedWaiters: Array<() => void> = []
+  readonly #look = (): void => {
+    this.#queued = false
+    this.#fill()
+  }
+
+  constructor (store: MemoryStore, runner: AttemptRunner, concurrency: number) {
+    this.#store = store
+    this.#runner = runner
+    this.#concurrency = concurrency
+  }
+
+  get running (): number { return this.#running }
+
+  /**
+   * Jobs were added: they start once the code that added them is done (a microtask), so a job
+   * added in a response's onSend hook starts after that response was written.
+   */
+  wake (): void {
+    if (this.#queued || this.#closing) return
+    this.#queued = true
+    queueMicrotask(this.#look)
+  }
+
+  /** Resolves once no job is left: none running, none waiting (delayed jobs and backoffs included). */
+  whenIdle (): Promise<void> {
+    return new Promise((resolve) => {
+      this.#idleWaiters.push(resolve)
+      this.#checkIdle()
+    })
+  }
+
+  /**
+   * Stops taking jobs and ends the running ones now through the runner (`cancelled`: nothing
+   * survives the process); resolves once they ended. The drain is the caller's, before this.
+   */
+  async close (): Promise<void> {
+    this.#closing = true
+    if (this.#timer !== null) clearTimeout(this.#timer)
+    if (this.#running === 0) return
+    this.#runner.interruptAll()
+    await new Promise<void>((resolve) => { this.#stoppedWaiters.push(resolve) })
+  }
+
+  // Takes due jobs while slots are free, then sets the look at the next delayed one.
+  #fill (): void {
+    if (this.#closing) return
+    const room = this.#concurrency - this.#running
+    if (room <= 0) return
+    const jobs = this.#store.takeNow(OWNER, room)
+    for (let i = 0; i < jobs.length; i++) this.#run(jobs[i])
+    if (jobs.length < room) this.#schedule()
+  }
+
+  #schedule (): void {
+    const due = this.#store.dueIn()
+    if (due === null) return
+    const at = Date.now() + due
+    if (this.#timer !== null) {
+      if (this.#timerAt <= at) return
+      clearTimeout(this.#timer)
+    }
+    this.#timerAt = at
+    this.#timer = setTimeout(() => {
+      this.#timer = null
+      this.#timerAt = Infinity
+      this.#fill()
+    }, due)
+  }
+
+  #run (job: LeasedJob): void {
+    this.#running++
+    // run() never rejects, and what follows changes this process's memory only: nothing throws
+    this.#runner.run(job).then((decision) => { this.#ended(job, decision) })
+  }
+
+  #ended (job: LeasedJob, decision: Decision): void {
+    this.#running--
+    const store = this.#store
+    switch (decision.kind) {
+      case 'completed':
+        store.finishNow(OWNER, job.id, 'completed')
+        break
+      case 'retry':
+        store.retryNow(OWNER, job.id, decision.delayMs)
+        break
+      case 'failed':
+        store.finishNow(OWNER, job.id, decision.outcome)
+        break
+      // a runner made with `durable: false` ends a job the worker gave up `cancelled`, never `shutdown`
+      default:
+        store.finishNow(OWNER, job.id, 'cancelled')
+    }
+    if (this.#closing) {
+      if (this.#running === 0) release(this.#stoppedWaiters)
+    } else {
+      this.#fill()
+    }
+    this.#checkIdle()
+  }
+
+  #checkIdle (): void {
+    if (this.#idleWaiters.length > 0 && this.#store.unfinished === 0) {
+      const waiters = this.#idleWaiters
+      this.#idleWaiters = []
+      release(waiters)
+    }
+  }
+}
+
+function release (waiters: Array<() => void>): void {
+  for (const resolve of waiters) resolve()
+}
