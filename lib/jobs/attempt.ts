@@ -7,12 +7,12 @@ import type { TaskLine } from '../log'
 import { Timers } from '../timers'
 import type { EntryList, TimedEntry } from '../timers'
 import { runTraced, traceEnded, traceJobRegistered, traceReturned, traceStarted } from '../tracing'
-import type { Destination, TracedTask } from '../tracing'
+import type { Destination, TaskTrace, TracedTask } from '../tracing'
 import { zeroOutcomes } from '../types'
 import type { Outcome, TaskContext } from '../types'
 import type { EngineName, LeasedJob } from '../engines/types'
 import type { DurableTask, DurableTaskContext, JobPayload } from './types'
-import type { EngineMetrics } from '../metrics'
+import type { EngineMetrics, RouteMetrics } from '../metrics'
 
 // One attempt of a durable job, the same on every engine: its time limit and signal, the
 // `retrying` and final lines, the span, the counts. Engines only lease jobs and apply the decision
@@ -33,13 +33,6 @@ export type Decision =
   | { readonly kind: 'shutdown' }
   /** The worker is closing and the engine keeps nothing across processes: the job ended `cancelled`. */
   | { readonly kind: 'cancelled' }
-
-interface Run extends TimedEntry {
-  /** Ends the attempt early: its time limit ran out, or the worker is closing. */
-  interrupt: (reason: 'timeout' | 'shutdown') => void
-}
-
-type Settled = { kind: 'completed' } | { kind: 'failed', err: unknown } | { kind: 'timeout' } | { kind: 'shutdown' }
 
 export interface AttemptRunnerOptions {
   tasks: Map<string, DurableTask>
@@ -64,132 +57,71 @@ export interface WorkerStats extends Record<Outcome, number> {
   retrying: number
 }
 
-function isThenable (value: unknown): boolean {
-  return typeof (value as { then?: unknown } | null | undefined)?.then === 'function'
-}
-
 export class AttemptRunner {
   readonly counts = zeroOutcomes()
-  readonly #runs = new Set<Run>()
-  // the attempts' time limits, one Node timer per limit (as in-process tasks have theirs)
-  readonly #timers = new Timers()
   readonly #options: AttemptRunnerOptions
   readonly #known: string
-  // the attempts' spans are CONSUMER spans of this queue
-  readonly #destination: Destination
+  readonly #shared: Shared
   readonly #metrics: EngineMetrics | null
-  #retrying = 0
 
   constructor (options: AttemptRunnerOptions) {
     this.#options = options
     this.#metrics = options.metrics ?? null
     this.#known = [...options.tasks.keys()].join(', ')
-    this.#destination = { system: options.engine, name: options.queue }
+    this.#shared = {
+      queue: options.queue,
+      logger: options.logger,
+      durable: options.durable,
+      counts: this.counts,
+      runs: new Set(),
+      timers: new Timers(),
+      destination: { system: options.engine, name: options.queue },
+      retrying: 0
+    }
   }
 
-  get running (): number { return this.#runs.size }
+  get running (): number { return this.#shared.runs.size }
 
   // an attempt's span joins the trace its job carries from the request, unless tracing is off
-  #traceOf (payload: JobPayload): TracedTask['trace'] {
+  #traceOf (payload: JobPayload): TaskTrace | null {
     return this.#options.tracing === false ? null : traceJobRegistered(payload.trace)
   }
 
   stats (): WorkerStats {
-    return { ...this.counts, running: this.#runs.size, retrying: this.#retrying }
+    return { ...this.counts, running: this.#shared.runs.size, retrying: this.#shared.retrying }
   }
 
   /** Ends every running attempt now: the worker's drain ran out. */
   interruptAll (): void {
-    for (const run of [...this.#runs]) run.interrupt('shutdown')
+    for (const run of [...this.#shared.runs]) run.interrupt('shutdown')
   }
 
   /** Runs one attempt of `job`; resolves with what the engine must do with it. Never rejects. */
-  async run (job: LeasedJob): Promise<Decision> {
-    const { queue, tasks } = this.#options
+  run (job: LeasedJob): Promise<Decision> {
+    return new Promise((resolve) => { this.start(job, resolve) })
+  }
+
+  /**
+   * Runs one attempt of `job` and calls `done` with what the engine must do with it, once: before
+   * this returns when the attempt ended at once (the handler returned no promise). Throws nothing.
+   */
+  start (job: LeasedJob, done: (decision: Decision) => void): void {
     const payload = job.payload
-    const attempt = job.attempt
-    // The lines go through the worker's logger with the request id first, as a child bound with
-    // it would write them; the child itself is made only for a task that reads ctx.log.
-    const log = this.#options.logger
-    const reqId = payload.request.id
-    const startedAt = performance.now()
     const queuedMs = Math.max(0, Date.now() - payload.enqueuedAt - job.delay)
-    const counts = this.counts
     // METRICS: the job's route on this engine; null when nothing records them
     const metrics = this.#metrics === null ? null : this.#metrics.route(payload.request.routeUrl)
-    function line (outcome: TaskLine['outcome'], timeoutMs?: number): TaskLine {
-      const result: TaskLine = {
-        task: job.name,
-        outcome,
-        connection: payload.connection,
-        method: payload.request.method,
-        route: payload.route,
-        statusCode: payload.statusCode,
-        durationMs: round(performance.now() - startedAt),
-        queuedMs,
-        jobId: job.id,
-        attempt,
-        queue
-      }
-      if (timeoutMs !== undefined) result.timeoutMs = timeoutMs
-      return result
-    }
-    function final (outcome: Outcome, err?: unknown, timeoutMs?: number, ran = true): void {
-      counts[outcome]++
-      if (metrics !== null) metrics.ended(job.name, outcome, ran ? performance.now() - startedAt : -1)
-      if (isLevelEnabled(log, TASK_LEVELS[outcome])) logTask(log, line(outcome, timeoutMs), err, 'reqId', reqId)
-    }
-
-    const task = tasks.get(job.name)
+    const task = this.#options.tasks.get(job.name)
     if (task === undefined) {
+      const { queue, logger } = this.#options
       const err = new FST_SAC_UNKNOWN_TASK(`worker of queue ${queue}`, this.#known, describe(job.name))
-      final('failed', err, undefined, false)
-      return { kind: 'failed', outcome: 'failed', err, unrecoverable: true }
+      this.counts.failed++
+      if (metrics !== null) metrics.ended(job.name, 'failed', -1)
+      if (isLevelEnabled(logger, TASK_LEVELS.failed)) logTask(logger, jobLine(job, 'failed', queue, queuedMs, 0), err, 'reqId', payload.request.id)
+      done({ kind: 'failed', outcome: 'failed', err, unrecoverable: true })
+      return
     }
-
     if (metrics !== null) metrics.started(queuedMs)
-    const settled = await this.#attempt(task, job, log, queuedMs)
-    if (settled.kind === 'completed') {
-      final('completed')
-      return settled
-    }
-    if (settled.kind === 'shutdown') {
-      if (!this.#options.durable) {
-        final('cancelled')
-        return { kind: 'cancelled' }
-      }
-      counts.cancelled++
-      // given back to the queue: it runs again, so it is a retry, not a task that ended
-      if (metrics !== null) metrics.retried(job.name, 'cancelled', performance.now() - startedAt)
-      if (isLevelEnabled(log, TASK_LEVELS.retrying)) {
-        const shutdownLine = line('retrying')
-        shutdownLine.reason = 'worker-closing'
-        shutdownLine.delayMs = 0
-        logTask(log, shutdownLine, undefined, 'reqId', reqId)
-      }
-      return settled
-    }
-    // engines keep the message of what was thrown: a non-Error is wrapped so the logged err has one
-    const err = settled.kind === 'timeout'
-      ? new DOMException(`durable task "${task.name}" timed out after ${task.timeout} ms`, 'TimeoutError')
-      : settled.err instanceof Error ? settled.err : new Error(describe(settled.err))
-    if (attempt < job.attempts) {
-      this.#retrying++
-      if (metrics !== null) metrics.retried(job.name, settled.kind, performance.now() - startedAt)
-      const delayMs = backoffDelay(job.backoff, attempt)
-      if (isLevelEnabled(log, TASK_LEVELS.retrying)) {
-        const retryLine = line('retrying', settled.kind === 'timeout' ? task.timeout : undefined)
-        retryLine.delayMs = delayMs
-        logTask(log, retryLine, err, 'reqId', reqId)
-      }
-      return { kind: 'retry', err, delayMs }
-    }
-    if (settled.kind === 'timeout') {
-      final('timeout', undefined, task.timeout)
-      return { kind: 'failed', outcome: 'timeout', err, unrecoverable: false }
-    }
-    final('failed', err)
-    return { kind: 'failed', outcome: 'failed', err, unrecoverable: false }
+    new Attempt(this.#shared, task, job, queuedMs, metrics, this.#traceOf(payload), done).start()
   }
 
   /**
@@ -206,6 +138,7 @@ export class AttemptRunner {
       if (this.#metrics !== null) this.#metrics.route(payload.request.routeUrl).ended(job.name, 'failed', -1)
       // from the enqueue to now: nothing ran here, and the lost runs are unknown
       const queuedMs = Math.max(0, Date.now() - payload.enqueuedAt - job.delay)
+      // its fields in the order this line has always had them
       const line: TaskLine = {
         task: job.name,
         outcome: 'failed',
@@ -228,7 +161,7 @@ export class AttemptRunner {
         trace: this.#traceOf(payload),
         jobId: job.id,
         attempt: job.attempt,
-        destination: this.#destination
+        destination: this.#shared.destination
       }
       traceEnded(traced, 'failed', err, undefined, performance.now() - queuedMs, 0)
     } catch (error) {
@@ -265,80 +198,213 @@ export class AttemptRunner {
     if (this.#metrics !== null) this.#metrics.route(payload.request.routeUrl).ended(job.name, outcome, -1)
     const log = logger.child({ reqId: payload.request.id })
     if (!isLevelEnabled(log, TASK_LEVELS[outcome])) return
-    const line: TaskLine = {
-      task: job.name,
-      outcome,
-      connection: payload.connection,
-      method: payload.request.method,
-      route: payload.route,
-      statusCode: payload.statusCode,
-      durationMs: 0,
-      queuedMs: Math.max(0, Date.now() - payload.enqueuedAt - job.delay),
-      jobId: job.id,
-      attempt: job.attempt,
-      queue
-    }
-    logTask(log, line)
+    logTask(log, jobLine(job, outcome, queue, Math.max(0, Date.now() - payload.enqueuedAt - job.delay), 0))
+  }
+}
+
+/** What every attempt of one runner shares. */
+interface Shared {
+  readonly queue: string
+  readonly logger: FastifyBaseLogger
+  readonly durable: boolean
+  readonly counts: Record<Outcome, number>
+  readonly runs: Set<Attempt>
+  // the attempts' time limits, one Node timer per limit (as in-process tasks have theirs)
+  readonly timers: Timers
+  // the attempts' spans are CONSUMER spans of this queue
+  readonly destination: Destination
+  retrying: number
+}
+
+type Settled = { readonly kind: 'completed' } | { readonly kind: 'failed', readonly err: unknown } | { readonly kind: 'timeout' } | { readonly kind: 'shutdown' }
+
+const COMPLETED = Object.freeze({ kind: 'completed' } as const)
+const TIMEOUT = Object.freeze({ kind: 'timeout' } as const)
+const SHUTDOWN = Object.freeze({ kind: 'shutdown' } as const)
+const CANCELLED = Object.freeze({ kind: 'cancelled' } as const)
+
+/** The job's line, without the fields only some lines have. */
+function jobLine (job: LeasedJob, outcome: TaskLine['outcome'], queue: string, queuedMs: number, durationMs: number): TaskLine {
+  const payload = job.payload
+  return {
+    task: job.name,
+    outcome,
+    connection: payload.connection,
+    method: payload.request.method,
+    route: payload.route,
+    statusCode: payload.statusCode,
+    durationMs,
+    queuedMs,
+    jobId: job.id,
+    attempt: job.attempt,
+    queue
+  }
+}
+
+/**
+ * One attempt: the handler's settlement, its time limit or the shutdown, whichever comes first,
+ * then the decision. An object of one class that is its own timer entry and traced task, as an
+ * in-process task is (lib/task.ts): no closure, and no promise of its own.
+ */
+class Attempt implements TimedEntry, TracedTask {
+  readonly startedAt = performance.now()
+  timerPrev: TimedEntry | null = null
+  timerNext: TimedEntry | null = null
+  timerList: EntryList | null = null
+  readonly name: string
+  readonly timeoutMs: number
+  trace: TaskTrace | null
+  readonly jobId: string
+  readonly attempt: number
+  readonly destination: Destination
+  readonly #shared: Shared
+  readonly #task: DurableTask
+  readonly #job: LeasedJob
+  readonly #queuedMs: number
+  readonly #metrics: RouteMetrics | null
+  readonly #ctx: DurableContext
+  #done: ((decision: Decision) => void) | null
+
+  constructor (shared: Shared, task: DurableTask, job: LeasedJob, queuedMs: number, metrics: RouteMetrics | null, trace: TaskTrace | null, done: (decision: Decision) => void) {
+    this.name = task.name
+    this.timeoutMs = task.timeout
+    this.trace = trace
+    this.jobId = job.id
+    this.attempt = job.attempt
+    this.destination = shared.destination
+    this.#shared = shared
+    this.#task = task
+    this.#job = job
+    this.#queuedMs = queuedMs
+    this.#metrics = metrics
+    this.#ctx = new DurableContext(job, task.name, shared.logger)
+    this.#done = done
   }
 
-  // One attempt: the handler's settlement, its time limit or the shutdown, whichever comes first.
-  #attempt (task: DurableTask, job: LeasedJob, logger: FastifyBaseLogger, queuedMs: number): Promise<Settled> {
-    const payload = job.payload
-    const ctx = new DurableContext(job, task.name, logger)
-    const runs = this.#runs
-    // each attempt gets its own span, child of the context the job carries from its request
-    const traced: TracedTask = {
-      name: task.name,
-      timeoutMs: task.timeout,
-      work: { route: payload.route, request: payload.request, connection: payload.connection, statusCode: payload.statusCode },
-      trace: this.#traceOf(payload),
-      jobId: job.id,
-      attempt: job.attempt,
-      destination: this.#destination
-    }
-    const startedAt = performance.now()
-    const queuedAt = startedAt - queuedMs
-    const timers = this.#timers
-    return new Promise<Settled>((resolve) => {
-      let done = false
-      const run: Run = {
-        startedAt,
-        timerPrev: null,
-        timerNext: null,
-        timerList: null,
-        onTimeout () { run.interrupt('timeout') },
-        interrupt (reason) {
-          finish(reason === 'timeout' ? { kind: 'timeout' } : { kind: 'shutdown' })
-          const err = reason === 'timeout'
-            ? new DOMException(`durable task "${task.name}" timed out after ${task.timeout} ms`, 'TimeoutError')
-            : new DOMException(`durable task "${task.name}" aborted: the worker is closing`, 'AbortError')
-          abortContext(ctx, err)
+  // what the span and the channel messages read; made only when they are
+  get work (): TracedTask['work'] {
+    const payload = this.#job.payload
+    return { route: payload.route, request: payload.request, connection: payload.connection, statusCode: payload.statusCode }
+  }
+
+  start (): void {
+    const shared = this.#shared
+    shared.runs.add(this)
+    shared.timers.add(this, this.timeoutMs)
+    const startedAt = this.startedAt
+    const trace = traceStarted(this, startedAt - this.#queuedMs, startedAt)
+    // Everything the handler controls, its return value included, is read inside the try: a
+    // value whose `then` getter throws fails the attempt like a handler that throws.
+    try {
+      const result: unknown = trace === null
+        ? this.#task.handler(this.#job.payload.data, this.#ctx)
+        : runTraced.call(trace, this.#runHandler.bind(this), this.#ctx as unknown as TaskContext)
+      if (result !== null && (typeof result === 'object' || typeof result === 'function')) {
+        const then = (result as { then?: unknown }).then
+        if (typeof then === 'function') {
+          if (trace !== null) traceReturned(trace)
+          then.call(result, this.#completed.bind(this), this.#failed.bind(this))
+          return
         }
       }
-      function finish (settled: Settled): void {
-        if (done) return
-        done = true
-        ;(run.timerList as EntryList).remove(run)
-        runs.delete(run)
-        const outcome: Outcome = settled.kind === 'shutdown' ? 'cancelled' : settled.kind
-        traceEnded(traced, outcome, settled.kind === 'failed' ? settled.err : undefined, undefined, queuedAt, startedAt)
-        resolve(settled)
+      this.#end(COMPLETED)
+    } catch (err) {
+      this.#failed(err)
+    }
+  }
+
+  #runHandler (ctx: TaskContext): unknown {
+    return this.#task.handler(this.#job.payload.data, ctx as unknown as DurableTaskContext)
+  }
+
+  #completed (): void { this.#end(COMPLETED) }
+  #failed (err: unknown): void { this.#end({ kind: 'failed', err }) }
+
+  onTimeout (): void { this.interrupt('timeout') }
+
+  /** Ends the attempt early: its time limit ran out, or the worker is closing. */
+  interrupt (reason: 'timeout' | 'shutdown'): void {
+    this.#end(reason === 'timeout' ? TIMEOUT : SHUTDOWN)
+    const name = this.name
+    const err = reason === 'timeout'
+      ? new DOMException(`durable task "${name}" timed out after ${this.timeoutMs} ms`, 'TimeoutError')
+      : new DOMException(`durable task "${name}" aborted: the worker is closing`, 'AbortError')
+    abortContext(this.#ctx, err)
+  }
+
+  #end (settled: Settled): void {
+    const done = this.#done
+    if (done === null) return
+    this.#done = null
+    ;(this.timerList as EntryList).remove(this)
+    this.#shared.runs.delete(this)
+    const outcome: Outcome = settled.kind === 'shutdown' ? 'cancelled' : settled.kind
+    traceEnded(this, outcome, settled.kind === 'failed' ? settled.err : undefined, undefined, this.startedAt - this.#queuedMs, this.startedAt)
+    done(this.#decide(settled))
+  }
+
+  #line (outcome: TaskLine['outcome'], timeoutMs?: number): TaskLine {
+    const line = jobLine(this.#job, outcome, this.#shared.queue, this.#queuedMs, round(performance.now() - this.startedAt))
+    if (timeoutMs !== undefined) line.timeoutMs = timeoutMs
+    return line
+  }
+
+  #final (outcome: Outcome, err?: unknown, timeoutMs?: number): void {
+    const { counts, logger } = this.#shared
+    counts[outcome]++
+    if (this.#metrics !== null) this.#metrics.ended(this.name, outcome, performance.now() - this.startedAt)
+    if (isLevelEnabled(logger, TASK_LEVELS[outcome])) logTask(logger, this.#line(outcome, timeoutMs), err, 'reqId', this.#job.payload.request.id)
+  }
+
+  // The lines go through the worker's logger with the request id first, as a child bound with it
+  // would write them; the child itself is made only for a task that reads ctx.log.
+  #decide (settled: Settled): Decision {
+    if (settled.kind === 'completed') {
+      this.#final('completed')
+      return COMPLETED
+    }
+    const shared = this.#shared
+    const { logger } = shared
+    const reqId = this.#job.payload.request.id
+    if (settled.kind === 'shutdown') {
+      if (!shared.durable) {
+        this.#final('cancelled')
+        return CANCELLED
       }
-      runs.add(run)
-      timers.add(run, task.timeout)
-      function runHandler (context: TaskContext): unknown {
-        return task.handler(payload.data, context as unknown as DurableTaskContext)
+      shared.counts.cancelled++
+      // given back to the queue: it runs again, so it is a retry, not a task that ended
+      if (this.#metrics !== null) this.#metrics.retried(this.name, 'cancelled', performance.now() - this.startedAt)
+      if (isLevelEnabled(logger, TASK_LEVELS.retrying)) {
+        const shutdownLine = this.#line('retrying')
+        shutdownLine.reason = 'worker-closing'
+        shutdownLine.delayMs = 0
+        logTask(logger, shutdownLine, undefined, 'reqId', reqId)
       }
-      const trace = traceStarted(traced, queuedAt, startedAt)
-      // a handler that throws synchronously fails its attempt like one that rejects
-      new Promise((resolve) => {
-        if (trace === null) return resolve(task.handler(payload.data, ctx))
-        const result = runTraced.call(trace, runHandler, ctx as unknown as TaskContext)
-        if (isThenable(result)) traceReturned(trace)
-        resolve(result)
-      })
-        .then(() => { finish({ kind: 'completed' }) }, (err: unknown) => { finish({ kind: 'failed', err }) })
-    })
+      return SHUTDOWN
+    }
+    const timeout = this.timeoutMs
+    // engines keep the message of what was thrown: a non-Error is wrapped so the logged err has one
+    const err = settled.kind === 'timeout'
+      ? new DOMException(`durable task "${this.name}" timed out after ${timeout} ms`, 'TimeoutError')
+      : settled.err instanceof Error ? settled.err : new Error(describe(settled.err))
+    const job = this.#job
+    if (job.attempt < job.attempts) {
+      shared.retrying++
+      if (this.#metrics !== null) this.#metrics.retried(this.name, settled.kind, performance.now() - this.startedAt)
+      const delayMs = backoffDelay(job.backoff, job.attempt)
+      if (isLevelEnabled(logger, TASK_LEVELS.retrying)) {
+        const retryLine = this.#line('retrying', settled.kind === 'timeout' ? timeout : undefined)
+        retryLine.delayMs = delayMs
+        logTask(logger, retryLine, err, 'reqId', reqId)
+      }
+      return { kind: 'retry', err, delayMs }
+    }
+    if (settled.kind === 'timeout') {
+      this.#final('timeout', undefined, timeout)
+      return { kind: 'failed', outcome: 'timeout', err, unrecoverable: false }
+    }
+    this.#final('failed', err)
+    return { kind: 'failed', outcome: 'failed', err, unrecoverable: false }
   }
 }
 

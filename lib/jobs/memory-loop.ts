@@ -4,8 +4,7 @@ import type { AttemptRunner, Decision } from './attempt'
 
 // The memory engine's worker: the lease loop's rules (lib/jobs/lease-loop.ts) without what only a
 // shared store needs. One process holds every lease, so nothing is renewed, recovered or polled,
-// and the store answers at once: a job costs one promise, its attempt's, and no look at the store
-// waits on one.
+// and the store answers at once: no look at the store, and no attempt, waits on a promise of ours.
 
 // the memory store's only lease holder
 const OWNER = 'this-process'
@@ -16,6 +15,9 @@ export class MemoryLoop {
   readonly #concurrency: number
   #running = 0
   #closing = false
+  // a fill is under way: an attempt that ended at once asks for another, which that fill makes
+  #filling = false
+  #again = false
   // a look is queued (one per turn, whatever the number of enqueues)
   #queued = false
   // the look at the next delayed job's due time, and that time
@@ -62,18 +64,33 @@ export class MemoryLoop {
     this.#closing = true
     if (this.#timer !== null) clearTimeout(this.#timer)
     if (this.#running === 0) return
+    // waited on before the interruption: the attempts end during it
+    const stopped = new Promise<void>((resolve) => { this.#stoppedWaiters.push(resolve) })
     this.#runner.interruptAll()
-    await new Promise<void>((resolve) => { this.#stoppedWaiters.push(resolve) })
+    await stopped
   }
 
-  // Takes due jobs while slots are free, then sets the look at the next delayed one.
+  // Takes due jobs while slots are free, then sets the look at the next delayed one. A job whose
+  // attempt ends at once frees its slot during the fill: the same fill goes on, in a loop rather
+  // than a call deeper for each job.
   #fill (): void {
     if (this.#closing) return
-    const room = this.#concurrency - this.#running
-    if (room <= 0) return
-    const jobs = this.#store.takeNow(OWNER, room)
-    for (let i = 0; i < jobs.length; i++) this.#run(jobs[i])
-    if (jobs.length < room) this.#schedule()
+    if (this.#filling) {
+      this.#again = true
+      return
+    }
+    this.#filling = true
+    for (;;) {
+      this.#again = false
+      const room = this.#concurrency - this.#running
+      if (room <= 0) break
+      const jobs = this.#store.takeNow(OWNER, room)
+      for (let i = 0; i < jobs.length; i++) this.#run(jobs[i])
+      if (this.#again) continue
+      if (jobs.length < room) this.#schedule()
+      break
+    }
+    this.#filling = false
   }
 
   #schedule (): void {
@@ -94,8 +111,8 @@ export class MemoryLoop {
 
   #run (job: LeasedJob): void {
     this.#running++
-    // run() never rejects, and what follows changes this process's memory only: nothing throws
-    this.#runner.run(job).then((decision) => { this.#ended(job, decision) })
+    // what follows the attempt changes this process's memory only: nothing throws
+    this.#runner.start(job, (decision) => { this.#ended(job, decision) })
   }
 
   #ended (job: LeasedJob, decision: Decision): void {
