@@ -172,9 +172,7 @@ export class LeaseLoop {
         return
       case 'shutdown':
         await store.release(owner, job.id)
-        return
-      case 'cancelled':
-        await store.finish(owner, job.id, 'cancelled')
+      // no 'cancelled': a SQLite runner is durable, it gives a job back at shutdown instead
     }
   }
 

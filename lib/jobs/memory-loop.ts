@@ -43,7 +43,7 @@ export class MemoryLoop {
    * added in a response's onSend hook starts after that response was written.
    */
   wake (): void {
-    if (this.#queued || this.#closing) return
+    if (this.#queued) return
     this.#queued = true
     queueMicrotask(this.#look)
   }

@@ -13,13 +13,15 @@ import type { JobRecord, JobStore, LeasedJob } from '../../lib/engines/types'
 import type { DurableTaskContext } from '../../lib/jobs/types'
 import { AttemptRunner } from '../../lib/jobs/attempt'
 import { LeaseLoop, STALLED_MESSAGE } from '../../lib/jobs/lease-loop'
+import { MemoryLoop } from '../../lib/jobs/memory-loop'
 import { runWorker } from '../../lib/jobs/cli'
 import { deferred, LogCollector } from '../helpers'
 import { collectUntil, exposeGc } from '../reliability-helpers'
 import { finals } from './conformance'
 
 // The pieces under the engines, where the suites above do not reach: the memory store's leases
-// and retention, the lease loop when its store fails, and the SQLite worker in this process.
+// and retention, the memory engine's loop, the lease loop when its store fails, and the SQLite
+// worker in this process.
 
 function record (jobId: string, delay = 0): JobRecord {
   return {
@@ -157,6 +159,57 @@ test('memory store: due jobs are taken oldest first, delayed ones once due among
   for (let i = 0; i < 6; i++) taken.push(...(await store.take('me', 400)).map((job) => job.id))
   t.same(taken, many.slice(0, 2400), 'taken in order while the front of the list is dropped')
   t.same(store.takeWaiting().map((job) => job.id), many.slice(2400), 'the rest, in order')
+})
+
+/** A memory loop over `store` running task `t`, which records the ids of the jobs it ran. */
+function memoryLoop (store: MemoryStore): { loop: MemoryLoop, ran: string[] } {
+  const ran: string[] = []
+  const tasks = new Map([['t', defineTask('t', (data: unknown, ctx: DurableTaskContext) => { ran.push(ctx.jobId) })]])
+  const runner = new AttemptRunner({ tasks, queue: 'q', engine: 'memory', logger: pino({ level: 'silent' }), durable: false })
+  const loop = new MemoryLoop(store, runner, 1)
+  store.onAdded = () => { loop.wake() }
+  return { loop, ran }
+}
+
+test('memory loop: delayed jobs run in due order, the look timed for the first one due', async (t) => {
+  const store = new MemoryStore('q')
+  const { loop, ran } = memoryLoop(store)
+  // each look finds nothing due: the first sets the timer, an earlier job replaces it, a later one keeps it
+  // (two enqueues in one turn: one look for both)
+  store.enqueueNow([record('second', 90)])
+  store.enqueueNow([record('fourth', 200)])
+  await store.enqueue([record('first', 30)])
+  await store.enqueue([record('third', 150)])
+  t.same(ran, [], 'nothing is due yet')
+  await loop.whenIdle()
+  t.same(ran, ['first', 'second', 'third', 'fourth'])
+  await loop.close()
+})
+
+test('memory loop: a look queued before close() takes nothing, nor does a wake after it', async (t) => {
+  const store = new MemoryStore('q')
+  const { loop, ran } = memoryLoop(store)
+  // the look this enqueue queued runs after close() began
+  store.enqueueNow([record('a')])
+  await loop.close()
+  loop.wake()
+  await new Promise((resolve) => setImmediate(resolve))
+  t.same(ran, [])
+  t.equal(store.unfinished, 1, 'still waiting: the app cancels it when its drain runs out (memory-bounds.test.ts)')
+})
+
+test('lease loop: whenIdle() waits for a job delayed in its store', async (t) => {
+  const ran: string[] = []
+  const logger = pino({ level: 'silent' })
+  const tasks = new Map([['t', defineTask('t', (data: unknown, ctx: DurableTaskContext) => { ran.push(ctx.jobId) })]])
+  const store = new MemoryStore('q')
+  await store.enqueue([record('later', 50)])
+  const runner = new AttemptRunner({ tasks, queue: 'q', engine: 'memory', logger, durable: true })
+  const loop = new LeaseLoop({ store, runner, logger, owner: 'me', isDead: () => false, concurrency: 1, lockDuration: 60_000, pollInterval: 60_000, recoverInterval: 60_000 })
+  loop.start()
+  await loop.whenIdle()
+  t.same(ran, ['later'])
+  t.equal(await loop.close(0), true)
 })
 
 /** A store whose recovery hands over the jobs a dead owner left (the SQLite store's second lost run). */
