@@ -299,6 +299,7 @@ async function fastifySendAndContinue (fastify: FastifyInstance, options: SendAn
         route: config.url ?? NOT_FOUND_ROUTE,
         routeUrl: config.url,
         jobsOf: durable === null ? null : jobsOf,
+        jobsClosed: durable === null ? null : durable.closed,
         metrics: inProcess === null ? null : inProcess.route(config.url)
       }
       routeSettings.set(config, settings)

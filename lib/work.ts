@@ -23,6 +23,8 @@ export interface RouteWork extends RouteSettings {
   readonly routeUrl: string | undefined
   /** How many durable jobs a request registered (lib/jobs/web.ts); `null` without a `queue`. */
   readonly jobsOf: ((reply: FastifyReply) => number) | null
+  /** Called once the response closed, after its close line: adds the durable jobs a response never sent (lib/jobs/web.ts). */
+  readonly jobsClosed: ((reply: FastifyReply) => void) | null
   /** The route's in-process metrics (lib/metrics.ts); `null` when nothing records them. */
   readonly metrics: RouteMetrics | null
 }
@@ -164,6 +166,8 @@ export class Work {
       if (jobs !== 0) line.jobs = jobs
       logResponse(this.lineLog, line, this.idLabel, this.id, level)
     }
+    const jobsClosed = this.settings.jobsClosed
+    if (jobsClosed !== null) jobsClosed(reply)
     const metrics = this.settings.metrics
     if (metrics !== null) metrics.responded(connection) // METRICS: the response closed
     const held = this.#held

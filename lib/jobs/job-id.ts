@@ -26,5 +26,13 @@ export function keyedJobId (task: string, key: string): string {
  * Fastify's `req-1` restarts at 1 in every process, so it must never be one.)
  */
 export function uniqueJobId (task: string): string {
-  return `${encode(task)}~${randomUUID()}`
+  let prefix = prefixes.get(task)
+  if (prefix === undefined) {
+    prefix = `${encode(task)}~`
+    prefixes.set(task, prefix)
+  }
+  return prefix + randomUUID()
 }
+
+// the id prefix of each task name (only the names of defined tasks come here: a bounded set)
+const prefixes = new Map<string, string>()

@@ -177,22 +177,25 @@ export class DurableWeb {
       ;(reply as ReplyWithJobs)[kPending] = { info, jobs: [], flushed: true, count: jobs.length }
       this.#enqueueNow(reply, info, jobs)
     } else if (pending === null) {
-      const created: Pending = { info, jobs, flushed: false, count: jobs.length }
-      ;(reply as ReplyWithJobs)[kPending] = created
-      // onSend never runs when the response is never sent (the client left, a hook hijacked it):
-      // the jobs are added when it closes, as if registered late (`on`, not `once`: it runs once
-      // anyway, and the response is gone soon after)
-      reply.raw.on('close', () => {
-        if (created.flushed) return
-        created.flushed = true
-        this.#enqueueNow(reply, info, created.jobs)
-      })
+      // added by the onSend hook, or by closed() when the response is never sent
+      ;(reply as ReplyWithJobs)[kPending] = { info, jobs, flushed: false, count: jobs.length }
     } else if (pending !== null && !pending.flushed) {
       pending.jobs.push(...jobs)
     } else {
       this.#enqueueNow(reply, info, jobs)
     }
     return local
+  }
+
+  /**
+   * The response closed (the core follows it: lib/connection.ts). onSend never runs for a response
+   * never sent (the client left, a hook hijacked it): its jobs are added now, as if registered late.
+   */
+  readonly closed = (reply: FastifyReply): void => {
+    const pending = (reply as ReplyWithJobs)[kPending]
+    if (pending === null || pending.flushed) return
+    pending.flushed = true
+    this.#enqueueNow(reply, pending.info, pending.jobs)
   }
 
   #assertKnown (where: string, task: DurableTask): void {
