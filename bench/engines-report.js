@@ -56,7 +56,8 @@ process may write the mark after its add reached Redis, so nothing in the job it
 taken in one go, but not removable without giving the guarantee up. Where the instructions per job go, on 2026-12-04
 (\`node bench/probes/worker-instructions.js 10 500 2500 --functions\`, V8's perf map naming the JavaScript): 623.9 kinstr/job
 against 496.0 (1.258×) before the \`ctx\` class (commit 224685b, see the memory engine below), 568.2 against 492.3 (1.154×)
-after it, GC 92.1 → 62.9. Of the 76 kinstr/job left: garbage collection 18.4, \`JSON.parse\` of the larger job as Redis
+after it, GC 92.1 → 62.9; since one attempt is one object (see the memory engine below) 540.5 against 501.2 (1.078×,
+\`node bench/probes/worker-instructions.js 10 500 2500\`). Of the 76 kinstr/job left before that: garbage collection 18.4, \`JSON.parse\` of the larger job as Redis
 returns it 8.0, \`JSON.stringify\` of the line's nested \`deferred\` object 7.4 (pino writes nested objects that way; the
 hand-written line is flat), UTF-8 encoding and copies of the longer strings 4.4, named JavaScript 6.1 (the attempt runner,
 the mark read's batching), V8's builtins (property access, calls, promises) 17.3 and its runtime 14.3. The job's fields and
@@ -74,9 +75,9 @@ its WAL page writes); at full speed batches hold several and share it. Of the 30
 group commit's transactions (the insert 27, the take and lease 44, the settlement 31, BEGIN and COMMIT 16), the rest the
 HTTP request and the job's run. Since the task's \`ctx\` is a class (commit 224685b, see the memory engine below): 292.8
 kinstr end to end (GC 21.5), \`node bench/probes/engines-instructions.js eng-in-process eng-memory e2e-sqlite-normal
---requests 8000\`.
+--requests 8000\`; since one attempt is one object (see the memory engine below): 270.7 (GC 7.4).
 
-**Memory engine (2.05× the in-process task in instructions → 1.56× since commit 224685b; target 1.1×: missed).**
+**Memory engine (2.05× the in-process task in instructions → 1.56× since commit 224685b → 1.21× since its own loop; target 1.1×: missed).**
 \`node bench/probes/engines-instructions.js eng-in-process eng-memory e2e-sqlite-normal --requests 8000\` on 2026-12-04:
 \`eng-memory\` 132.8 kinstr/request (GC 3.8) against 85.0 (GC 1.5) for \`eng-in-process\`; the same probe gave 178.0 (GC
 43.0) before commit 69623b6 and 171.6 (GC 37.2) after it. Most of the difference was garbage collection, and its cause was
@@ -93,8 +94,20 @@ limit, span hooks and line. By function (\`--js-names\`, the same probe, each va
 \`bench/callgrind/compare.js\`), the 44 kinstr are spread thin, none over 2.7: promise reactions and microtasks 11.6 (the
 store's asynchronous contract, the same for every engine: enqueue, take, finish), the plugin's own JavaScript 5.2, Node's
 stream and event code 3.3 (among it the \`close\` listener that still enqueues the jobs of a response never sent),
-garbage collection 3.1, V8's property-access and call builtins and the rest 20.8. Not lowered further in this work; a
-lighter path only for the memory engine would make it behave differently from the engines it stands in for.`
+garbage collection 3.1, V8's property-access and call builtins and the rest 20.8. Since then (the same probe, 2026-12-04,
+in-process 84.1–85.3 in each run): the memory store's jobs stored within the \`onSend\` hook's own turn, with no promise
+for the response to wait on (\`Engine.enqueueNow\`, commit 248f08e) 132.4 → 120.0; the engine's own loop over the store's
+synchronous calls instead of the lease loop (1abc4e8) → 108.1; one attempt one object of class \`Attempt\`, no closures
+and no promise of its own (abb4918) → 106.4; the never-sent response's jobs added from the core's close instead of a
+second \`close\` listener, and the task's id prefix kept (13e3f4d) → 103.1 (GC 2.8). Nothing a job does changed: the same
+lines, decisions, bounds and drain (the memory and conformance suites). The 18 kinstr/request left (\`--js-names\` dumps
+compared with \`bench/callgrind/compare.js\`, grouped): the plugin's own JavaScript 3.1 (the job's record and payload, the
+store's row and lease, the attempt and its decision), strings 2.8 (the job id: a random UUID joined to the task's prefix),
+allocation 2.5, property access and Maps 2.0, garbage collection 1.1, Node's and Fastify's JavaScript 0.9 (the \`onSend\`
+hook the in-process task does not need), promises 0.3, V8's builtins and runtime 5.2. That is what a job is beyond a
+function: an id, a stored record, a lease, an attempt that decides; the floor of this design is about 1.2×, and 1.1×
+would take running memory jobs as the core's in-process tasks, with the job's id, key, delay and line fields added to
+them.\``
 
 function num (value, digits = 0) {
   return Number.isFinite(value) ? value.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits }) : '-'

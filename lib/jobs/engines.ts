@@ -20,7 +20,7 @@ export interface AppBounds {
   drainTimeout: number
 }
 
-/** The jobs this process runs: a lease loop over the engine's store, writing through the app's logger. */
+/** The jobs this process runs: a loop over the engine's store, writing through the app's logger. */
 export interface AppWorker {
   /** How many more jobs the engine takes now (the memory engine's `concurrency + maxQueued`); `Infinity` when unbounded. */
   room (): number

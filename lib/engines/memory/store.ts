@@ -1,8 +1,9 @@
 import type { Engine, JobRecord, JobStore, LeasedJob } from '../types'
 
-// The memory engine: jobs in a Map of this process, leased by the app's own worker loop as the
-// SQLite engine's are (lib/jobs/lease-loop.ts), with the same retention and key rules. Nothing
-// survives the process: for development, tests, and apps that want retries without a store.
+// The memory engine: jobs in a Map of this process, leased by the app's own worker loop
+// (lib/jobs/memory-loop.ts) under the SQLite engine's rules, with the same retention and key
+// rules. Nothing survives the process: for development, tests, and apps that want retries without
+// a store. The JobStore calls answer at once; the loop uses their synchronous forms (`…Now`).
 
 type State = 'waiting' | 'active' | 'finished'
 
