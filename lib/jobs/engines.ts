@@ -46,7 +46,7 @@ export async function startEngine (settings: QueueSettings, bounds: AppBounds, l
     const { MemoryStore } = require('../engines/memory/store') as typeof import('../engines/memory/store')
     const store = new MemoryStore(queue)
     const runner = new AttemptRunner({ tasks, queue, engine: 'memory', logger, durable: false, tracing, metrics })
-    const loop = new MemoryLoop(store, runner, bounds.concurrency)
+    const loop = new MemoryLoop(store, runner, bounds.concurrency, logger)
     store.onAdded = () => { loop.wake() }
     const worker: AppWorker = {
       room: () => bounds.concurrency + bounds.maxQueued - store.unfinished,

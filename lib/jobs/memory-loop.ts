@@ -1,3 +1,4 @@
+import type { FastifyBaseLogger } from 'fastify'
 import type { MemoryStore } from '../engines/memory/store'
 import type { LeasedJob } from '../engines/types'
 import type { AttemptRunner, Decision } from './attempt'
@@ -13,6 +14,7 @@ export class MemoryLoop {
   readonly #store: MemoryStore
   readonly #runner: AttemptRunner
   readonly #concurrency: number
+  readonly #logger: FastifyBaseLogger
   #running = 0
   #closing = false
   // a fill is under way: an attempt that ended at once asks for another, which that fill makes
@@ -30,10 +32,11 @@ export class MemoryLoop {
     this.#fill()
   }
 
-  constructor (store: MemoryStore, runner: AttemptRunner, concurrency: number) {
+  constructor (store: MemoryStore, runner: AttemptRunner, concurrency: number, logger: FastifyBaseLogger) {
     this.#store = store
     this.#runner = runner
     this.#concurrency = concurrency
+    this.#logger = logger
   }
 
   get running (): number { return this.#running }
@@ -111,8 +114,17 @@ export class MemoryLoop {
 
   #run (job: LeasedJob): void {
     this.#running++
-    // what follows the attempt changes this process's memory only: nothing throws
-    this.#runner.start(job, (decision) => { this.#ended(job, decision) })
+    // what follows the attempt changes this process's memory only: nothing throws there
+    try {
+      this.#runner.start(job, (decision) => { this.#ended(job, decision) })
+    } catch (err) {
+      // the attempt could not start (a tracing SDK that throws): logged as the lease loop logs
+      // what fails under it, and the fill goes on in the freed slot; the job stays taken until
+      // the process ends, as it did under the lease loop
+      this.#running--
+      this.#again = true
+      this.#logger.error({ err }, 'durable worker error')
+    }
   }
 
   #ended (job: LeasedJob, decision: Decision): void {

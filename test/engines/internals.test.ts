@@ -166,10 +166,25 @@ function memoryLoop (store: MemoryStore): { loop: MemoryLoop, ran: string[] } {
   const ran: string[] = []
   const tasks = new Map([['t', defineTask('t', (data: unknown, ctx: DurableTaskContext) => { ran.push(ctx.jobId) })]])
   const runner = new AttemptRunner({ tasks, queue: 'q', engine: 'memory', logger: pino({ level: 'silent' }), durable: false })
-  const loop = new MemoryLoop(store, runner, 1)
+  const loop = new MemoryLoop(store, runner, 1, pino({ level: 'silent' }))
   store.onAdded = () => { loop.wake() }
   return { loop, ran }
 }
+
+test('memory loop: an attempt that cannot start is logged, never thrown; its slot is free again', async (t) => {
+  const logs = new LogCollector()
+  const logger = pino({}, logs)
+  const store = new MemoryStore('q')
+  const runner = new AttemptRunner({ tasks: new Map(), queue: 'q', engine: 'memory', logger, durable: false })
+  runner.start = () => { throw new Error('no span') }
+  const loop = new MemoryLoop(store, runner, 1, logger)
+  store.onAdded = () => { loop.wake() }
+  store.enqueueNow([record('a'), record('b')])
+  await logs.until((lines) => lines.length === 2)
+  t.match(logs.lines, [{ msg: 'durable worker error', err: { message: 'no span' } }, { msg: 'durable worker error', err: { message: 'no span' } }])
+  t.equal(loop.running, 0, 'both slots given back: the second job was tried in the first one\'s slot')
+  await loop.close()
+})
 
 test('memory loop: delayed jobs run in due order, the look timed for the first one due', async (t) => {
   const store = new MemoryStore('q')
