@@ -235,7 +235,12 @@ async function fastifySendAndContinue (fastify: FastifyInstance, options: SendAn
     const work = state === null || state === SENT ? createWork(reply, state === SENT) : state
     // durable jobs go to the queue (lib/jobs/web.ts); the functions stay in this process
     const task = typeof given === 'function' ? given : takeDurableJobs(durable, reply, work, given, options.always ?? false, where)
-    if (task === null) return
+    if (task === null) {
+      // only durable jobs: a response that closed before them hands them over now, as admit() does
+      // for tasks (its 'close' came before anything listened; a hijacked reply never sends)
+      if (work.connection === null && isClosed(reply)) handOver(work, reply)
+      return
+    }
     const timeout = options.timeout ?? work.settings.timeout
     const always = options.always ?? false
     // only tasks with more than one attempt carry a retry state

@@ -4,6 +4,7 @@ import { once } from 'node:events'
 import { request } from 'node:http'
 import { Readable } from 'node:stream'
 import { build, deferred, listen } from './helpers'
+import { defineTask } from '../lib/index'
 import type { Built, LogCollector } from './helpers'
 import { abortBeforeResponse } from './reliability-helpers'
 
@@ -118,4 +119,22 @@ test('client gone before the handler sends, policy skip: skipped', async (t) => 
   await abortBeforeResponse(port, '/', reachedHandler(logs))
   await logs.untilOutcomes(1)
   t.match(logs.outcomes[0], { deferred: { outcome: 'skipped', connection: 'aborted' } })
+})
+
+test('client gone before the handler registers a durable job, the reply hijacked: the job is enqueued and runs, after one close line', async (t) => {
+  const ran = deferred<string | null>()
+  const audit = defineTask('audit', (data: null, ctx) => { ran.resolve(ctx.connection) })
+  const { app, logs } = await build(t, { queue: { engine: 'memory', tasks: [audit] } })
+  app.get('/', async (req, reply) => {
+    await once(reply.raw, 'close')
+    // nothing will be sent: onSend never runs, and the response's 'close' is over
+    reply.defer(audit.with(null))
+    reply.hijack()
+  })
+  const { port } = await listen(app)
+  await abortBeforeResponse(port, '/', reachedHandler(logs))
+  t.equal(await ran.promise, 'aborted')
+  await app.sendAndContinue.drain()
+  t.match(logs.closes, [{ deferred: { connection: 'aborted', tasks: 0, jobs: 1 } }])
+  t.match(logs.outcomes.map((line) => line.deferred?.outcome), ['enqueued', 'completed'])
 })
