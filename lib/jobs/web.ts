@@ -114,7 +114,9 @@ export class DurableWeb {
   readonly #destination: Destination
   /** The engine's metrics (lib/metrics.ts); `null` when nothing records them. */
   readonly #metrics: EngineMetrics | null
-  readonly #inFlight = new Set<Promise<unknown>>()
+  // enqueues the store has not answered yet, and what waits for them all to be answered
+  #inFlight = 0
+  #settleWaiters: Array<() => void> = []
   #enqueued = 0
   #enqueueing = 0
   #enqueueFailed = 0
@@ -246,7 +248,15 @@ export class DurableWeb {
       return SERVICE_UNAVAILABLE
     }
     const enqueued = this.#enqueue(pending.info, records, true)
-    return enqueued instanceof Promise ? this.#track(enqueued.then(answer)) : answer(enqueued)
+    if (!(enqueued instanceof Promise)) return answer(enqueued)
+    this.#inFlight++
+    return enqueued.then((err) => {
+      try {
+        return answer(err)
+      } finally {
+        this.#landed()
+      }
+    }, this.#landedFailing)
   }
 
   // Registered after the headers went out: nothing waits for it, a failure is only logged.
@@ -259,8 +269,15 @@ export class DurableWeb {
       else this.#drop(info, records, 'enqueue-failed', err)
     }
     const enqueued = this.#enqueue(info, records, false)
-    if (enqueued instanceof Promise) this.#track(enqueued.then(ended))
-    else ended(enqueued)
+    if (!(enqueued instanceof Promise)) return ended(enqueued)
+    this.#inFlight++
+    enqueued.then((err) => {
+      try {
+        ended(err)
+      } finally {
+        this.#landed()
+      }
+    }, this.#landedFailing)
   }
 
   // The enqueue failed or timed out, and the client is told so (or its jobs run here): none of
@@ -285,10 +302,18 @@ export class DurableWeb {
     })
   }
 
-  #track<T> (promise: Promise<T>): Promise<T> {
-    this.#inFlight.add(promise)
-    promise.finally(() => { this.#inFlight.delete(promise) })
-    return promise
+  // the enqueue's own bookkeeping threw (a logger or an SDK that throws): counted out all the same
+  readonly #landedFailing = (err: unknown): never => {
+    this.#landed()
+    throw err
+  }
+
+  // an enqueue was answered and what follows it done: settle() resolves with the last one
+  #landed (): void {
+    if (--this.#inFlight > 0) return
+    const waiters = this.#settleWaiters
+    this.#settleWaiters = []
+    for (const resolve of waiters) resolve()
   }
 
   /**
@@ -413,7 +438,8 @@ export class DurableWeb {
 
   /** Resolves once no enqueue is in flight. */
   async settle (): Promise<void> {
-    while (this.#inFlight.size > 0) await Promise.allSettled([...this.#inFlight])
+    if (this.#inFlight === 0) return
+    await new Promise<void>((resolve) => { this.#settleWaiters.push(resolve) })
   }
 
   /** Resolves once no enqueue is in flight and the app's own worker has nothing left to run. */

@@ -553,3 +553,24 @@ test('sqlite with work: true: drain() resolves once the app\'s own worker ran th
   t.equal(ran, 2)
   t.match(app.sendAndContinue.stats(), { completed: 2, running: 0 })
 })
+
+test('durable web: a logger that throws on the enqueued line fails that response, and app.close() still ends', async (t) => {
+  const path = await tempFile(t)
+  const job = defineTask('t', () => {})
+  const written: string[] = []
+  const stream = {
+    write (line: string) {
+      if (line.includes('"outcome":"enqueued"')) throw new Error('log down')
+      written.push(line)
+    }
+  }
+  const app = Fastify({ logger: { level: 'info', stream } })
+  await app.register(sendAndContinue, { queue: { engine: 'sqlite', path, work: false, tasks: [job] } })
+  app.post('/', (request, reply) => reply.sendAndContinue('ok', job.with(null)))
+  const response = await app.inject({ method: 'POST', url: '/' })
+  t.equal(response.statusCode, 500, 'the enqueue\'s own bookkeeping threw: Fastify answers its error')
+  t.ok(written.some((line) => line.includes('log down')), 'Fastify logged the error')
+  // would wait forever if the enqueue that threw were still counted in flight
+  await app.close()
+  t.equal(app.sendAndContinue.stats().durable?.enqueued, 1, 'the job was stored before the line failed')
+})
