@@ -277,7 +277,13 @@ export class DurableWeb {
       } finally {
         this.#landed()
       }
-    }, this.#landedFailing)
+    }, (err: unknown) => {
+      // nothing awaits a late enqueue: what its own bookkeeping threw is logged, never rethrown
+      this.#landed()
+      try {
+        info.log.error({ err }, 'deferred job bookkeeping failed')
+      } catch {}
+    })
   }
 
   // The enqueue failed or timed out, and the client is told so (or its jobs run here): none of

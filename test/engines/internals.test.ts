@@ -554,23 +554,34 @@ test('sqlite with work: true: drain() resolves once the app\'s own worker ran th
   t.match(app.sendAndContinue.stats(), { completed: 2, running: 0 })
 })
 
-test('durable web: a logger that throws on the enqueued line fails that response, and app.close() still ends', async (t) => {
+test('durable web: a logger that throws on the enqueued line fails that response (a late job: logged), and app.close() still ends', async (t) => {
   const path = await tempFile(t)
   const job = defineTask('t', () => {})
   const written: string[] = []
+  let strict = false
   const stream = {
     write (line: string) {
-      if (line.includes('"outcome":"enqueued"')) throw new Error('log down')
+      if (line.includes('"outcome":"enqueued"') || (strict && line.includes('bookkeeping failed'))) throw new Error('log down')
       written.push(line)
     }
   }
   const app = Fastify({ logger: { level: 'info', stream } })
   await app.register(sendAndContinue, { queue: { engine: 'sqlite', path, work: false, tasks: [job] } })
   app.post('/', (request, reply) => reply.sendAndContinue('ok', job.with(null)))
+  app.post('/late', { onResponse: async (request, reply) => { reply.defer(job.with(null)) } }, (request, reply) => reply.sendAndContinue('ok'))
   const response = await app.inject({ method: 'POST', url: '/' })
   t.equal(response.statusCode, 500, 'the enqueue\'s own bookkeeping threw: Fastify answers its error')
   t.ok(written.some((line) => line.includes('log down')), 'Fastify logged the error')
-  // would wait forever if the enqueue that threw were still counted in flight
+  // a job registered after the response: nothing to answer, the failure is logged
+  t.equal((await app.inject({ method: 'POST', url: '/late' })).statusCode, 200)
+  await app.sendAndContinue.drain()
+  t.ok(written.some((line) => line.includes('deferred job bookkeeping failed') && line.includes('log down')), 'the late one is logged')
+  // and when that line cannot be written either, nothing is thrown (the process would die of it)
+  strict = true
+  t.equal((await app.inject({ method: 'POST', url: '/late' })).statusCode, 200)
+  await app.sendAndContinue.drain()
+  t.equal(written.filter((line) => line.includes('bookkeeping failed')).length, 1, 'the second one could not be logged')
+  // would wait forever if an enqueue that threw were still counted in flight
   await app.close()
-  t.equal(app.sendAndContinue.stats().durable?.enqueued, 1, 'the job was stored before the line failed')
+  t.equal(app.sendAndContinue.stats().durable?.enqueued, 3, 'every job was stored before its line failed')
 })
