@@ -43,7 +43,8 @@ export class MemoryLoop {
 
   /**
    * Jobs were added: they start once the code that added them is done (a microtask), so a job
-   * added in a response's onSend hook starts after that response was written.
+   * added in a response's onSend hook starts once that response was handed to the socket (unless
+   * a later onSend hook waits on a promise).
    */
   wake (): void {
     if (this.#queued) return

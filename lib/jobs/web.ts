@@ -249,14 +249,8 @@ export class DurableWeb {
     }
     const enqueued = this.#enqueue(pending.info, records, true)
     if (!(enqueued instanceof Promise)) return answer(enqueued)
-    this.#inFlight++
-    return enqueued.then((err) => {
-      try {
-        return answer(err)
-      } finally {
-        this.#landed()
-      }
-    }, this.#landedFailing)
+    // what the enqueue's own bookkeeping threw (a logger or an SDK that throws) is the response's
+    return this.#afterStore(enqueued, answer, rethrow)
   }
 
   // Registered after the headers went out: nothing waits for it, a failure is only logged.
@@ -270,16 +264,8 @@ export class DurableWeb {
     }
     const enqueued = this.#enqueue(info, records, false)
     if (!(enqueued instanceof Promise)) return ended(enqueued)
-    this.#inFlight++
-    enqueued.then((err) => {
-      try {
-        ended(err)
-      } finally {
-        this.#landed()
-      }
-    }, (err: unknown) => {
-      // nothing awaits a late enqueue: what its own bookkeeping threw is logged, never rethrown
-      this.#landed()
+    // nothing awaits a late enqueue: what its own bookkeeping threw is logged, never rethrown
+    this.#afterStore(enqueued, ended, (err) => {
       try {
         info.log.error({ err }, 'deferred job bookkeeping failed')
       } catch {}
@@ -308,10 +294,22 @@ export class DurableWeb {
     })
   }
 
-  // the enqueue's own bookkeeping threw (a logger or an SDK that throws): counted out all the same
-  readonly #landedFailing = (err: unknown): never => {
-    this.#landed()
-    throw err
+  /**
+   * Runs `next` with the enqueue's error (`null`: stored) once the store answered, or `thrown`
+   * with what the enqueue's own bookkeeping threw; in flight for settle() until then.
+   */
+  #afterStore<T> (enqueued: Promise<unknown>, next: (err: unknown) => T, thrown: (err: unknown) => T): Promise<T> {
+    this.#inFlight++
+    return enqueued.then((err) => {
+      try {
+        return next(err)
+      } finally {
+        this.#landed()
+      }
+    }, (err: unknown) => {
+      this.#landed()
+      return thrown(err)
+    })
   }
 
   // an enqueue was answered and what follows it done: settle() resolves with the last one
@@ -472,6 +470,10 @@ export class DurableWeb {
     await this.#engine.close()
     return { drained, mayStillRun }
   }
+}
+
+function rethrow (err: unknown): never {
+  throw err
 }
 
 function jobIdOf (record: JobRecord): string {
