@@ -39,6 +39,14 @@ group commit writes the adds of concurrent responses together (0.14 reads by Red
 payload carries the request snapshot, route, status code, cancel token and enqueue time that the worker's line, the
 report and the 503 guarantee need, against \`{ n }\`), and 16 (1.06× the add of the same job) are the plugin's part: its
 hooks, the batch and its timer. Floor: the add of the plugin's job.
+Since 2026-12-05 the phase runs that add as a row of its own (\`eng-handwritten-job\`, in section 1 and 1b) and compares
+\`eng-bullmq\` with it round by round: the floor rows of the targets table. In wall clock the plugin's path is then at
+or under the floor: a first interleaved run of the three variants alone (7 rounds of 3 s, the phase's load, a scratch
+script over \`bench/servers.js\`) measured \`eng-bullmq\` against \`eng-handwritten-job\` at req/s 1.08× (0.85–1.18), web
+CPU 0.71× (0.65–0.98), redis-server CPU 0.97× (0.87–1.00) and p99 1.11 ms lower, while \`eng-handwritten-job\` against
+\`eng-handwritten\` was at req/s 0.83×, web CPU 1.21× and redis-server CPU 1.14×: the gap to the hand-written \`{ n }\` is
+the job's size, and the group commit more than pays for the plugin's own part. A smaller job would mean a job that
+cannot say where it came from in its line, or a 503 that no longer means the job does not run.
 
 **Worker throughput (0.59× at concurrency 10, 0.69× at 100).** \`node bench/probes/worker-instructions.js 10 500 2500\`
 (the worker's main thread under callgrind, the difference between 500 and 2,500 preloaded jobs): \`createWorker()\` 583.8
@@ -136,12 +144,25 @@ function engineTargets (e) {
     add('BullMQ enqueue: req/s ≥ 1.0× hand-written', bull.rps.median, spreadText(bull.rps, 2, '×'), bull.rps.median >= 1)
     add('BullMQ enqueue: p99 ≤ hand-written + 1 ms', bull.latencyP99Ms.median, signed(bull.latencyP99Ms, 2, ' ms'), bull.latencyP99Ms.median <= 1)
   }
+  // the same four against the hand-written add of the plugin's own job: what the plugin adds to the job's own cost
+  const floor = web['eng-bullmq']?.vsFloor
+  if (floor !== undefined) {
+    const of = 'against a hand-written add of the same job (the floor; shown, no target)'
+    add(`BullMQ enqueue ${of}: web CPU/request`, floor.cpuMicrosPerRequest.median, spreadText(floor.cpuMicrosPerRequest, 2, '×'), null)
+    add(`BullMQ enqueue ${of}: redis-server CPU/request`, floor.redisCpuMicrosPerRequest.median, spreadText(floor.redisCpuMicrosPerRequest, 2, '×'), null)
+    add(`BullMQ enqueue ${of}: req/s`, floor.rps.median, spreadText(floor.rps, 2, '×'), null)
+    add(`BullMQ enqueue ${of}: p99 difference`, floor.latencyP99Ms.median, signed(floor.latencyP99Ms, 2, ' ms'), null)
+  }
   const instr = (name) => e.instructions?.variants?.find((v) => v.name === name)
   const counted = (goal, name, limit) => {
     const row = instr(name)
     if (row !== undefined) add(`${goal} — instructions/request (callgrind)`, row.ratio, `${num(row.ratio, 3)}× (without GC ${num(row.ratioWithoutGc, 3)}×)`, limit === null ? null : row.ratio <= limit)
   }
   counted('BullMQ enqueue: web-process CPU/request ≤ 1.0× hand-written (logger off)', 'eng-bullmq', 1)
+  const bullInstr = instr('eng-bullmq')
+  if (bullInstr?.floorRatio !== undefined) {
+    add('BullMQ enqueue against a hand-written add of the same job (the floor; shown, no target) — instructions/request (callgrind)', bullInstr.floorRatio, `${num(bullInstr.floorRatio, 3)}× (without GC ${num(bullInstr.floorRatioWithoutGc, 3)}×)`, null)
+  }
   const pino = web['eng-bullmq-pino']?.vsPair
   if (pino !== undefined) {
     add('with pino at info: web CPU/request vs hand-written logging one line per job (shown, no target)', pino.cpuMicrosPerRequest.median, spreadText(pino.cpuMicrosPerRequest, 2, '×'), null)
@@ -265,8 +286,10 @@ ${targets.map((t) => `| ${t.goal} | ${t.text} | ${t.met === null ? 'shown' : t.m
 ${e.web.rounds} interleaved rounds of ${e.web.seconds} s of autocannon per variant, POST \`{"n":1}\`, ${e.web.connections} keep-alive connections, no
 worker running (the jobs stay in Redis and in the SQLite file). The hand-written variant has its own \`Queue\` on an
 ioredis client with defaults, and awaits \`queue.add('bench-job', { n }, { attempts: 1, removeOnComplete: { age: 3600,
-count: 10000 }, removeOnFail: { age: 604800, count: 100000 } })\` (the plugin's bounds) before answering. Web CPU is the
-server process's own (user + system); redis-server's from \`INFO cpu\` over the same window.
+count: 10000 }, removeOnFail: { age: 604800, count: 100000 } })\` (the plugin's bounds) before answering. The floor
+variant adds, the same way, the job the plugin adds: its name, its payload (the request snapshot, route, status code,
+cancel token and enqueue time the worker's line, the report and the 503 guarantee need) and a \`<task>~<UUID>\` id. Web
+CPU is the server process's own (user + system); redis-server's from \`INFO cpu\` over the same window.
 
 Logger off:
 

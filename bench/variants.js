@@ -139,7 +139,8 @@ const enqueueVariants = [
 // next to what a user would write instead. POST with a small JSON body, 20 connections. The
 // BullMQ variants (`redis: true`) get the phase's redis-server socket (BENCH_REDIS_SOCKET), the
 // SQLite ones a file in the phase's temp dir (BENCH_SQLITE_DIR). `pair` is the row each one is
-// compared with, round by round.
+// compared with, round by round; `floor` a second such row: for `eng-bullmq`, the same add written
+// by hand, which shows what the job itself costs apart from the plugin.
 const BULL = { engine: 'bullmq' }
 const engineVariants = [
   { name: 'eng-plain', label: 'plain `reply.send()`', handler: 'send', method: 'POST' },
@@ -153,7 +154,15 @@ const engineVariants = [
     redis: true,
     pair: 'eng-plain'
   },
-  { name: 'eng-bullmq', label: '`sendAndContinue` + durable job, `bullmq` engine', handler: 'sac-durable', method: 'POST', plugin: true, queue: BULL, redis: true, pair: 'eng-handwritten' },
+  {
+    name: 'eng-handwritten-job',
+    label: 'hand-written `await queue.add()` of the plugin\'s own job (its data and a `<task>~<UUID>` id), then send',
+    handler: 'handwritten-bullmq-job',
+    method: 'POST',
+    redis: true,
+    pair: 'eng-handwritten'
+  },
+  { name: 'eng-bullmq', label: '`sendAndContinue` + durable job, `bullmq` engine', handler: 'sac-durable', method: 'POST', plugin: true, queue: BULL, redis: true, pair: 'eng-handwritten', floor: 'eng-handwritten-job' },
   { name: 'eng-sqlite', label: '`sendAndContinue` + durable job, `sqlite` engine, `work: false`', handler: 'sac-durable', method: 'POST', plugin: true, queue: { engine: 'sqlite', work: false }, pair: 'eng-in-process' },
   { name: 'eng-memory', label: '`sendAndContinue` + durable job, `memory` engine', handler: 'sac-durable', method: 'POST', plugin: true, queue: { engine: 'memory' }, pair: 'eng-in-process' },
   { name: 'eng-plain-pino', label: 'plain `reply.send()`, pino', handler: 'send', method: 'POST', logger: true },
@@ -168,18 +177,6 @@ const engineVariants = [
     pair: 'eng-plain-pino'
   },
   { name: 'eng-bullmq-pino', label: '`sendAndContinue` + durable job, `bullmq` engine, pino', handler: 'sac-durable', method: 'POST', plugin: true, queue: BULL, redis: true, logger: true, pair: 'eng-handwritten-log-pino' }
-]
-
-// Not in the phase: for bench/probes/engines-instructions.js, the floor of the BullMQ web side.
-const engineFloorVariants = [
-  {
-    name: 'eng-handwritten-job',
-    label: 'hand-written `await queue.add()` of the plugin\'s job (its data and a `<task>~<UUID>` id), then send',
-    handler: 'handwritten-bullmq-job',
-    method: 'POST',
-    redis: true,
-    pair: 'eng-handwritten'
-  }
 ]
 
 // The engines phase's end-to-end rows: the app answers and runs its own jobs (`work: true`).
@@ -271,9 +268,9 @@ function instructionVariants ({ tracing = false, metrics = false, before = false
 function byName (name) {
   const found = name === probe.name
     ? probe
-    : [...variants, ...enqueueVariants, ...engineVariants, ...engineFloorVariants, ...sqliteEndToEndVariants].find((v) => v.name === name) ?? instructionVariants({ tracing: true, metrics: true, before: true }).find((v) => v.name === name)
+    : [...variants, ...enqueueVariants, ...engineVariants, ...sqliteEndToEndVariants].find((v) => v.name === name) ?? instructionVariants({ tracing: true, metrics: true, before: true }).find((v) => v.name === name)
   if (found === undefined) throw new Error(`unknown variant ${name}`)
   return found
 }
 
-module.exports = { variants, enqueueVariants, engineVariants, engineFloorVariants, sqliteEndToEndVariants, probe, pluginOptions, byName, instructionVariants, BASES, LIGHT, HEAVY, TASK_MS }
+module.exports = { variants, enqueueVariants, engineVariants, sqliteEndToEndVariants, probe, pluginOptions, byName, instructionVariants, BASES, LIGHT, HEAVY, TASK_MS }

@@ -4,8 +4,8 @@
 // would write instead (issue 18), in four parts.
 //
 // 1. Web side, interleaved rounds under autocannon (POST, 20 keep-alive connections): plain
-//    `send`, the in-process task, a hand-written `await queue.add()` and the `bullmq` engine
-//    (logger off, then the same with pino at info), the `sqlite` engine with `work: false` and the
+//    `send`, the in-process task, a hand-written `await queue.add()` (of `{ n }`, and of the
+//    plugin's own job: the floor) and the `bullmq` engine (logger off, then the same with pino at info), the `sqlite` engine with `work: false` and the
 //    `memory` engine. Web-process CPU per request, redis-server CPU per request (INFO cpu), req/s,
 //    p99; ratios paired by round against each row's `pair`.
 // 2. Worker throughput: N jobs preloaded into Redis, then the time until a worker has completed
@@ -38,7 +38,7 @@ const { spread, paired } = require('../stats')
 const { runCallgrind, costCentres } = require('./callgrind')
 
 // counted under callgrind (the pino rows too); at about 1,000 requests/s there
-const INSTRUCTION_VARIANTS = ['eng-in-process', 'eng-handwritten', 'eng-bullmq', 'eng-sqlite', 'eng-memory', 'eng-handwritten-log-pino', 'eng-bullmq-pino']
+const INSTRUCTION_VARIANTS = ['eng-in-process', 'eng-handwritten', 'eng-handwritten-job', 'eng-bullmq', 'eng-sqlite', 'eng-memory', 'eng-handwritten-log-pino', 'eng-bullmq-pino']
 
 const CONNECTIONS = 20
 const POST = { n: 1 }
@@ -77,15 +77,20 @@ function summarizeWeb (rounds, list) {
       redisCpuMicrosPerRequest: spread(of(name, 'redisCpuMicrosPerRequest')),
       errors: of(name, 'errors').reduce((a, b) => a + b, 0)
     }
-    if (variant.pair !== undefined && list.some((v) => v.name === variant.pair)) {
-      const pair = variant.pair
-      s.pair = pair
-      s.vsPair = {
-        rps: spread(paired(of(name, 'rps'), of(pair, 'rps'))),
-        cpuMicrosPerRequest: spread(paired(of(name, 'cpuMicrosPerRequest'), of(pair, 'cpuMicrosPerRequest'))),
-        redisCpuMicrosPerRequest: spread(paired(of(name, 'redisCpuMicrosPerRequest'), of(pair, 'redisCpuMicrosPerRequest'))),
-        latencyP99Ms: spread(of(name, 'latencyP99').map((v, i) => v - of(pair, 'latencyP99')[i]))
-      }
+    const against = (other) => ({
+      rps: spread(paired(of(name, 'rps'), of(other, 'rps'))),
+      cpuMicrosPerRequest: spread(paired(of(name, 'cpuMicrosPerRequest'), of(other, 'cpuMicrosPerRequest'))),
+      redisCpuMicrosPerRequest: spread(paired(of(name, 'redisCpuMicrosPerRequest'), of(other, 'redisCpuMicrosPerRequest'))),
+      latencyP99Ms: spread(of(name, 'latencyP99').map((v, i) => v - of(other, 'latencyP99')[i]))
+    })
+    const ran = (other) => other !== undefined && list.some((v) => v.name === other)
+    if (ran(variant.pair)) {
+      s.pair = variant.pair
+      s.vsPair = against(variant.pair)
+    }
+    if (ran(variant.floor)) {
+      s.floor = variant.floor
+      s.vsFloor = against(variant.floor)
     }
     summary[name] = s
   }
@@ -250,7 +255,9 @@ function summarizeInstructions (counted, list) {
   if (counted.skipped !== undefined) return counted
   const byName = new Map(counted.variants.map((row) => [row.name, row]))
   const rows = counted.variants.map((row) => {
-    const pair = byName.get(list.find((v) => v.name === row.name).pair)
+    const variant = list.find((v) => v.name === row.name)
+    const pair = byName.get(variant.pair)
+    const floor = byName.get(variant.floor)
     const withoutGc = (r) => r.kinstrPerRequest - r.gcKinstrPerRequest
     return {
       name: row.name,
@@ -260,6 +267,7 @@ function summarizeInstructions (counted, list) {
       pair: pair?.name,
       ratio: pair === undefined ? NaN : row.kinstrPerRequest / pair.kinstrPerRequest,
       ratioWithoutGc: pair === undefined ? NaN : withoutGc(row) / withoutGc(pair),
+      ...(floor === undefined ? {} : { floor: floor.name, floorRatio: row.kinstrPerRequest / floor.kinstrPerRequest, floorRatioWithoutGc: withoutGc(row) / withoutGc(floor) }),
       grows: pair === undefined ? [] : costCentres(row, pair, 12).map(({ fn, kinstr, reference, delta }) => ({ fn, kinstr, reference, delta }))
     }
   })

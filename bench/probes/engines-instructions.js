@@ -12,7 +12,7 @@ const fs = require('node:fs')
 const os = require('node:os')
 const path = require('node:path')
 const Redis = require('ioredis')
-const { engineVariants, engineFloorVariants, sqliteEndToEndVariants } = require('../variants')
+const { engineVariants, sqliteEndToEndVariants } = require('../variants')
 const { startRedis } = require('../redis')
 const { runCallgrind } = require('../phases/callgrind')
 
@@ -36,9 +36,8 @@ async function main () {
   const sqliteDir = fs.mkdtempSync(path.join(os.tmpdir(), 'sac-probe-sqlite-'))
   process.env.BENCH_SQLITE_DIR = sqliteDir
   const variants = names.map((name) => {
-    // the end-to-end rows (the app runs its jobs too) count each request with its job; the floor
-    // rows (bench/variants.js) are here only
-    const known = [...engineVariants, ...engineFloorVariants, ...sqliteEndToEndVariants]
+    // the end-to-end rows (the app runs its jobs too) count each request with its job
+    const known = [...engineVariants, ...sqliteEndToEndVariants]
     const variant = known.find((v) => v.name === name)
     if (variant === undefined) throw new Error(`unknown variant ${name} (known: ${known.map((v) => v.name).join(', ')})`)
     return { ...variant, pending: null }
