@@ -40,12 +40,13 @@ payload carries the request snapshot, route, status code, cancel token and enque
 report and the 503 guarantee need, against \`{ n }\`), and 16 (1.06× the add of the same job) are the plugin's part: its
 hooks, the batch and its timer. Floor: the add of the plugin's job.
 Since 2026-12-05 the phase runs that add as a row of its own (\`eng-handwritten-job\`, in section 1 and 1b) and compares
-\`eng-bullmq\` with it round by round: the floor rows of the targets table. In wall clock the plugin's path is then at
-or under the floor: a first interleaved run of the three variants alone (7 rounds of 3 s, the phase's load, a scratch
+\`eng-bullmq\` with it round by round: the floor rows of the targets table. A first interleaved run of the three variants alone (7 rounds of 3 s, the phase's load, a scratch
 script over \`bench/servers.js\`) measured \`eng-bullmq\` against \`eng-handwritten-job\` at req/s 1.08× (0.85–1.18), web
 CPU 0.71× (0.65–0.98), redis-server CPU 0.97× (0.87–1.00) and p99 1.11 ms lower, while \`eng-handwritten-job\` against
 \`eng-handwritten\` was at req/s 0.83×, web CPU 1.21× and redis-server CPU 1.14×: the gap to the hand-written \`{ n }\` is
-the job's size, and the group commit more than pays for the plugin's own part. A smaller job would mean a job that
+the job's size. In the phase's run on 2026-12-05 the floor rows were web CPU 0.87×, redis-server CPU 0.91×, req/s
+0.94× and p99 +0.08 ms: in CPU the group commit more than pays for the plugin's own part (1.06× the instructions of the
+same add, above), and requests/s and p99 stay within the rounds' spread of the floor. A smaller job would mean a job that
 cannot say where it came from in its line, or a 503 that no longer means the job does not run.
 
 **Worker throughput (0.59× at concurrency 10, 0.69× at 100).** \`node bench/probes/worker-instructions.js 10 500 2500\`
