@@ -46,7 +46,8 @@ CPU 0.71× (0.65–0.98), redis-server CPU 0.97× (0.87–1.00) and p99 1.11 ms 
 \`eng-handwritten\` was at req/s 0.83×, web CPU 1.21× and redis-server CPU 1.14×: the gap to the hand-written \`{ n }\` is
 the job's size. In the phase's run on 2026-12-05 the floor rows were web CPU 0.87×, redis-server CPU 0.91×, req/s
 0.94× and p99 +0.08 ms: in CPU the group commit more than pays for the plugin's own part (1.06× the instructions of the
-same add, above), and requests/s and p99 stay within the rounds' spread of the floor. A smaller job would mean a job that
+same add, above), p99 is the same, and requests/s is 6% under it (0.88–0.98 by round; 8% over it in the first run
+above). A smaller job would mean a job that
 cannot say where it came from in its line, or a 503 that no longer means the job does not run.
 
 **Worker throughput (0.59× at concurrency 10, 0.69× at 100).** \`node bench/probes/worker-instructions.js 10 500 2500\`
