@@ -86,6 +86,15 @@ group commit's transactions (the insert 27, the take and lease 44, the settlemen
 HTTP request and the job's run. Since the task's \`ctx\` is a class (commit 224685b, see the memory engine below): 292.8
 kinstr end to end (GC 21.5), \`node bench/probes/engines-instructions.js eng-in-process eng-memory e2e-sqlite-normal
 --requests 8000\`; since one attempt is one object (see the memory engine below): 270.7 (GC 7.4).
+Where the wall-clock figures go beyond the instructions (2026-12-05, commit 4e7b9c9): user and system CPU of the
+servers read from \`/proc/<pid>/stat\` over 4 interleaved rounds of the phase's load gave \`eng-sqlite\` 68.6 µs user and
+30.6 µs system per request against 31.3 and 16.5 for \`eng-in-process\` (\`strace -c\`: 4.3 \`pwrite64\` and 0.6 \`pread64\`
+per request, the WAL's frames), so the file's writes add about 14 µs of kernel time per request that callgrind does
+not count. The p99 of about 20 ms (in-process: 5 ms) is SQLite's automatic WAL checkpoint, which runs inside a commit
+every 1,000 pages, on the event loop, with its \`fsync\`s: the same build with \`PRAGMA wal_autocheckpoint = 0\` set by
+hand in \`dist/\` (for this measurement only), 4 interleaved rounds against the default, had p99 3.5–5.1 ms against
+14.6–23.5 ms and 12–19% more requests/s. Not changed yet: moving the checkpoints off the event loop (a worker thread
+with its own connection running passive checkpoints) is its own change, with its own failure handling and tests.
 
 **Memory engine (2.05× the in-process task in instructions → 1.56× since commit 224685b → 1.21× since its own loop; target 1.1×: missed).**
 \`node bench/probes/engines-instructions.js eng-in-process eng-memory e2e-sqlite-normal --requests 8000\` on 2026-12-04:
