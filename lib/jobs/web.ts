@@ -264,12 +264,20 @@ export class DurableWeb {
     }
     const enqueued = this.#enqueue(info, records, false)
     if (!(enqueued instanceof Promise)) return ended(enqueued)
-    // nothing awaits a late enqueue: what its own bookkeeping threw is logged, never rethrown
-    this.#afterStore(enqueued, ended, (err) => {
+    // nothing awaits a late enqueue: what its own bookkeeping threw, or the lines of its failure
+    // (a logger that throws), is logged, never rethrown (a rejection no one handles ends the process)
+    const failed = (err: unknown): void => {
       try {
         info.log.error({ err }, 'deferred job bookkeeping failed')
       } catch {}
-    })
+    }
+    this.#afterStore(enqueued, (err) => {
+      try {
+        ended(err)
+      } catch (thrown) {
+        failed(thrown)
+      }
+    }, failed)
   }
 
   // The enqueue failed or timed out, and the client is told so (or its jobs run here): none of

@@ -531,6 +531,34 @@ test('sqlite: a file locked past enqueueTimeout answers 503, logs the jobs dropp
   t.equal(shutdown?.deferredShutdown?.mayStillRun, undefined, 'nothing may still run')
 })
 
+test('sqlite: a late job whose enqueue fails, with a logger that throws on its dropped line, is logged as bookkeeping failed and the process lives on', async (t) => {
+  const path = await tempFile(t)
+  const record = defineTask('record', () => {})
+  const written: string[] = []
+  const stream = {
+    write (line: string) {
+      if (line.includes('"outcome":"dropped"')) throw new Error('log down')
+      written.push(line)
+    }
+  }
+  const app = Fastify({ logger: { level: 'info', stream } })
+  t.teardown(() => app.close())
+  await app.register(sendAndContinue, { queue: { engine: 'sqlite', path, work: false, enqueueTimeout: 100, tasks: [record] } })
+  app.post('/late', { onResponse: async (request, reply) => { reply.defer(record.with(null)) } }, (request, reply) => reply.send('ok'))
+  await app.ready()
+  const { default: Database } = await import('better-sqlite3')
+  const other = new Database(path)
+  t.teardown(() => other.close())
+  other.exec('BEGIN IMMEDIATE')
+  t.equal((await app.inject({ method: 'POST', url: '/late' })).statusCode, 200)
+  // the late enqueue times out while the file is locked; its dropped line throws
+  await app.sendAndContinue.drain()
+  other.exec('COMMIT')
+  t.ok(written.some((line) => line.includes('deferred job bookkeeping failed') && line.includes('log down')), 'the failure of its line is logged')
+  t.same(other.prepare('SELECT count(*) AS n FROM jobs').get(), { n: 0 }, 'nothing was stored')
+  await app.close()
+})
+
 test('sqlite with work: true: drain() resolves once the app\'s own worker ran the jobs', async (t) => {
   const path = await tempFile(t)
   const gate = deferred<void>()
