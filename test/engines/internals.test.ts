@@ -559,6 +559,44 @@ test('sqlite: a late job whose enqueue fails, with a logger that throws on its d
   await app.close()
 })
 
+test('an onSend hook that runs after the plugin\'s (route level) and throws: the client gets 500, the job stored before stays stored and runs with its status', async (t) => {
+  const path = await tempFile(t)
+  const statuses: number[] = []
+  const record = defineTask('record', (data, ctx) => { statuses.push(ctx.statusCode) })
+  const logs = new LogCollector()
+  const app = Fastify({ logger: { stream: logs } })
+  t.teardown(() => app.close())
+  await app.register(sendAndContinue, { queue: { engine: 'sqlite', path, tasks: [record] } })
+  app.post('/', { onSend: async () => { throw new Error('late hook') } }, (request, reply) => reply.code(201).sendAndContinue('ok', record.with(null)))
+  t.equal((await app.inject({ method: 'POST', url: '/' })).statusCode, 500)
+  await app.sendAndContinue.drain()
+  t.same(statuses, [201], 'it ran once, with the status it was stored with')
+  t.match(finals(logs.lines), [{ deferred: { task: 'record', outcome: 'completed', statusCode: 201 } }])
+})
+
+test('a job registered in an onSend hook added after the plugin is a late one: the answer does not wait for it, its failed enqueue is its dropped line', async (t) => {
+  const path = await tempFile(t)
+  const record = defineTask('record', () => {})
+  const logs = new LogCollector()
+  const app = Fastify({ logger: { stream: logs } })
+  t.teardown(() => app.close())
+  await app.register(sendAndContinue, { queue: { engine: 'sqlite', path, work: false, enqueueTimeout: 100, tasks: [record] } })
+  app.addHook('onSend', async (request, reply, payload) => {
+    reply.defer(record.with(null))
+    return payload
+  })
+  app.post('/', (request, reply) => reply.code(201).send('ok'))
+  await app.ready()
+  const { default: Database } = await import('better-sqlite3')
+  const other = new Database(path)
+  t.teardown(() => other.close())
+  other.exec('BEGIN IMMEDIATE')
+  t.equal((await app.inject({ method: 'POST', url: '/' })).statusCode, 201, 'the file is locked, yet the answer went out')
+  await app.sendAndContinue.drain()
+  other.exec('COMMIT')
+  t.match(finals(logs.lines), [{ deferred: { task: 'record', outcome: 'dropped', reason: 'enqueue-failed', statusCode: 201 } }])
+})
+
 test('sqlite with work: true: drain() resolves once the app\'s own worker ran the jobs', async (t) => {
   const path = await tempFile(t)
   const gate = deferred<void>()
