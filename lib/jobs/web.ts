@@ -350,7 +350,12 @@ export class DurableWeb {
     // after app.close() closed the connection, a request still running has no queue
     if (this.#closed) return this.#failed(info, records, span, new Error('the queue is closed: the app is closing'))
     if (engine.enqueueNow !== undefined) {
-      engine.enqueueNow(records)
+      try {
+        engine.enqueueNow(records)
+      } catch (err) {
+        // data JSON refuses now (changed since with()): the store took none of them
+        return this.#failed(info, records, span, err)
+      }
       return this.#stored(info, records, span, started)
     }
     return engine.enqueue(records, this.settings.enqueueTimeout).then(

@@ -142,6 +142,38 @@ export function conformance (harness: EngineHarness): void {
     t.match(stats(), { completed: 1, failed: 1 })
   })
 
+  test(`${engine}: each attempt gets the data as stored when the response went out: a change made after with() as JSON makes it, none an earlier attempt made`, async (t) => {
+    const seen: unknown[] = []
+    const edit = defineTask<{ n: number, list: string[], at?: string }>('edit', (data, { attempt }) => {
+      seen.push(JSON.parse(JSON.stringify(data)))
+      data.n = 99
+      data.list.push(`attempt ${attempt}`)
+      if (attempt === 1) throw new Error('first attempt fails')
+    }, { attempts: 2, backoff: 10 })
+    const big = defineTask<{ n: unknown }>('big', () => {})
+    const { app, logs } = await start(t, [edit, big])
+    app.post('/', (request, reply) => {
+      const data: { n: number, list: string[], at?: unknown } = { n: 1, list: [] }
+      reply.defer(edit.with(data as never))
+      // after with(), before the response: stored as JSON makes it
+      data.at = new Date(0)
+      return reply.send('ok')
+    })
+    app.post('/big', (request, reply) => {
+      const data = { n: 1 as unknown }
+      reply.defer(big.with(data))
+      data.n = 10n
+      return reply.send('ok')
+    })
+    t.equal((await app.inject({ method: 'POST', url: '/' })).statusCode, 200)
+    await settled(logs, 1)
+    const stored = { n: 1, list: [], at: '1970-01-01T00:00:00.000Z' }
+    t.same(seen, [stored, stored], 'the second attempt saw none of the first one\'s changes')
+    // JSON refuses it now: the response fails as for a store that fails
+    t.equal((await app.inject({ method: 'POST', url: '/big' })).statusCode, 503)
+    t.match(byOutcome(logs.lines, 'dropped'), [{ deferred: { task: 'big', reason: 'enqueue-failed', statusCode: 503 }, err: { message: /BigInt/ } }])
+  })
+
   test(`${engine}: an attempt past its timeout is aborted and ends as timeout`, async (t) => {
     let reason: unknown
     const slow = defineTask('slow', async (data, { signal }) => {

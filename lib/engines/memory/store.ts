@@ -9,6 +9,8 @@ type State = 'waiting' | 'active' | 'finished'
 
 interface Row {
   readonly record: JobRecord
+  /** The job's data as stored (JSON): each attempt gets its own copy, as from the other engines' stores. */
+  readonly data: string
   state: State
   attemptsMade: number
   /** `Date.now()` when due. */
@@ -52,11 +54,17 @@ export class MemoryStore implements Engine, JobStore {
   }
 
   enqueueNow (jobs: readonly JobRecord[]): void {
+    // The data as it is now, through JSON, as the other engines store it: a change made to it after
+    // `with()` arrives as JSON makes it, and one an attempt makes is not seen by the next. Every
+    // job of the call first: one whose data JSON refuses now (a BigInt added since) refuses them all.
+    const data: string[] = []
+    for (const record of jobs) data.push(JSON.stringify(record.payload.data))
     const now = Date.now()
-    for (const record of jobs) {
+    for (let i = 0; i < jobs.length; i++) {
+      const record = jobs[i]
       // a job with this key pending, or finished within the retention, is the same job
       if (this.#rows.has(record.jobId)) continue
-      const row: Row = { record, state: 'waiting', attemptsMade: 0, runAt: now + record.delay, owner: null, seq: this.#seq++ }
+      const row: Row = { record, data: data[i], state: 'waiting', attemptsMade: 0, runAt: now + record.delay, owner: null, seq: this.#seq++ }
       this.#rows.set(record.jobId, row)
       this.#wait(row, now)
       this.#unfinished++
@@ -308,10 +316,11 @@ class RowHeap {
 
 function leased (row: Row): LeasedJob {
   const { record } = row
+  const { payload } = record
   return {
     id: record.jobId,
     name: record.task,
-    payload: record.payload,
+    payload: { data: JSON.parse(row.data), request: payload.request, route: payload.route, connection: payload.connection, statusCode: payload.statusCode, enqueuedAt: payload.enqueuedAt, token: payload.token, trace: payload.trace },
     attempt: row.attemptsMade + 1,
     attempts: record.attempts,
     backoff: record.backoff,
