@@ -1,4 +1,5 @@
 import { performance } from 'node:perf_hooks'
+import { types } from 'node:util'
 import type { FastifyBaseLogger } from 'fastify'
 import { backoffDelay } from '../backoff'
 import { describe, FST_SAC_UNKNOWN_TASK } from '../errors'
@@ -383,10 +384,9 @@ class Attempt implements TimedEntry, TracedTask {
       return SHUTDOWN
     }
     const timeout = this.timeoutMs
-    // engines keep the message of what was thrown: a non-Error is wrapped so the logged err has one
     const err = settled.kind === 'timeout'
       ? new DOMException(`durable task "${this.name}" timed out after ${timeout} ms`, 'TimeoutError')
-      : settled.err instanceof Error ? settled.err : new Error(describe(settled.err))
+      : failure(settled.err)
     const job = this.#job
     if (job.attempt < job.attempts) {
       shared.retrying++
@@ -406,6 +406,30 @@ class Attempt implements TimedEntry, TracedTask {
     this.#final('failed', err)
     return { kind: 'failed', outcome: 'failed', err, unrecoverable: false }
   }
+}
+
+/**
+ * What a failed attempt threw, as the engines keep it (SQLite its message, BullMQ the error it is
+ * given, which it reads again): the thrown Error itself when its message is a plain string, else
+ * an Error describing it. A non-Error, a Proxy (revoked or not: its traps run on every read), or an
+ * Error whose message is not a string or comes from a getter would reach them as something else,
+ * or throw there, leaving the job's lease unsettled (run again, logged again).
+ */
+function failure (thrown: unknown): Error {
+  try {
+    if (!types.isProxy(thrown) && thrown instanceof Error && hasPlainMessage(thrown)) return thrown
+  } catch {}
+  return new Error(describe(thrown))
+}
+
+// the nearest `message` on the prototype chain is a data property holding a string
+function hasPlainMessage (err: Error): boolean {
+  for (let holder: object | null = err; holder !== null; holder = Object.getPrototypeOf(holder)) {
+    const descriptor = Object.getOwnPropertyDescriptor(holder, 'message')
+    if (descriptor !== undefined) return typeof descriptor.value === 'string'
+  }
+  /* c8 ignore next 2 */
+  return false // Error.prototype has one: the chain of an Error always ends there
 }
 
 // Aborts a context's signal: a function of this module, not a method, so the task's code, which
@@ -435,7 +459,8 @@ class DurableContext implements DurableTaskContext {
 
   constructor (job: LeasedJob, name: string, logger: FastifyBaseLogger) {
     const payload = job.payload
-    this.request = payload.request
+    // every line of the job reads it too: a task must not change what they say (as in-process)
+    this.request = Object.freeze(payload.request)
     this.name = name
     this.jobId = job.id
     this.attempt = job.attempt

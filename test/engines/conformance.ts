@@ -150,7 +150,7 @@ export function conformance (harness: EngineHarness): void {
       data.list.push(`attempt ${attempt}`)
       if (attempt === 1) throw new Error('first attempt fails')
     }, { attempts: 2, backoff: 10 })
-    const big = defineTask<{ n: unknown }>('big', () => {})
+    const big = defineTask<{ n: number }>('big', () => {})
     const { app, logs } = await start(t, [edit, big])
     app.post('/', (request, reply) => {
       const data: { n: number, list: string[], at?: unknown } = { n: 1, list: [] }
@@ -160,9 +160,9 @@ export function conformance (harness: EngineHarness): void {
       return reply.send('ok')
     })
     app.post('/big', (request, reply) => {
-      const data = { n: 1 as unknown }
+      const data = { n: 1 }
       reply.defer(big.with(data))
-      data.n = 10n
+      data.n = 10n as never
       return reply.send('ok')
     })
     t.equal((await app.inject({ method: 'POST', url: '/' })).statusCode, 200)
@@ -172,6 +172,47 @@ export function conformance (harness: EngineHarness): void {
     // JSON refuses it now: the response fails as for a store that fails
     t.equal((await app.inject({ method: 'POST', url: '/big' })).statusCode, 503)
     t.match(byOutcome(logs.lines, 'dropped'), [{ deferred: { task: 'big', reason: 'enqueue-failed', statusCode: 503 }, err: { message: /BigInt/ } }])
+  })
+
+  test(`${engine}: whatever a task throws, its job ends with one failed line and runs once; ctx.request cannot be changed`, async (t) => {
+    const revoked = Proxy.revocable(new Error('revoked'), {})
+    revoked.revoke()
+    const numbered = new Error('x')
+    ;(numbered as unknown as { message: number }).message = 42
+    class Getter extends Error {
+      get message (): string { throw new Error('message getter') }
+    }
+    const thrown: Record<string, () => unknown> = {
+      revokedThrown: () => { throw revoked.proxy },
+      revokedRejected: () => Promise.reject(revoked.proxy),
+      trappedPrototype: () => { throw new Proxy(new Error('p'), { getPrototypeOf () { throw new Error('trap') } }) },
+      numberMessage: () => { throw numbered },
+      getterMessage: () => { throw new Getter() }
+    }
+    const runs: string[] = []
+    const tasks = Object.entries(thrown).map(([name, fn]) => defineTask(name, () => {
+      runs.push(name)
+      return fn()
+    }))
+    const forge = defineTask('forge', (data, ctx) => {
+      runs.push('forge')
+      try {
+        (ctx.request as { id: string }).id = 'forged'
+      } catch {}
+    })
+    const { app, logs, stats } = await start(t, [...tasks, forge])
+    app.post('/', (request, reply) => reply.sendAndContinue('ok', [...tasks.map((task) => task.with(null)), forge.with(null)]))
+    t.equal((await app.inject({ method: 'POST', url: '/' })).statusCode, 200)
+    const lines = await settled(logs, tasks.length + 1)
+    // a job run again (its lease never settled) would add a run and a line
+    await new Promise((resolve) => setTimeout(resolve, 100))
+    t.same(runs.sort(), [...Object.keys(thrown), 'forge'].sort(), 'each ran once')
+    t.equal(finals(logs.lines).length, tasks.length + 1, 'one final line each')
+    for (const name of Object.keys(thrown)) {
+      t.match(lines.find((line) => line.deferred?.task === name), { level: 50, reqId: 'req-1', deferred: { outcome: 'failed', attempt: 1 } }, name)
+    }
+    t.match(lines.find((line) => line.deferred?.task === 'forge'), { reqId: 'req-1', deferred: { outcome: 'completed', method: 'POST' } })
+    t.match(stats(), { failed: tasks.length, completed: 1 })
   })
 
   test(`${engine}: an attempt past its timeout is aborted and ends as timeout`, async (t) => {
