@@ -228,6 +228,26 @@ export function logTask (log: FastifyBaseLogger, line: TaskLine, err?: unknown, 
   }
 }
 
+/** The code of the process warning emitted the first time the logger throws while writing a task's line. */
+export const LOGGER_FAILED_WARNING = 'FST_SAC_LOGGER_FAILED'
+let loggerFailureWarned = false
+
+/**
+ * `logTask()` where a throw must not escape: a task's or job's end, whose bookkeeping (counts,
+ * slot, drain, the engine's record) follows the line. A logger that throws (a destination that
+ * throws on write) loses the line, not the process, not the bookkeeping: the first time, a process
+ * warning says so on stderr (Node prints it; `process.on('warning')` sees it).
+ */
+export function writeTaskLine (log: FastifyBaseLogger, line: TaskLine, err?: unknown, idLabel?: string, id?: string): void {
+  try {
+    logTask(log, line, err, idLabel, id)
+  } catch (error) {
+    if (loggerFailureWarned) return
+    loggerFailureWarned = true
+    process.emitWarning(`the logger threw while writing a task's line (${describe(error)}): lines it cannot write are lost, the tasks and their counts are not`, { code: LOGGER_FAILED_WARNING })
+  }
+}
+
 /** `idLabel` and `id`: written through the request's parent logger (lib/request-log.ts). */
 export function logResponse (log: FastifyBaseLogger, line: ResponseLine, idLabel?: string, id?: string, level: Exclude<ResponseLogLevel, 'silent'> = 'info'): void {
   // a response whose work is only durable jobs runs nothing here

@@ -1,7 +1,7 @@
 import type { FastifyBaseLogger, FastifyReply } from 'fastify'
 import type { RouteSettings } from './options'
 import type { Scheduler } from './scheduler'
-import { isLevelEnabled, logResponse, logTask, round } from './log'
+import { isLevelEnabled, logResponse, round, writeTaskLine } from './log'
 import type { Level, ResponseLine, TaskLine } from './log'
 import type { RouteMetrics } from './metrics'
 import type { IdBinding, PinoSymbols } from './request-log'
@@ -106,7 +106,7 @@ export class Work {
 
   /** Writes a task line as the request's logger would. */
   writeTask (line: TaskLine, err?: unknown): void {
-    logTask(this.lineLog, line, err, this.idLabel, this.id)
+    writeTaskLine(this.lineLog, line, err, this.idLabel, this.id)
   }
 
   get route (): string { return this.settings.route }

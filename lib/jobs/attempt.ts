@@ -3,7 +3,7 @@ import { types } from 'node:util'
 import type { FastifyBaseLogger } from 'fastify'
 import { backoffDelay } from '../backoff'
 import { describe, FST_SAC_UNKNOWN_TASK } from '../errors'
-import { isLevelEnabled, logGivenUp, logTask, round, TASK_LEVELS } from '../log'
+import { isLevelEnabled, logGivenUp, logTask, round, TASK_LEVELS, writeTaskLine } from '../log'
 import type { TaskLine } from '../log'
 import { Timers } from '../timers'
 import type { EntryList, TimedEntry } from '../timers'
@@ -117,7 +117,7 @@ export class AttemptRunner {
       const err = new FST_SAC_UNKNOWN_TASK(`worker of queue ${queue}`, this.#known, describe(job.name))
       this.counts.failed++
       if (metrics !== null) metrics.ended(job.name, 'failed', -1)
-      if (isLevelEnabled(logger, TASK_LEVELS.failed)) logTask(logger, jobLine(job, 'failed', queue, queuedMs, 0), err, 'reqId', payload.request.id)
+      if (isLevelEnabled(logger, TASK_LEVELS.failed)) writeTaskLine(logger, jobLine(job, 'failed', queue, queuedMs, 0), err, 'reqId', payload.request.id)
       done({ kind: 'failed', outcome: 'failed', err, unrecoverable: true })
       return
     }
@@ -199,7 +199,7 @@ export class AttemptRunner {
     if (this.#metrics !== null) this.#metrics.route(payload.request.routeUrl).ended(job.name, outcome, -1)
     const log = logger.child({ reqId: payload.request.id })
     if (!isLevelEnabled(log, TASK_LEVELS[outcome])) return
-    logTask(log, jobLine(job, outcome, queue, Math.max(0, Date.now() - payload.enqueuedAt - job.delay), 0))
+    writeTaskLine(log, jobLine(job, outcome, queue, Math.max(0, Date.now() - payload.enqueuedAt - job.delay), 0))
   }
 }
 
@@ -354,7 +354,7 @@ class Attempt implements TimedEntry, TracedTask {
     const { counts, logger } = this.#shared
     counts[outcome]++
     if (this.#metrics !== null) this.#metrics.ended(this.name, outcome, performance.now() - this.startedAt)
-    if (isLevelEnabled(logger, TASK_LEVELS[outcome])) logTask(logger, this.#line(outcome, timeoutMs), err, 'reqId', this.#job.payload.request.id)
+    if (isLevelEnabled(logger, TASK_LEVELS[outcome])) writeTaskLine(logger, this.#line(outcome, timeoutMs), err, 'reqId', this.#job.payload.request.id)
   }
 
   // The lines go through the worker's logger with the request id first, as a child bound with it
@@ -379,7 +379,7 @@ class Attempt implements TimedEntry, TracedTask {
         const shutdownLine = this.#line('retrying')
         shutdownLine.reason = 'worker-closing'
         shutdownLine.delayMs = 0
-        logTask(logger, shutdownLine, undefined, 'reqId', reqId)
+        writeTaskLine(logger, shutdownLine, undefined, 'reqId', reqId)
       }
       return SHUTDOWN
     }
@@ -395,7 +395,7 @@ class Attempt implements TimedEntry, TracedTask {
       if (isLevelEnabled(logger, TASK_LEVELS.retrying)) {
         const retryLine = this.#line('retrying', settled.kind === 'timeout' ? timeout : undefined)
         retryLine.delayMs = delayMs
-        logTask(logger, retryLine, err, 'reqId', reqId)
+        writeTaskLine(logger, retryLine, err, 'reqId', reqId)
       }
       return { kind: 'retry', err, delayMs }
     }

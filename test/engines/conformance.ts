@@ -180,7 +180,7 @@ export function conformance (harness: EngineHarness): void {
     const numbered = new Error('x')
     ;(numbered as unknown as { message: number }).message = 42
     class Getter extends Error {
-      get message (): string { throw new Error('message getter') }
+      override get message (): string { throw new Error('message getter') }
     }
     const thrown: Record<string, () => unknown> = {
       revokedThrown: () => { throw revoked.proxy },
