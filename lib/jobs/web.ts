@@ -123,6 +123,8 @@ export class DurableWeb {
   // final lines written here: jobs the memory engine had no room for, jobs not enqueued
   #dropped = 0
   #closed = false
+  // responses whose jobs wait for their onSend (or their close): what app.close() looks at
+  readonly #waiting = new Set<FastifyReply>()
   // enqueues given up on whose cancellation the store has not confirmed yet: token → jobs
   readonly #uncertain = new Map<string, { jobs: number, statusCode: number }>()
   #retryTimer: NodeJS.Timeout | null = null
@@ -181,6 +183,7 @@ export class DurableWeb {
     } else if (pending === null) {
       // added by the onSend hook, or by closed() when the response is never sent
       ;(reply as ReplyWithJobs)[kPending] = { info, jobs, flushed: false, count: jobs.length }
+      this.#waiting.add(reply)
     } else if (pending !== null && !pending.flushed) {
       pending.jobs.push(...jobs)
     } else {
@@ -197,6 +200,7 @@ export class DurableWeb {
     const pending = (reply as ReplyWithJobs)[kPending]
     if (pending === null || pending.flushed) return
     pending.flushed = true
+    this.#waiting.delete(reply)
     this.#enqueueNow(reply, pending.info, pending.jobs)
   }
 
@@ -226,6 +230,7 @@ export class DurableWeb {
    */
   #flush (reply: FastifyReply, pending: Pending, payload: unknown): unknown {
     pending.flushed = true
+    this.#waiting.delete(reply)
     const records = this.#records(reply, pending.info, pending.jobs)
     const started = this.#metrics === null ? 0 : performance.now()
     const answer = (err: unknown): unknown => {
@@ -406,7 +411,7 @@ export class DurableWeb {
     }
   }
 
-  #drop (info: RequestInfo, records: JobRecord[], reason: 'enqueue-failed' | 'queue-full', err?: unknown, statusCode?: number): void {
+  #drop (info: RequestInfo, records: JobRecord[], reason: 'enqueue-failed' | 'queue-full' | 'closing', err?: unknown, statusCode?: number): void {
     this.#dropped += records.length
     if (this.#metrics !== null) {
       const route = this.#metrics.route(info.request.routeUrl)
@@ -472,6 +477,16 @@ export class DurableWeb {
   async close (): Promise<{ drained: boolean, mayStillRun: number }> {
     await this.settle()
     this.#closed = true
+    // A response hijacked and never ended holds jobs that neither its onSend nor its close will
+    // add: they are dropped now, with their line. (One still being answered is left to its
+    // onSend, which finds the queue closed: its client gets the 503.)
+    for (const reply of this.#waiting) {
+      if (!reply.sent) continue
+      const pending = (reply as ReplyWithJobs)[kPending] as Pending
+      pending.flushed = true
+      this.#drop(pending.info, this.#records(reply, pending.info, pending.jobs), 'closing')
+    }
+    this.#waiting.clear()
     const drained = this.worker === null ? true : await this.worker.close()
     // a last try for the cancellations the store has not confirmed: what is left may still run
     if (this.#retryTimer !== null) clearTimeout(this.#retryTimer)

@@ -597,6 +597,50 @@ test('a job registered in an onSend hook added after the plugin is a late one: t
   t.match(finals(logs.lines), [{ deferred: { task: 'record', outcome: 'dropped', reason: 'enqueue-failed', statusCode: 201 } }])
 })
 
+test('a response hijacked and never ended: app.close() drops its durable jobs with their line, beside its cancelled in-process task', async (t) => {
+  for (const engine of ['memory', 'sqlite'] as const) {
+    const record = defineTask('record', () => {})
+    const logs = new LogCollector()
+    const app = Fastify({ logger: { stream: logs } })
+    const queue = engine === 'memory' ? { engine, tasks: [record] } : { engine, path: await tempFile(t), tasks: [record] }
+    await app.register(sendAndContinue, { drainTimeout: 50, queue })
+    let hijacked: () => void = () => {}
+    const ready = new Promise<void>((resolve) => { hijacked = resolve })
+    app.get('/', (request, reply) => {
+      reply.defer([record.with(null), function local () {}])
+      reply.hijack()
+      reply.raw.write('partial')
+      hijacked()
+    })
+    // a job registered before close() by a request answered after it
+    const gate = deferred()
+    let registered: () => void = () => {}
+    const waiting = new Promise<void>((resolve) => { registered = resolve })
+    app.get('/slow', async (request, reply) => {
+      reply.defer(record.with(null))
+      registered()
+      await gate.promise
+      return 'ok'
+    })
+    // never answered: the inject stays pending
+    app.inject({ method: 'GET', url: '/' }).catch(() => {})
+    const slow = app.inject({ method: 'GET', url: '/slow' })
+    await Promise.all([ready, waiting])
+    const closed = app.close()
+    // the drain ran out (the hijacked request's task was cancelled): the plugin's close is under way
+    await logs.until((lines) => lines.some((line) => line.deferred?.outcome === 'cancelled'))
+    gate.resolve()
+    t.equal((await slow).statusCode, 503, `${engine}: the one still answering finds the queue closed`)
+    await closed
+    t.match(finals(logs.lines).map((line) => [line.deferred?.task, line.deferred?.outcome, line.deferred?.reason]).sort(),
+      [['local', 'cancelled', undefined], ['record', 'dropped', 'closing'], ['record', 'dropped', 'enqueue-failed']], engine)
+    // the hijacked response's job is in the shutdown line (the one refused as the app closes may come after it)
+    const shutdown = logs.lines.find((line) => line.deferredShutdown !== undefined)?.deferredShutdown as { cancelled: number, dropped: number }
+    t.equal(shutdown.cancelled, 1, `${engine}: the shutdown line counts the cancelled task`)
+    t.ok(shutdown.dropped >= 1, `${engine}: and the dropped job`)
+  }
+})
+
 test('sqlite with work: true: drain() resolves once the app\'s own worker ran the jobs', async (t) => {
   const path = await tempFile(t)
   const gate = deferred<void>()
