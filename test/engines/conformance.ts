@@ -186,6 +186,8 @@ export function conformance (harness: EngineHarness): void {
       revokedThrown: () => { throw revoked.proxy },
       revokedRejected: () => Promise.reject(revoked.proxy),
       trappedPrototype: () => { throw new Proxy(new Error('p'), { getPrototypeOf () { throw new Error('trap') } }) },
+      // not a Proxy itself: its prototype chain is, and reading it throws
+      revokedPrototype: () => { throw Object.create(revoked.proxy) },
       numberMessage: () => { throw numbered },
       getterMessage: () => { throw new Getter() }
     }
