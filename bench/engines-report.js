@@ -93,8 +93,21 @@ per request, the WAL's frames), so the file's writes add about 14 µs of kernel 
 not count. The p99 of about 20 ms (in-process: 5 ms) is SQLite's automatic WAL checkpoint, which runs inside a commit
 every 1,000 pages, on the event loop, with its \`fsync\`s: the same build with \`PRAGMA wal_autocheckpoint = 0\` set by
 hand in \`dist/\` (for this measurement only), 4 interleaved rounds against the default, had p99 3.5–5.1 ms against
-14.6–23.5 ms and 12–19% more requests/s. Not changed yet: moving the checkpoints off the event loop (a worker thread
-with its own connection running passive checkpoints) is its own change, with its own failure handling and tests.
+14.6–23.5 ms and 12–19% more requests/s (and a WAL that grows without end: not a setting to ship). Three ways to move
+that stall were built and measured against the default (scratch A/B harnesses, interleaved rounds of the end-to-end load,
+2026-12-05), and none is kept. A worker thread with its own connection running \`PRAGMA wal_checkpoint(PASSIVE)\` every
+100 ms, the store's automatic checkpoint off: p99 6.3–12.7 ms against 14.9–17.9, requests/s unchanged, web CPU per
+request 10–27% higher, and the WAL at 805 MB after 8 s, because under sustained writes a passive checkpoint never lets
+the WAL start over (the writer appends past every checkpoint). The same thread beside the automatic checkpoint: the WAL
+stays bounded, p99 13.0–16.4 ms against 13.9–17.7, the same CPU: the cost inside the commit is its syncs and the WAL's
+restart, not the copying of frames, so a thread that does not hold the writer cannot take it. A larger
+\`wal_autocheckpoint\` (4 rounds of 10 s, 20 connections): 4,000 pages gave p99 30–42 ms against 16–19 ms at the
+default (each stall longer) for 5,215–10,230 jobs/s against 7,515–8,388; 16,000 pages gave p99 5–8 ms, but only by
+moving the stalls past the 99th percentile: in a second run (4 rounds of 10 s) p99.9 91–115 ms against 20–26 ms,
+maximum 119–182 ms against 84–102 ms, 233–300 responses over 50 ms per window against 40, for 1.0–1.3× the jobs/s
+(6,306–7,987 against 5,635–8,104) and a WAL of 63–74 MB. The default stays: its stalls are the shortest, and its WAL
+the smallest. A checkpoint that does not stall the event loop would need the writes themselves off it (the store's
+connection in a thread): a change of the engine's design, not of a setting.
 
 **Memory engine (2.05× the in-process task in instructions → 1.56× since commit 224685b → 1.21× since its own loop; target 1.1×: missed).**
 \`node bench/probes/engines-instructions.js eng-in-process eng-memory e2e-sqlite-normal --requests 8000\` on 2026-12-04:
@@ -130,7 +143,15 @@ them. On 2026-12-05 (commit c38a082) the memory engine moved away from 1.1× on 
 copy of the data as stored, through JSON, as SQLite and BullMQ give it (before, a change made to the object after
 \`with()\`, or by a failed attempt, reached the next attempt on this engine only): 103.5 → 107.6 kinstr/request in the
 same probe (the \`JSON.stringify\` at enqueue, the \`JSON.parse\` and the payload object per attempt). A development
-engine that behaves as the production ones do is what it is for; the price of that parity is about 1.25×.\``
+engine that behaves as the production ones do is what it is for; the price of that parity is about 1.25×. Taken again
+on 2026-12-05 at commit e4d992b (the same probe with \`--js-names\`, each variant alone, the dumps compared with
+\`bench/callgrind/compare.js\`): 109.8 against 85.3 kinstr/request (1.29×; 106.8 against 83.6 without GC). The 24.5
+between them, grouped: V8's builtins and runtime 6.5, the plugin's JavaScript 3.5, strings 3.2 (the job id: a random
+UUID joined to the task's prefix, then flattened and hashed as the store's key), allocation 3.1, JSON 2.1 (the copy per
+attempt), property-access ICs 2.0, Maps and Sets 1.2, garbage collection 1.1, Node's and Fastify's JavaScript 0.9 (the
+\`onSend\` hook), the bench handler's \`with()\` 0.4, promises 0.3; no single function above 1.2. 1.1× would be 93.8
+kinstr: 16 of these 24.5 would have to go, more than the plugin's JavaScript, the strings, allocation, JSON, property
+access and Maps together (15.1).`
 
 function num (value, digits = 0) {
   return Number.isFinite(value) ? value.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits }) : '-'
