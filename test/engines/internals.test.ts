@@ -664,6 +664,39 @@ test('sqlite with work: true: drain() resolves once the app\'s own worker ran th
   t.match(app.sendAndContinue.stats(), { completed: 2, running: 0 })
 })
 
+test('sqlite with work: true: app.close() gives a running job back to the file: its line is retrying (worker-closing), stats() and the shutdown line count it cancelled, the line\'s drainTimeout is the plugin\'s', async (t) => {
+  const path = await tempFile(t)
+  const started = deferred<void>()
+  const restarted = deferred<void>()
+  const attempts: number[] = []
+  const hold = defineTask('hold', (data, { signal, attempt }) => {
+    attempts.push(attempt)
+    if (attempts.length === 1) started.resolve()
+    else restarted.resolve()
+    return new Promise((resolve) => signal.addEventListener('abort', resolve))
+  }, { timeout: 0 })
+  const logs = new LogCollector()
+  const app = Fastify({ logger: { stream: logs } })
+  t.teardown(() => app.close())
+  // the plugin's drain (1234 ms) has nothing to wait for; the queue's own drain (0) gives the job up at once
+  await app.register(sendAndContinue, { drainTimeout: 1234, queue: { engine: 'sqlite', path, drainTimeout: 0, tasks: [hold] } })
+  app.post('/', (request, reply) => reply.sendAndContinue('ok', hold.with(null)))
+  t.equal((await app.inject({ method: 'POST', url: '/' })).statusCode, 200)
+  await started.promise
+  await app.close()
+  t.same(finals(logs.lines), [], 'no final line: the job is not over')
+  t.match(logs.lines.filter((line) => line.deferred?.outcome === 'retrying'), [{ deferred: { task: 'hold', reason: 'worker-closing', attempt: 1 } }])
+  t.match(app.sendAndContinue.stats(), { cancelled: 1, completed: 0, running: 0 })
+  t.match(logs.lines.find((line) => line.deferredShutdown !== undefined), { deferredShutdown: { drainTimeout: 1234, cancelled: 1 } })
+
+  // it is in the file still: the next worker runs it, as the same attempt
+  const next = new LogCollector()
+  const worker = await createWorker({ engine: 'sqlite', path, tasks: [hold], logger: pino({}, next), drainTimeout: 0 })
+  t.teardown(() => worker.close())
+  await restarted.promise
+  t.same(attempts, [1, 1])
+})
+
 test('durable web: a logger that throws on the enqueued line fails that response (a late job: logged), and app.close() still ends', async (t) => {
   const path = await tempFile(t)
   const job = defineTask('t', () => {})
