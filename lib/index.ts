@@ -378,8 +378,16 @@ function isTask (task: unknown): boolean {
 
 function checkTask (where: string, task: unknown): asserts task is DeferrableTask | DeferrableTask[] {
   if (isTask(task)) return
-  if (Array.isArray(task) && task.length > 0 && task.every(isTask)) return
+  if (Array.isArray(task) && task.length > 0 && everyIndex(task, isTask)) return
   throw new FST_SAC_INVALID_TASK(where, describe(task))
+}
+
+/** `every()` over each index, holes included (`every()` skips a sparse array's holes). */
+function everyIndex (list: readonly unknown[], check: (item: unknown) => boolean): boolean {
+  for (let i = 0; i < list.length; i++) {
+    if (!check(list[i])) return false
+  }
+  return true
 }
 
 function appendHook<T> (hooks: T | T[] | undefined, hook: T, first: boolean): T[] {

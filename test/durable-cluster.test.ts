@@ -253,6 +253,8 @@ t.test('the cluster option is checked: a non-empty array of { host, port }, node
     [{ cluster: [] }, 'connection.cluster should be a non-empty array of nodes { host, port }, instead got []'],
     [{ cluster: '127.0.0.1:7000' }, "connection.cluster should be a non-empty array of nodes { host, port }, instead got '127.0.0.1:7000'"],
     [{ cluster: [{ host: '127.0.0.1', port: 7000 }, null] }, `connection.cluster[1] ${node}, instead got null`],
+    // a hole is checked as any node is (forEach would skip it)
+    [{ cluster: [{ host: '127.0.0.1', port: 7000 }, , { host: '127.0.0.1', port: 7001 }] }, `connection.cluster[1] ${node}, instead got undefined`], // eslint-disable-line no-sparse-arrays
     [{ cluster: [{ host: '', port: 7000 }] }, `connection.cluster[0] ${node}, instead got { host: '', port: 7000 }`],
     [{ cluster: [{ host: 'a', port: '7000' }] }, `connection.cluster[0] ${node}, instead got { host: 'a', port: '7000' }`],
     [{ cluster: [{ host: 'a', port: 0 }] }, `connection.cluster[0] ${node}, instead got { host: 'a', port: 0 }`],

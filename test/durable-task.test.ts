@@ -118,6 +118,9 @@ test('a list of tasks: only defineTask() results, unique names', async (t) => {
   t.throws(() => taskMap('here', []), { code: 'FST_SAC_INVALID_OPTION', message: 'here: tasks should be a non-empty array of tasks made by defineTask(), instead got []' })
   t.throws(() => taskMap('here', a), { code: 'FST_SAC_INVALID_OPTION' })
   t.throws(() => taskMap('here', [a, noop]), { code: 'FST_SAC_INVALID_OPTION', message: 'here: tasks[1] should be a task made by defineTask(), instead got [Function: noop]' })
+  // a hole is checked as any task is (forEach would skip it: new Array(1) made a queue of no task)
+  t.throws(() => taskMap('here', [a, , a]), { code: 'FST_SAC_INVALID_OPTION', message: 'here: tasks[1] should be a task made by defineTask(), instead got undefined' }) // eslint-disable-line no-sparse-arrays
+  t.throws(() => taskMap('here', new Array(1)), { code: 'FST_SAC_INVALID_OPTION', message: 'here: tasks[0] should be a task made by defineTask(), instead got undefined' })
   t.throws(() => taskMap('here', [a, defineTask('a', noop)]), { code: 'FST_SAC_DUPLICATE_TASK', message: "here: task names should be unique, instead got 'a' twice" })
 })
 

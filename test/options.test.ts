@@ -1,6 +1,6 @@
 import { test } from 'tap'
 import Fastify from 'fastify'
-import sendAndContinue, { isSendAndContinueError } from '../lib/index'
+import sendAndContinue, { defineTask, isSendAndContinueError } from '../lib/index'
 import { build } from './helpers'
 
 async function registerWith (options: unknown): Promise<unknown> {
@@ -111,8 +111,27 @@ const invalidTasks: Array<[string, unknown, string]> = [
   ['null', null, 'null'],
   ['an object', { run () {} }, '{ run: [Function: run] }'],
   ['an empty array', [], '[]'],
-  ['an array with a non-function', [() => {}, 42], '[ [Function (anonymous)], 42 ]']
+  ['an array with a non-function', [() => {}, 42], '[ [Function (anonymous)], 42 ]'],
+  // holes are not tasks (Array.prototype.every skips them: the check reads every index)
+  ['an array with a hole', [() => {}, , () => {}], '[ [Function (anonymous)], <1 empty item>, [Function (anonymous)] ]'], // eslint-disable-line no-sparse-arrays
+  ['an array of holes only', new Array(2), '[ <2 empty items> ]']
 ]
+
+test('a durable job beside a hole is refused with the call: the job is not enqueued', async (t) => {
+  const job = defineTask('holeJob', () => {})
+  const app = Fastify()
+  t.teardown(() => app.close())
+  await app.register(sendAndContinue, { queue: { engine: 'memory', tasks: [job] } })
+  const errors: Array<{ code: string }> = []
+  app.get('/', (req, reply) => {
+    try { reply.sendAndContinue('ok', [job.with({}), , () => {}] as never) } catch (err) { errors.push(err as never) } // eslint-disable-line no-sparse-arrays
+    return 'fallback'
+  })
+  t.equal((await app.inject('/')).body, 'fallback')
+  t.same(errors.map((e) => e.code), ['FST_SAC_INVALID_TASK'])
+  await app.sendAndContinue.drain()
+  t.match(app.sendAndContinue.stats(), { completed: 0, failed: 0, durable: { enqueued: 0 } })
+})
 
 for (const [label, task, shown] of invalidTasks) {
   test(`a task that is ${label} is refused by defer and sendAndContinue, before anything is sent`, async (t) => {

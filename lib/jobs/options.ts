@@ -207,12 +207,14 @@ function checkCluster (where: string, connection: Record<string, unknown>): Redi
   if (!Array.isArray(nodes) || nodes.length === 0) {
     throw new FST_SAC_INVALID_OPTION(where, 'connection.cluster', 'a non-empty array of nodes { host, port }', describe(nodes))
   }
-  nodes.forEach((node: Partial<RedisClusterNode> | null, i) => {
+  // every index, holes included (forEach would skip a sparse array's holes)
+  for (let i = 0; i < nodes.length; i++) {
+    const node = nodes[i] as Partial<RedisClusterNode> | null | undefined
     const port = node?.port
     if (typeof node?.host !== 'string' || node.host === '' || !Number.isInteger(port) || (port as number) < 1 || (port as number) > 65535) {
       throw new FST_SAC_INVALID_OPTION(where, `connection.cluster[${i}]`, 'a node { host, port } with a non-empty host and a port from 1 to 65535', describe(node))
     }
-  })
+  }
   const misplaced = NODE_OPTIONS.find((key) => key in connection)
   if (misplaced !== undefined) {
     // the value is not shown: it may be a password

@@ -14,12 +14,14 @@ export function taskMap (where: string, tasks: unknown): Map<string, DurableTask
     throw new FST_SAC_INVALID_OPTION(where, 'tasks', 'a non-empty array of tasks made by defineTask()', describe(tasks))
   }
   const map = new Map<string, DurableTask>()
-  tasks.forEach((task: unknown, i) => {
+  // every index, holes included (forEach would skip a sparse array's holes)
+  for (let i = 0; i < tasks.length; i++) {
+    const task: unknown = tasks[i]
     if (!isDurableTask(task)) {
       throw new FST_SAC_INVALID_OPTION(where, `tasks[${i}]`, 'a task made by defineTask()', describe(task))
     }
     if (map.has(task.name)) throw new FST_SAC_DUPLICATE_TASK(where, describe(task.name))
     map.set(task.name, task)
-  })
+  }
   return map
 }
