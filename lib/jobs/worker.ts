@@ -141,6 +141,7 @@ export async function createWorker (options: WorkerOptions): Promise<DurableWork
   if (given.metrics !== undefined && typeof given.metrics !== 'boolean') {
     throw new FST_SAC_INVALID_OPTION(WHERE, 'metrics', 'a boolean', describe(given.metrics))
   }
+  const logger = checkLogger(given.logger)
   // the provider registered now, for good, as for the plugin
   const meters = given.metrics === false ? null : lookUpMeters()
   const common: Omit<CommonWorkerSettings, 'logger'> = {
@@ -158,7 +159,7 @@ export async function createWorker (options: WorkerOptions): Promise<DurableWork
       synchronous: checkSynchronous(WHERE, given.synchronous)
     }
     const { startSqliteWorker } = require('../engines/sqlite/worker') as typeof import('../engines/sqlite/worker')
-    return watched(meters, engine, await startSqliteWorker({ ...settings, logger: loggerOf(options.logger) }))
+    return watched(meters, engine, await startSqliteWorker({ ...settings, logger: loggerOf(logger) }))
   }
   const connection = checkConnection(WHERE, given.connection)
   const settings = {
@@ -170,7 +171,7 @@ export async function createWorker (options: WorkerOptions): Promise<DurableWork
   assertDrivers(WHERE, 'bullmq', BULLMQ_DRIVERS)
   // BullMQ and ioredis load with the first worker: the web process may never need them
   const { startBullWorker } = require('../engines/bullmq/worker') as typeof import('../engines/bullmq/worker')
-  return watched(meters, engine, await startBullWorker({ ...settings, logger: loggerOf(options.logger) }))
+  return watched(meters, engine, await startBullWorker({ ...settings, logger: loggerOf(logger) }))
 }
 
 // METRICS: the worker's running jobs, read when the SDK collects, until it closed
@@ -182,6 +183,18 @@ function watched (meters: Meters | null, engine: EngineName, worker: DurableWork
     close: () => worker.close().finally(unwatch),
     stats: () => worker.stats()
   }
+}
+
+// the logger's methods the worker calls: anything else would fail only once a job ended (an
+// unhandled rejection, a close() that never ends), so it is refused at the start
+const LOGGER_METHODS = ['info', 'warn', 'error', 'debug', 'child']
+
+function checkLogger (logger: unknown): FastifyBaseLogger | undefined {
+  if (logger === undefined) return undefined
+  if (typeof logger === 'object' && logger !== null && LOGGER_METHODS.every((method) => typeof (logger as Record<string, unknown>)[method] === 'function')) {
+    return logger as FastifyBaseLogger
+  }
+  throw new FST_SAC_INVALID_OPTION(WHERE, 'logger', 'a pino logger (an object with info, warn, error, debug and child methods)', describe(logger))
 }
 
 function loggerOf (logger: FastifyBaseLogger | undefined): FastifyBaseLogger {

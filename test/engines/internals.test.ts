@@ -697,6 +697,18 @@ test('sqlite with work: true: app.close() gives a running job back to the file: 
   t.same(attempts, [1, 1])
 })
 
+test('createWorker(): a logger that is not a pino logger is refused at the start (it would fail only once a job ended)', async (t) => {
+  const path = await tempFile(t)
+  const tasks = [defineTask('t', () => {})]
+  const expected = 'a pino logger (an object with info, warn, error, debug and child methods)'
+  for (const [logger, shown] of [['pino', "'pino'"], [{}, '{}'], [{ info: 'x' }, "{ info: 'x' }"], [null, 'null']] as Array<[unknown, string]>) {
+    await t.rejects(createWorker({ engine: 'sqlite', path, tasks, logger: logger as never }), { code: 'FST_SAC_INVALID_OPTION', message: `createWorker(): logger should be ${expected}, instead got ${shown}` })
+  }
+  // a pino logger starts (no logger at all is the default, pino() to standard output)
+  const worker = await createWorker({ engine: 'sqlite', path, tasks, logger: pino({ level: 'silent' }) })
+  await worker.close()
+})
+
 test('durable web: a logger that throws on the enqueued line fails that response (a late job: logged), and app.close() still ends', async (t) => {
   const path = await tempFile(t)
   const job = defineTask('t', () => {})
