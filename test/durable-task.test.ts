@@ -20,6 +20,8 @@ test('defineTask() refuses bad input with coded errors that say what was expecte
   const cases: Array<[() => unknown, string, string]> = [
     [() => defineTask('', noop), 'FST_SAC_INVALID_OPTION', "defineTask(): name should be a non-empty string, instead got ''"],
     [() => defineTask(42 as unknown as string, noop), 'FST_SAC_INVALID_OPTION', 'defineTask(): name should be a non-empty string, instead got 42'],
+    // a lone surrogate has no encoding in a job id: refused here, not an uncoded URIError at with()
+    [() => defineTask('bad\uD800name', noop), 'FST_SAC_INVALID_OPTION', "defineTask(): name should be a well-formed string (no lone UTF-16 surrogate, as a string cut inside an emoji has), instead got 'bad\\ud800name'"],
     [() => defineTask('a', 'x' as never), 'FST_SAC_INVALID_OPTION', "defineTask(\"a\"): handler should be a function, instead got 'x'"],
     [() => defineTask('a', noop, null as never), 'FST_SAC_INVALID_OPTION', 'defineTask("a"): the options should be an object, instead got null'],
     [() => defineTask('a', noop, { retries: 2 } as never), 'FST_SAC_UNKNOWN_OPTION', "defineTask(\"a\"): unknown option 'retries', expected one of attempts, backoff, timeout"],
@@ -109,6 +111,9 @@ test('task.with() refuses bad options', async (t) => {
   t.throws(() => task.with(null, { id: 'x' } as never), { code: 'FST_SAC_UNKNOWN_OPTION', message: "t.with(): unknown option 'id', expected one of key, delay" })
   t.throws(() => task.with(null, { key: 42 } as never), { code: 'FST_SAC_INVALID_OPTION', message: 't.with(): key should be a non-empty string, instead got 42' })
   t.throws(() => task.with(null, { key: '' }), { code: 'FST_SAC_INVALID_OPTION', message: "t.with(): key should be a non-empty string, instead got ''" })
+  t.throws(() => task.with(null, { key: 'user-\uDC00' }), { code: 'FST_SAC_INVALID_OPTION', message: "t.with(): key should be a well-formed string (no lone UTF-16 surrogate, as a string cut inside an emoji has), instead got 'user-\\udc00'" })
+  // a whole emoji (a surrogate pair) is a key like any other
+  t.equal(task.with(null, { key: 'user-\u{1F600}' }).jobId, 't~user-%F0%9F%98%80')
   t.throws(() => task.with(null, { delay: 1.5 }), { code: 'FST_SAC_INVALID_OPTION', message: 't.with(): delay should be a whole number of milliseconds from 0 to 2147483647, instead got 1.5' })
 })
 

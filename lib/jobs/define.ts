@@ -6,6 +6,10 @@ import { keyedJobId, uniqueJobId } from './job-id'
 import { kDurableJob } from './types'
 import type { DurableHandler, DurableJob, DurableTask, DurableTaskOptions, JobOptions, JsonValue } from './types'
 
+// in a `u` pattern a surrogate pair is one code point: only a lone surrogate matches
+const LONE_SURROGATE = /\p{Cs}/u
+const WELL_FORMED = 'a well-formed string (no lone UTF-16 surrogate, as a string cut inside an emoji has)'
+
 /** Time limit of one attempt when `defineTask()` is given none, as for in-process tasks. */
 export const DEFAULT_TASK_TIMEOUT = 30_000
 
@@ -41,6 +45,8 @@ export function defineTask<Data extends JsonValue = JsonValue> (
   if (typeof name !== 'string' || name.length === 0) {
     throw new FST_SAC_INVALID_OPTION(where, 'name', 'a non-empty string', describe(name))
   }
+  // a lone UTF-16 surrogate has no encoding in a job id (and no UTF-8 form in a line or a store)
+  if (LONE_SURROGATE.test(name)) throw new FST_SAC_INVALID_OPTION(where, 'name', WELL_FORMED, describe(name))
   const named = `defineTask(${JSON.stringify(name)})`
   if (typeof handler !== 'function') {
     throw new FST_SAC_INVALID_OPTION(named, 'handler', 'a function', describe(handler))
@@ -74,6 +80,7 @@ function describeJob<Data extends JsonValue> (task: DurableTask<Data>, data: Dat
   if (key !== undefined && (typeof key !== 'string' || key.length === 0)) {
     throw new FST_SAC_INVALID_OPTION(where, 'key', 'a non-empty string', describe(key))
   }
+  if (key !== undefined && LONE_SURROGATE.test(key)) throw new FST_SAC_INVALID_OPTION(where, 'key', WELL_FORMED, describe(key))
   if (!isMs(delay)) throw new FST_SAC_INVALID_OPTION(where, 'delay', MS, describe(delay))
   return {
     [kDurableJob]: true,
